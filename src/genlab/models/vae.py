@@ -1,0 +1,157 @@
+"""Variational autoencoder (Kingma & Welling 2014) with beta, KL warm-up, free bits and the importance-weighted
+objective (Burda et al. 2016). Encoders and decoders: ``mlp``, ``conv`` and the ``keras-deconv`` preset."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from genlab.data.images import DataSpec
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel
+from genlab.nn.gaussian import kl_normal, kl_normal_std, log_normal
+from genlab.nn.likelihoods import build_likelihood
+from genlab.nn.stacks import build_decoder, build_encoder
+from genlab.registry import register
+
+
+@dataclass
+class VAEConfig:
+    arch: str = "mlp"  # mlp | conv | keras-deconv (the old Keras deconv example, layer for layer)
+    latent_dim: int = 20  # size of z
+    hidden: tuple[int, ...] = (400,)  # dense layer widths of the encoder (the decoder mirrors them)
+    channels: tuple[int, ...] = (32, 64)  # conv arch: channels of the strided convs (each halves the size)
+    activation: str = "relu"
+    likelihood: str = "bernoulli"  # bernoulli (binary pixels) | gaussian | logistic (discretized, 8-bit)
+    sigma: float = 1.0  # gaussian: the standard deviation of p(x|z) (MSE is the fixed-sigma case)
+    learn_sigma: bool = False  # gaussian: learn one sigma per channel instead
+    beta: float = 1.0  # weight of the KL term (beta-VAE, Higgins et al. 2017); the reported ELBO always uses 1
+    kl_warmup: int = 0  # optimizer steps over which the KL weight grows linearly from 0 to beta
+    free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised (Kingma et al. 2016)
+    iwae_k: int = 1  # importance samples of the training objective; 1 is the ELBO, >1 the IWAE bound
+
+
+def _check_config(cfg: VAEConfig) -> None:
+    if cfg.latent_dim < 1:
+        raise ConfigError(f"model.latent_dim must be >= 1, got {cfg.latent_dim}")
+    if cfg.iwae_k < 1:
+        raise ConfigError(f"model.iwae_k must be >= 1, got {cfg.iwae_k}")
+    if cfg.iwae_k > 1 and (cfg.beta != 1.0 or cfg.free_bits > 0 or cfg.kl_warmup > 0):
+        raise ConfigError("model.iwae_k > 1 trains the importance-weighted bound itself; it does not combine with "
+                          "beta, free_bits or kl_warmup (leave them at 1, 0, 0)")
+    if cfg.beta < 0 or cfg.free_bits < 0 or cfg.kl_warmup < 0:
+        raise ConfigError("model.beta, model.free_bits and model.kl_warmup must be >= 0")
+
+
+@register("vae")
+class VAE(GenerativeModel):
+    """q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), p(x|z) from the chosen likelihood."""
+
+    Config: ClassVar[type] = VAEConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "mlp-784-400-20": {"arch": "mlp", "hidden": (400,), "latent_dim": 20},
+        "keras-deconv": {"arch": "keras-deconv", "latent_dim": 2},
+        "conv-small": {"arch": "conv", "channels": (32, 64), "hidden": (256,), "latent_dim": 2},
+    }
+
+    def __init__(self, config: VAEConfig, spec: DataSpec, cond_dim: int = 0):
+        super().__init__(config, spec)
+        _check_config(config)
+        self.latent_dim = config.latent_dim
+        c = spec.shape[0]
+        self.likelihood = build_likelihood(config.likelihood, c, sigma=config.sigma, learn_sigma=config.learn_sigma,
+                                           levels=spec.levels)
+        out_ch = c * self.likelihood.params_per_channel
+        self.encoder = build_encoder(config.arch, spec.shape, 2 * config.latent_dim, hidden=config.hidden,
+                                     channels=config.channels, act=config.activation, cond_dim=cond_dim)
+        self.decoder = build_decoder(config.arch, config.latent_dim + cond_dim, spec.shape, out_ch,
+                                     hidden=config.hidden, channels=config.channels, act=config.activation)
+
+    # --- conditioning hooks (the conditional family overrides these two) ---
+
+    def _cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A condition vector (B, K) fed to encoder and decoder, or None."""
+        return None
+
+    def _prior_mean(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The mean (B, latent_dim) of a unit-variance Gaussian prior, or None for N(0, I)."""
+        return None
+
+    # --- the model ---
+
+    def _posterior(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x, cond).chunk(2, dim=-1)  # (B, L) each
+        return mu, logvar
+
+    def _decoder_params(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        if cond is not None:  # z may carry leading sample dims (K, B, L)
+            z = torch.cat([z, cond.expand(*z.shape[:-1], cond.shape[-1])], dim=-1)
+        return self.decoder(z)
+
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) -> posterior mean and log-variance, (B, L) each."""
+        return self._posterior(x, cond)
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) -> (B, C, H, W) mean images in [0, 1]."""
+        return self.likelihood.mean(self._decoder_params(z, cond))
+
+    def reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode the posterior mean of each image."""
+        mu, _ = self._posterior(x, cond)
+        return self.decode(mu, cond)
+
+    def _kl_weight(self, step: int | None) -> float:
+        cfg = self.config
+        if step is None or cfg.kl_warmup == 0:
+            return cfg.beta
+        return cfg.beta * min(1.0, step / cfg.kl_warmup)
+
+    def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
+        x = batch["x"]
+        cond, prior_mu = self._cond(batch), self._prior_mean(batch)
+        mu, logvar = self._posterior(x, cond)
+        kl_dims = kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)  # (B, L)
+        kl = kl_dims.sum(-1)  # (B,)
+        cfg = self.config
+        if cfg.iwae_k == 1:
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            recon = -self.likelihood.log_prob(self._decoder_params(z, cond), x)  # (B,)
+            if cfg.free_bits > 0:  # KL of each dimension, averaged over the batch, is floored at free_bits
+                kl_term = kl_dims.mean(0).clamp(min=cfg.free_bits).sum()
+            else:
+                kl_term = kl.mean()
+            loss = recon.mean() + self._kl_weight(step) * kl_term
+            elbo = -(recon + kl)
+            return {"loss": loss, "recon": recon.mean(), "kl": kl.mean(), "elbo": elbo.mean()}
+        log_w, recon0 = self._log_weights(x, cond, prior_mu, mu, logvar, cfg.iwae_k)
+        iwae = torch.logsumexp(log_w, dim=0) - math.log(cfg.iwae_k)  # (B,)
+        return {"loss": -iwae.mean(), "iwae": iwae.mean(), "recon": recon0.mean(), "kl": kl.mean(),
+                "elbo": (-(recon0 + kl)).mean()}
+
+    def _log_weights(self, x: torch.Tensor, cond: torch.Tensor | None, prior_mu: torch.Tensor | None,
+                     mu: torch.Tensor, logvar: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, B) log p(x|z) + log p(z) - log q(z|x) for z ~ q, and the reconstruction NLL of the first draw."""
+        eps = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        log_px = self.likelihood.log_prob(self._decoder_params(z, cond), x)  # (k, B)
+        log_pz = log_normal(z, 0.0 if prior_mu is None else prior_mu).sum(-1)
+        log_qz = log_normal(z, mu, logvar).sum(-1)
+        return log_px + log_pz - log_qz, -log_px[0]
+
+    @torch.no_grad()
+    def log_importance_weights(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        """(k, B) importance log-weights with q(z|x) as the proposal (LikelihoodModel)."""
+        x = batch["x"]
+        cond, prior_mu = self._cond(batch), self._prior_mean(batch)
+        mu, logvar = self._posterior(x, cond)
+        return self._log_weights(x, cond, prior_mu, mu, logvar, k)[0]
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode n draws from the prior: (n, C, H, W) mean images in [0, 1]."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        return self.decode(z)

@@ -1,0 +1,218 @@
+"""The training loop. It knows no model family: it asks the model for ``param_groups()`` and calls
+``train_step(batch, optimizers, step)``; everything else (epochs, evaluation, logging, checkpoints, resume,
+divergence) is the same for every family."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from genlab import __version__
+from genlab.config import TrainConfig
+from genlab.data.images import ImageDataset
+from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
+from genlab.models.base import GenerativeModel
+from genlab.train.checkpoint import load_model_files, load_trainer, save_model, save_trainer
+from genlab.train.run import RunDir
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "exponential")
+_EVAL_SEED = 7919  # evaluation noise is drawn from its own fixed stream: test numbers are comparable per epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or auto") from None
+
+
+def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
+    if cfg.schedule == "exponential":
+        return cfg.lr_gamma ** epoch
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_terms(model: GenerativeModel, data: ImageDataset, split: str = "test", batch_size: int = 500,
+                   device: torch.device | None = None, seed: int = _EVAL_SEED) -> dict[str, float]:
+    """Mean of every term of ``model.loss`` over a split (per example), with the model in eval mode."""
+    device = device or model.device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for batch in data.batches(split, batch_size):
+            b = len(batch["x"])
+            terms = model.loss(_to_device(batch, device))
+            for k, v in zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()):
+                sums[k] = sums.get(k, 0.0) + v * b
+            n += b
+    model.train(was_training)
+    return {k: v / n for k, v in sums.items()}
+
+
+class Trainer:
+    """Fits ``model`` on ``data``; with a run folder it logs ``metrics.jsonl`` and checkpoints every epoch."""
+
+    def __init__(self, model: GenerativeModel, data: ImageDataset, cfg: TrainConfig, run: RunDir | None = None,
+                 meta: dict[str, Any] | None = None):
+        self.model, self.data, self.cfg, self.run = model, data, cfg, run
+        self.meta = dict(meta or {})
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.batch_size < 1 or cfg.epochs < 0:
+            raise ConfigError("train.batch_size must be >= 1 and train.epochs >= 0")
+        _lr_factor(cfg, 0)  # validates the schedule name
+        self.model.to(self.device)
+        self.model.grad_clip = cfg.grad_clip
+        self.optimizers = {name: make_optimizer(cfg, params) for name, params in model.param_groups().items()}
+        self.epoch = 0
+        self.step = 0
+        self.train_time = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    # --- state ---
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step, "train_time": self.train_time,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "rng": torch.get_rng_state(),
+        }
+
+    def save(self) -> None:
+        if self.run is None:
+            return
+        meta = {**self.meta, "genlab_version": __version__, "family": self.model.family,
+                "model_config": _config_dict(self.model.config), "data_spec": self.model.spec.to_dict(),
+                "epoch": self.epoch, "step": self.step, "parameters": self.model.num_parameters()}
+        save_trainer(self.run.checkpoints, self._trainer_state(), self.step)
+        save_model(self.run.checkpoints, self.model, meta)
+
+    def resume(self) -> None:
+        """Load weights, optimizer and RNG state from the run folder's checkpoint."""
+        assert self.run is not None
+        state_dict, meta = load_model_files(self.run.checkpoints)
+        try:
+            self.model.load_state_dict(state_dict)
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint in {self.run.checkpoints} does not match the model "
+                                  f"({str(e).splitlines()[0]})") from None
+        state = load_trainer(self.run.checkpoints)
+        if state["step"] != meta["step"]:
+            raise CheckpointError(f"{self.run.checkpoints}: model and trainer files are from different steps; "
+                                  "cannot resume exactly")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.step, self.train_time = state["epoch"], state["step"], state["train_time"]
+        self.run.truncate_metrics(self.epoch)
+        self.history = self.run.read_metrics()
+
+    # --- the loop ---
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        where = f"epoch {self.epoch + 1}, step {self.step}"
+        kept = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run.checkpoints}"
+                if self.run is not None and self.epoch > 0 else "no checkpoint was written yet")
+        return TrainingDiverged(f"{what} at {where}; {kept}. Try a lower --lr (now {self.cfg.lr:g}) "
+                                "or --train.grad_clip=1")
+
+    def fit(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        total_batches = self.data.num_batches("train", cfg.batch_size)
+        while self.epoch < cfg.epochs and (cfg.max_steps is None or self.step < cfg.max_steps):
+            factor = _lr_factor(cfg, self.epoch)
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * factor
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)  # data order and binarization
+            self.model.train()
+            sums: dict[str, float] = {}
+            seen = 0
+            start = time.perf_counter()
+            bar = tqdm(self.data.batches("train", cfg.batch_size, shuffle=True, generator=gen), total=total_batches,
+                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False,
+                       dynamic_ncols=True)
+            for batch in bar:
+                terms = self.model.train_step(_to_device(batch, self.device), self.optimizers, self.step)
+                values = torch.stack([t.float() for t in terms.values()]).tolist()
+                if not math.isfinite(values[list(terms).index("loss")]):
+                    bar.close()
+                    raise self._diverged(f"the loss became {values[list(terms).index('loss')]}")
+                b = len(batch["x"])
+                for k, v in zip(terms, values):
+                    sums[k] = sums.get(k, 0.0) + v * b
+                seen += b
+                self.step += 1
+                if cfg.progress and self.step % 10 == 0:
+                    bar.set_postfix(loss=f"{values[list(terms).index('loss')]:.3f}", refresh=False)
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    break
+            bar.close()
+            self.train_time += time.perf_counter() - start
+            if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+                raise self._diverged("the weights became non-finite")
+            self.epoch += 1
+            record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "time_s": round(self.train_time, 3),
+                                      "lr": cfg.lr * factor}
+            record.update({f"train/{k}": v / max(seen, 1) for k, v in sums.items()})
+            last = self.epoch == cfg.epochs or (cfg.max_steps is not None and self.step >= cfg.max_steps)
+            if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or last):
+                test = evaluate_terms(self.model, self.data, "test", device=self.device)
+                record.update({f"test/{k}": v for k, v in test.items()})
+            self.history.append(record)
+            if self.run is not None:
+                self.run.append_metrics(record)
+                self.save()
+            if cfg.progress:
+                tqdm.write(_summary(record, cfg.epochs))
+        return self.history
+
+
+def _summary(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for key in ("train/loss", "test/loss", "test/elbo", "test/kl"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.3f}")
+    parts.append(f"({record['time_s']:.1f} s)")
+    return "  ".join(parts)
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config)

@@ -1,0 +1,222 @@
+"""Figures from a model's public API: sample grids, reconstructions, the latent map, the manifold grid and the
+training curves. Every function writes one PNG and returns its path; grey images are drawn in grey."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from genlab.data.images import ImageDataset  # noqa: E402
+from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel  # noqa: E402
+
+_CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
+
+
+def image_grid(images: torch.Tensor, nrow: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> one (rows*(H+pad)+pad, nrow*(W+pad)+pad[, 3]) array, row-major."""
+    x = images.detach().float().clamp(0, 1).cpu().numpy()
+    n, c, h, w = x.shape
+    rows = math.ceil(n / nrow)
+    grid = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top:top + h, left:left + w] = x[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def _show(ax: Any, grid: np.ndarray) -> None:
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _grid_figsize(rows: int, cols: int, h: int, w: int, extra: tuple[float, float] = (0.4, 0.6)) -> tuple:
+    scale = _CELL_INCHES * max(h, w) / 28 if max(h, w) >= 28 else _CELL_INCHES
+    return (cols * scale + extra[0], rows * scale + extra[1])
+
+
+def save_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None, title: str = "") -> Path:
+    """A plain grid of images with a title."""
+    n, _, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    fig, ax = plt.subplots(figsize=_grid_figsize(rows, nrow, h, w))
+    _show(ax, image_grid(images, nrow))
+    if title:
+        ax.set_title(title, fontsize=11)
+    return _save(fig, path)
+
+
+def sample_figure(model: GenerativeModel, path: Path, *, n: int = 64, seed: int = 0) -> Path:
+    """A grid of samples (for a conditional model: rows are classes)."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    if isinstance(model, ConditionalModel):
+        k = model.num_classes
+        per = max(1, n // k)
+        cond = torch.arange(k, device=model.device).repeat_interleave(per)
+        x = model.sample(len(cond), cond=cond, generator=gen)
+        return save_grid(x, path, nrow=per, title=f"samples of {model.family}: one row per class")
+    x = model.sample(n, generator=gen)
+    return save_grid(x, path, title=f"{n} samples of {model.family} (decoder means, seed {seed})")
+
+
+@torch.no_grad()
+def reconstruction_figure(model: GenerativeModel, data: ImageDataset, path: Path, *, n: int = 16) -> Path:
+    """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
+    x, y = data.split("test")
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]  # a fixed spread, not one class
+    x = x[pick].to(model.device)
+    cond = None if y is None or not isinstance(model, ConditionalModel) else y[pick].to(model.device)
+    recon = model.reconstruct(x, cond)
+    per_row = min(n, 8)
+    rows = []
+    for start in range(0, n, per_row):
+        rows += [x[start:start + per_row], recon[start:start + per_row]]
+    fig, axes = plt.subplots(len(rows), 1, figsize=_grid_figsize(len(rows), per_row, *x.shape[-2:], (1.6, 0.4)))
+    for i, (ax, imgs) in enumerate(zip(np.atleast_1d(axes), rows)):
+        _show(ax, image_grid(imgs, per_row))
+        ax.set_ylabel("original" if i % 2 == 0 else "reconstr.", rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("test images and their reconstructions", fontsize=11)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def encode_split(model: LatentModel, data: ImageDataset, split: str = "test", limit: int = 5000,
+                 batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior means (N, L) of up to ``limit`` images of a split, and their labels."""
+    x, y = data.split(split)
+    x = x[:limit]
+    cond_model = isinstance(model, ConditionalModel)
+    mus = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(model.device)
+        cond = y[start:start + batch_size].to(model.device) if (cond_model and y is not None) else None
+        mus.append(model.encode(xb, cond)[0].cpu())
+    return torch.cat(mus), (None if y is None else y[:limit])
+
+
+def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path) -> Path:
+    """Test-set posterior means coloured by class; a latent of more than 2 dimensions is projected by PCA."""
+    mu, y = encode_split(model, data)
+    if mu.shape[1] == 1:
+        pts, labels = torch.cat([mu, torch.zeros_like(mu)], 1).numpy(), ("z1", "")
+    elif mu.shape[1] == 2:
+        pts, labels = mu.numpy(), ("z1", "z2")
+    else:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=0)
+        pts = pca.fit_transform(mu.numpy())
+        ev = pca.explained_variance_ratio_
+        labels = (f"PC1 ({ev[0]:.0%} of variance)", f"PC2 ({ev[1]:.0%})")
+    fig, ax = plt.subplots(figsize=(7.5, 6.2))
+    names = data.spec.class_names
+    if y is None:
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color="tab:blue")
+    else:
+        cmap = plt.get_cmap("tab10" if data.spec.num_classes <= 10 else "tab20")
+        for c in range(data.spec.num_classes):
+            m = (y == c).numpy()
+            ax.scatter(pts[m, 0], pts[m, 1], s=5, alpha=0.7, color=cmap(c % cmap.N),
+                       label=names[c] if c < len(names) else str(c))
+        ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
+    if hasattr(model, "class_means") and mu.shape[1] == 2:  # the class-prior CVAE: where each class is centred
+        means = model.class_means.detach().cpu().numpy()
+        ax.scatter(means[:, 0], means[:, 1], marker="X", s=120, c="black", label="class means")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(f"latent map: posterior means of {len(mu)} test images")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[int, int] = (0, 1),
+                    base: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> Path:
+    """Decode an n x n grid at Gaussian quantiles norm.ppf(linspace(0.05, 0.95, n)) of two latent dimensions,
+    the others held at ``base`` (default 0, the prior mean)."""
+    from scipy.stats import norm
+
+    vals = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
+    z = torch.zeros(n * n, model.latent_dim) if base is None else base.reshape(1, -1).repeat(n * n, 1).float()
+    i, j = dims
+    z[:, i] = vals.repeat(n)  # columns sweep dims[0]
+    z[:, j] = vals.flip(0).repeat_interleave(n)  # rows sweep dims[1], high values on top
+    if hasattr(model, "class_means") and cond is not None:
+        z = z + model.class_means[cond].cpu()
+    c = None if cond is None else cond.expand(n * n)
+    imgs = model.decode(z.to(model.device), c.to(model.device) if c is not None else None)
+    _, _, h, w = imgs.shape
+    fig, ax = plt.subplots(figsize=_grid_figsize(n, n, h, w, (1.0, 1.0)))
+    grid = image_grid(imgs, n, pad=0)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
+              extent=(0, n * w, n * h, 0))
+    ticks = np.arange(n) * w + w / 2
+    ax.set_xticks(ticks[::2], [f"{v:.2f}" for v in vals[::2].tolist()], fontsize=7)
+    ax.set_yticks(ticks[::2], [f"{v:.2f}" for v in vals.flip(0)[::2].tolist()], fontsize=7)
+    ax.set_xlabel(f"z{i + 1}")
+    ax.set_ylabel(f"z{j + 1}")
+    held = "" if model.latent_dim == 2 else f", other {model.latent_dim - 2} dimensions held fixed"
+    ax.set_title(f"latent manifold: z{i + 1} and z{j + 1} at Gaussian quantiles{held}", fontsize=10)
+    return _save(fig, path)
+
+
+def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Loss terms per epoch, train (solid) and test (dashed), one panel per term."""
+    keys = []
+    for rec in history:
+        for k in rec:
+            if "/" in k and k.split("/", 1)[1] not in keys:
+                keys.append(k.split("/", 1)[1])
+    keys = keys or ["loss"]
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for split, style in (("train", "-"), ("test", "--")):
+            pts = [(r["epoch"], r[f"{split}/{key}"]) for r in history if f"{split}/{key}" in r]
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", ms=3, label=split)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example" if key in ("loss", "recon", "kl", "elbo", "iwae") else key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
+                     history: Sequence[dict[str, Any]] = ()) -> dict[str, Path]:
+    """Every figure that applies to the model: name -> PNG path."""
+    out_dir = Path(out_dir)
+    figs = {"samples": sample_figure(model, out_dir / "samples.png")}
+    if hasattr(model, "reconstruct"):
+        figs["reconstructions"] = reconstruction_figure(model, data, out_dir / "reconstructions.png")
+    if isinstance(model, LatentModel):
+        figs["latent_map"] = latent_map_figure(model, data, out_dir / "latent_map.png")
+        cond = None
+        if isinstance(model, ConditionalModel):
+            cond = torch.tensor([0])
+        figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", cond=cond)
+    if history:
+        figs["curves"] = curves_figure(history, out_dir / "curves.png")
+    return figs

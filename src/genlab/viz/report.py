@@ -1,0 +1,62 @@
+"""``report.html``: one self-contained page (images embedded as data URIs, no external URL) per run."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1d1d1f;background:#fafafa}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .8em;border-bottom:1px solid #e5e5e5;text-align:right}
+th{text-align:left;background:#f0f0f0}td:first-child{text-align:left}
+figure{margin:1em 0;background:#fff;padding:.6em;border:1px solid #e5e5e5;border-radius:6px;display:inline-block}
+figcaption{font-size:.85em;color:#555}img{max-width:100%}pre{background:#f4f4f4;padding:.8em;overflow:auto;
+font-size:.8em}.muted{color:#666;font-size:.9em}
+"""
+
+CAPTIONS = {
+    "samples": "Samples from the prior, decoded (decoder means).",
+    "reconstructions": "Test images and their reconstructions from the posterior mean.",
+    "latent_map": "Posterior means of test images, coloured by class.",
+    "manifold": "Decoded grid of latent codes at Gaussian quantiles.",
+    "curves": "Loss terms per epoch (train solid, test dashed), nats per example.",
+}
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
+
+
+def _table(rows: Sequence[tuple[str, Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    return "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def write_report(path: Path, *, title: str, config: dict[str, Any], history: Sequence[dict[str, Any]],
+                 figures: dict[str, Path], evaluation: dict[str, Any] | None = None,
+                 notes: Sequence[str] = ()) -> Path:
+    """Write the report; ``figures`` maps a name to a PNG that is embedded."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts += [f"<p class='muted'>{html.escape(n)}</p>" for n in notes]
+    if history:
+        last = history[-1]
+        rows = [(k, v) for k, v in last.items()]
+        parts.append("<h2>Final epoch</h2>" + _table(rows))
+    if evaluation:
+        parts.append("<h2>Evaluation (nats per example)</h2>" + _table(list(evaluation.items())))
+    for name, png in figures.items():
+        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure>{_img(png)}"
+                     f"<figcaption>{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>")
+    parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=2)) + "</pre>")
+    parts.append("</body></html>")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
