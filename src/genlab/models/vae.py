@@ -27,6 +27,7 @@ class VAEConfig:
     likelihood: str = "bernoulli"  # bernoulli (binary pixels) | gaussian | logistic (discretized, 8-bit)
     sigma: float = 1.0  # gaussian: the standard deviation of p(x|z) (MSE is the fixed-sigma case)
     learn_sigma: bool = False  # gaussian: learn one sigma per channel instead
+    gaussian_mean: str = "sigmoid"  # gaussian: sigmoid (means in [0, 1]) | identity (linear-Gaussian, e.g. PPCA)
     beta: float = 1.0  # weight of the KL term (beta-VAE, Higgins et al. 2017); the reported ELBO always uses 1
     kl_warmup: int = 0  # optimizer steps over which the KL weight grows linearly from 0 to beta
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised (Kingma et al. 2016)
@@ -41,6 +42,8 @@ def _check_config(cfg: VAEConfig) -> None:
     if cfg.iwae_k > 1 and (cfg.beta != 1.0 or cfg.free_bits > 0 or cfg.kl_warmup > 0):
         raise ConfigError("model.iwae_k > 1 trains the importance-weighted bound itself; it does not combine with "
                           "beta, free_bits or kl_warmup (leave them at 1, 0, 0)")
+    if cfg.gaussian_mean not in ("sigmoid", "identity"):
+        raise ConfigError(f"model.gaussian_mean must be sigmoid or identity, not {cfg.gaussian_mean!r}")
     if cfg.beta < 0 or cfg.free_bits < 0 or cfg.kl_warmup < 0:
         raise ConfigError("model.beta, model.free_bits and model.kl_warmup must be >= 0")
 
@@ -62,7 +65,7 @@ class VAE(GenerativeModel):
         self.latent_dim = config.latent_dim
         c = spec.shape[0]
         self.likelihood = build_likelihood(config.likelihood, c, sigma=config.sigma, learn_sigma=config.learn_sigma,
-                                           levels=spec.levels)
+                                           squash=config.gaussian_mean == "sigmoid", levels=spec.levels)
         out_ch = c * self.likelihood.params_per_channel
         self.encoder = build_encoder(config.arch, spec.shape, 2 * config.latent_dim, hidden=config.hidden,
                                      channels=config.channels, act=config.activation, cond_dim=cond_dim)

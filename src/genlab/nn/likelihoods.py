@@ -56,8 +56,9 @@ class Gaussian(Likelihood):
     on continuous pixels, not probabilities of 8-bit images: use ``logistic`` for those.
     """
 
-    def __init__(self, channels: int, sigma: float = 1.0, learn_sigma: bool = False):
+    def __init__(self, channels: int, sigma: float = 1.0, learn_sigma: bool = False, squash: bool = True):
         super().__init__()
+        self.squash = squash  # mean = sigmoid(output); False: the output itself (a linear-Gaussian model)
         if sigma <= 0:
             raise ConfigError(f"gaussian sigma must be > 0, got {sigma}")
         log_sigma = torch.full((channels, 1, 1), math.log(sigma))
@@ -68,15 +69,15 @@ class Gaussian(Likelihood):
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         log_sigma = self.log_sigma.clamp(min=-7.0)
-        z = (x - torch.sigmoid(params)) * torch.exp(-log_sigma)
+        z = (x - self.mean(params)) * torch.exp(-log_sigma)
         return (-0.5 * z.pow(2) - log_sigma - 0.5 * LOG_2PI).flatten(-3).sum(-1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(params)
+        return torch.sigmoid(params) if self.squash else params
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         noise = torch.randn(params.shape, generator=generator, device=params.device)
-        return (torch.sigmoid(params) + noise * self.log_sigma.exp()).clamp(0, 1)
+        return self.mean(params) + noise * self.log_sigma.exp()
 
 
 class DiscretizedLogistic(Likelihood):
@@ -125,11 +126,11 @@ class DiscretizedLogistic(Likelihood):
 
 
 def build_likelihood(name: str, channels: int, *, sigma: float = 1.0, learn_sigma: bool = False,
-                     levels: int = 256) -> Likelihood:
+                     squash: bool = True, levels: int = 256) -> Likelihood:
     if name == "bernoulli":
         return Bernoulli()
     if name == "gaussian":
-        return Gaussian(channels, sigma=sigma, learn_sigma=learn_sigma)
+        return Gaussian(channels, sigma=sigma, learn_sigma=learn_sigma, squash=squash)
     if name == "logistic":
         return DiscretizedLogistic(levels)
     raise ConfigError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")

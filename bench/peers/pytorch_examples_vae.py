@@ -1,0 +1,100 @@
+"""The VAE of pytorch/examples (``vae/main.py``), reproduced for measurement beside genlab.
+
+It follows that file's training loop: 784-400-20 with ReLU, sigmoid outputs, ``F.binary_cross_entropy`` summed
+plus the analytic KL, Adam 1e-3, batch 128, a shuffled ``DataLoader`` over a dataset that yields one sample at a
+time converted from a PIL image (what ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()`` does; written
+out here because torchvision does not import beside this machine's torch). The reported losses are the example's:
+the summed loss over the split divided by its number of images, i.e. the negative single-sample ELBO in nats.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+class PILMnist(Dataset):
+    """uint8 (N, 28, 28) images served one at a time as PIL images converted to (1, 28, 28) tensors."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i], mode="L")
+        t = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div(255).unsqueeze(0)  # ToTensor
+        return t, int(self.labels[i])
+
+
+class ExampleVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        return mu + torch.randn_like(std) * std
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+
+def loss_function(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+class ExampleRun:
+    """Holds the example's model, optimizer and loaders; ``epoch()`` trains one epoch, ``test()`` scores."""
+
+    def __init__(self, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int = 1,
+                 batch_size: int = 128):
+        torch.manual_seed(seed)
+        self.model = ExampleVAE()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.train_loader = DataLoader(PILMnist(*train), batch_size=batch_size, shuffle=True)
+        self.test_loader = DataLoader(PILMnist(*test), batch_size=batch_size, shuffle=False)
+
+    def epoch(self) -> tuple[float, float]:
+        """One training epoch: (average train loss per image, seconds)."""
+        self.model.train()
+        start = time.perf_counter()
+        train_loss = 0.0
+        for data, _ in self.train_loader:
+            self.optimizer.zero_grad()
+            recon_batch, mu, logvar = self.model(data)
+            loss = loss_function(recon_batch, data, mu, logvar)
+            loss.backward()
+            train_loss += loss.item()
+            self.optimizer.step()
+        return train_loss / len(self.train_loader.dataset), time.perf_counter() - start
+
+    @torch.no_grad()
+    def test(self) -> float:
+        self.model.eval()
+        test_loss = 0.0
+        for data, _ in self.test_loader:
+            recon_batch, mu, logvar = self.model(data)
+            test_loss += loss_function(recon_batch, data, mu, logvar).item()
+        return test_loss / len(self.test_loader.dataset)
