@@ -1,0 +1,280 @@
+"""The family contract (DESIGN.md), checked once for every registered family.
+
+A new family needs one entry in ``FAMILY_CONFIGS``: a few tiny configs (model-config fields) that build on the
+8x8 ``digits`` dataset. A registered family without an entry fails here on purpose.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import genlab
+from genlab.data.images import ImageDataset, load_dataset
+from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel, LikelihoodModel
+from genlab.registry import get_family, list_families
+from genlab.train.checkpoint import save_model
+
+# --- the tiny configs, per family ---
+
+_MLP = {"arch": "mlp", "hidden": (32,), "latent_dim": 3}
+_CONV = {"arch": "conv", "channels": (8, 16), "hidden": (32,), "latent_dim": 3}
+
+FAMILY_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
+    "vae": {
+        "mlp-bernoulli": {**_MLP, "likelihood": "bernoulli"},
+        "mlp-gaussian": {**_MLP, "likelihood": "gaussian", "sigma": 0.3},
+        "mlp-gaussian-learned": {**_MLP, "likelihood": "gaussian", "learn_sigma": True},
+        "mlp-logistic": {**_MLP, "likelihood": "logistic"},
+        "mlp-iwae": {**_MLP, "iwae_k": 4},
+        "mlp-beta-warmup-freebits": {**_MLP, "beta": 2.0, "kl_warmup": 10, "free_bits": 0.1},
+        "conv-bernoulli": {**_CONV, "likelihood": "bernoulli"},
+        "conv-logistic": {**_CONV, "likelihood": "logistic"},
+    },
+    "cvae": {
+        "concat": {**_MLP, "prior": "concat"},
+        "class-mean": {**_MLP, "prior": "class-mean"},
+        "concat-iwae": {**_MLP, "prior": "concat", "iwae_k": 3},
+        "conv-concat": {**_CONV, "prior": "concat"},
+        "conv-class-mean": {**_CONV, "prior": "class-mean", "likelihood": "gaussian", "sigma": 0.3},
+    },
+}
+
+BATCH = 16
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for family in list_families():
+        configs = FAMILY_CONFIGS.get(family)
+        if not configs:  # still a case, so the gap shows up as a failing test of that family
+            cases.append(pytest.param(family, None, id=f"{family}-MISSING"))
+            continue
+        cases += [pytest.param(family, name, id=f"{family}-{name}") for name in configs]
+    return cases
+
+
+CASES = _cases()
+
+
+def _first_cases() -> list[Any]:
+    """One case per family, for the slower end-to-end checks."""
+    seen, out = set(), []
+    for p in CASES:
+        if p.values[0] not in seen:
+            seen.add(p.values[0])
+            out.append(p)
+    return out
+
+
+def test_every_registered_family_has_contract_configs() -> None:
+    missing = [f for f in list_families() if not FAMILY_CONFIGS.get(f)]
+    assert not missing, (f"model families {missing} have no entry in FAMILY_CONFIGS of tests/test_contract.py; "
+                         "add a few tiny configs for each so the shared contract is checked for them")
+    stale = set(FAMILY_CONFIGS) - set(list_families())
+    assert not stale, f"FAMILY_CONFIGS names unregistered families {sorted(stale)}"
+
+
+# --- fixtures and helpers ---
+
+@pytest.fixture(scope="module")
+def digits() -> ImageDataset:
+    return load_dataset("digits", progress=False)
+
+
+@pytest.fixture(scope="module")
+def batch(digits: ImageDataset) -> dict[str, torch.Tensor]:
+    return next(digits.batches("train", BATCH))
+
+
+def _config(family: str, name: str | None) -> Any:
+    if name is None:
+        pytest.fail(f"model family {family!r} is registered but has no entry in FAMILY_CONFIGS "
+                    "(tests/test_contract.py); add tiny configs for it")
+    return get_family(family).Config(**FAMILY_CONFIGS[family][name])
+
+
+def _build(family: str, name: str | None, digits: ImageDataset, seed: int = 0) -> GenerativeModel:
+    cfg = _config(family, name)
+    torch.manual_seed(seed)
+    return get_family(family)(cfg, digits.spec)
+
+
+def _cond(model: GenerativeModel, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    return batch["y"] if isinstance(model, ConditionalModel) else None
+
+
+def _seeded_loss(model: GenerativeModel, batch: dict[str, torch.Tensor], seed: int = 1234,
+                 repeats: int = 4) -> float:
+    """The loss on ``batch`` averaged over ``repeats`` fixed noise draws (the same draws every call)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return sum(model.loss(batch)["loss"].item() for _ in range(repeats)) / repeats
+
+
+def _sample(model: GenerativeModel, n: int, seed: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+    return model.sample(n, cond=cond, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_same_model(a: GenerativeModel, b: GenerativeModel, batch: dict[str, torch.Tensor]) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype, key
+        assert torch.equal(sa[key], sb[key]), f"{key} differs after the round trip"
+    a.eval(), b.eval()
+    assert torch.equal(_sample(a, 6, seed=3), _sample(b, 6, seed=3))
+    assert _seeded_loss(a, batch) == _seeded_loss(b, batch)
+    if isinstance(a, LatentModel):
+        cond = _cond(a, batch)
+        with torch.no_grad():
+            mu_a, lv_a = a.encode(batch["x"], cond)
+            mu_b, lv_b = b.encode(batch["x"], cond)
+            z = torch.randn(len(batch["x"]), a.latent_dim, generator=torch.Generator().manual_seed(5))
+            assert torch.equal(mu_a, mu_b) and torch.equal(lv_a, lv_b)
+            assert torch.equal(a.decode(z, cond), b.decode(z, cond))
+
+
+# --- build ---
+
+@pytest.mark.parametrize("family,name", CASES)
+def test_builds_from_config_and_spec(family: str, name: str | None, digits: ImageDataset) -> None:
+    model = _build(family, name, digits)
+    assert isinstance(model, GenerativeModel)
+    assert type(model).family == family and get_family(family) is type(model)
+    assert dataclasses.is_dataclass(model.config) and isinstance(model.config, type(model).Config)
+    assert model.spec == digits.spec
+    assert model.num_parameters() > 0
+    assert set(model.param_groups()) and all(list(ps) for ps in model.param_groups().values())
+
+
+# --- loss ---
+
+@pytest.mark.parametrize("family,name", CASES)
+def test_loss_terms_are_finite_scalars(family: str, name: str | None, digits: ImageDataset,
+                                       batch: dict[str, torch.Tensor]) -> None:
+    model = _build(family, name, digits)
+    for step in (None, 0, 5):
+        terms = model.loss(batch, step=step)
+        assert isinstance(terms, dict) and "loss" in terms
+        assert terms["loss"].requires_grad, "the loss must be differentiable"
+        for key, value in terms.items():
+            assert isinstance(value, torch.Tensor) and value.shape == (), f"{key} is not a scalar tensor"
+            assert torch.isfinite(value), f"{key} = {value} at step {step}"
+
+
+# --- sample ---
+
+@pytest.mark.parametrize("family,name", CASES)
+def test_sample_shape_range_and_reproducibility(family: str, name: str | None, digits: ImageDataset) -> None:
+    model = _build(family, name, digits).eval()
+    n = 7
+    a = _sample(model, n, seed=11)
+    assert a.shape == (n, *digits.spec.shape)
+    assert a.dtype == torch.float32
+    assert torch.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
+    assert not a.requires_grad
+    torch.manual_seed(999)  # the global RNG must not matter: the generator alone fixes the draw
+    b = _sample(model, n, seed=11)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, _sample(model, n, seed=12))
+    if isinstance(model, ConditionalModel):
+        labels = torch.arange(n) % model.num_classes
+        c = _sample(model, n, seed=11, cond=labels)
+        assert c.shape == a.shape and torch.equal(c, _sample(model, n, seed=11, cond=labels))
+
+
+# --- optional abilities ---
+
+@pytest.mark.parametrize("family,name", CASES)
+def test_abilities_have_their_shapes(family: str, name: str | None, digits: ImageDataset,
+                                     batch: dict[str, torch.Tensor]) -> None:
+    model = _build(family, name, digits).eval()
+    b = len(batch["x"])
+    if isinstance(model, LatentModel):
+        cond = _cond(model, batch)
+        with torch.no_grad():
+            mu, logvar = model.encode(batch["x"], cond)
+            assert mu.shape == logvar.shape == (b, model.latent_dim)
+            img = model.decode(mu, cond)
+        assert img.shape == (b, *digits.spec.shape)
+        assert img.min() >= 0.0 and img.max() <= 1.0
+    if isinstance(model, LikelihoodModel):
+        torch.manual_seed(0)
+        lw = model.log_importance_weights(batch, 5)
+        assert lw.shape == (5, b) and torch.isfinite(lw).all()
+    if isinstance(model, ConditionalModel):
+        assert model.num_classes == digits.spec.num_classes
+
+
+def test_vae_and_cvae_protocols(digits: ImageDataset) -> None:
+    vae = _build("vae", "mlp-bernoulli", digits)
+    cvae = _build("cvae", "concat", digits)
+    for m in (vae, cvae):
+        assert isinstance(m, LatentModel)
+        assert isinstance(m, LikelihoodModel)
+    assert isinstance(cvae, ConditionalModel)
+    assert not isinstance(vae, ConditionalModel)
+    assert not isinstance(object(), LatentModel) and not isinstance(object(), LikelihoodModel)
+
+
+# --- checkpoints ---
+
+@pytest.mark.parametrize("family,name", CASES)
+def test_save_load_round_trip(family: str, name: str | None, digits: ImageDataset,
+                              batch: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    from genlab.train.trainer import _config_dict
+
+    model = _build(family, name, digits)
+    opts = {k: torch.optim.Adam(list(p), lr=1e-2) for k, p in model.param_groups().items()}
+    model.train_step(batch, opts, 0)  # move every trained parameter away from its initial value
+    meta = {"family": model.family, "model_config": _config_dict(model.config),
+            "data_spec": model.spec.to_dict(), "step": 1}
+    save_model(tmp_path / "checkpoints", model, meta)
+    torch.manual_seed(4321)  # a fresh build would differ: the loaded weights must come from the file
+    loaded = genlab.load(tmp_path)
+    assert type(loaded) is type(model)
+    assert loaded.config == model.config and loaded.spec == model.spec
+    _assert_same_model(model, loaded, batch)
+
+
+def _override(key: str, value: Any) -> str:
+    text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+    return f"model.{key}={text}"
+
+
+@pytest.mark.parametrize("family,name", _first_cases())
+def test_train_one_step_then_load(family: str, name: str | None, digits: ImageDataset,
+                                  batch: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    cfg = _config(family, name)
+    overrides = [_override(k, v) for k, v in dataclasses.asdict(cfg).items()]
+    out = tmp_path / "run"
+    model = genlab.train(family, "digits", out=out, max_steps=1, epochs=1, batch_size=32, eval_every=0,
+                         progress=False, dataset=digits, overrides=overrides)
+    assert model.config == cfg
+    assert (out / "checkpoints" / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert len(model.history) == 1 and model.history[0]["step"] == 1
+    torch.manual_seed(4321)
+    loaded = genlab.load(out)
+    _assert_same_model(model, loaded, batch)
+
+
+# --- training ---
+
+@pytest.mark.parametrize("family,name", CASES)
+def test_train_steps_lower_the_loss(family: str, name: str | None, digits: ImageDataset,
+                                    batch: dict[str, torch.Tensor]) -> None:
+    model = _build(family, name, digits)
+    model.train()
+    opts = {k: torch.optim.Adam(list(p), lr=3e-3) for k, p in model.param_groups().items()}
+    before = _seeded_loss(model, batch)
+    torch.manual_seed(0)
+    for step in range(20):
+        terms = model.train_step(batch, opts, step)
+        assert all(not v.requires_grad for v in terms.values()), "train_step returns detached terms"
+        assert torch.isfinite(terms["loss"])
+    after = _seeded_loss(model, batch)
+    assert after < before - 1e-3 * abs(before), f"loss {before:.4f} -> {after:.4f} after 20 Adam steps"
