@@ -72,6 +72,15 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``read_json`` for the checkpoint's JSON files, which must hold an object."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); "
+                              "restore it or retrain")
+    return obj
+
+
 def _file_step(path: Path) -> int | None:
     from safetensors import safe_open
 
@@ -122,7 +131,7 @@ def save_model(ckpt_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> 
 
 def load_model_files(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     ckpt_dir = Path(ckpt_dir)
-    meta = read_json(ckpt_dir / MODEL_META)
+    meta = _read_meta(ckpt_dir / MODEL_META)
     state = read_tensors(ckpt_dir / MODEL_WEIGHTS)
     step = _file_step(ckpt_dir / MODEL_WEIGHTS)
     if step is not None and step != meta.get("step"):
@@ -142,7 +151,7 @@ def save_trainer(ckpt_dir: Path, state: dict[str, Any], step: int) -> None:
 
 def load_trainer(ckpt_dir: Path) -> dict[str, Any]:
     ckpt_dir = Path(ckpt_dir)
-    meta = read_json(ckpt_dir / TRAINER_META)
+    meta = _read_meta(ckpt_dir / TRAINER_META)
     tensors = read_tensors(ckpt_dir / TRAINER_WEIGHTS)
     if _file_step(ckpt_dir / TRAINER_WEIGHTS) != meta.get("step"):
         raise CheckpointError(f"{ckpt_dir}: the trainer files were written at different times; cannot resume")

@@ -1,0 +1,553 @@
+"""The training loop (genlab.train.trainer) and its run folder: exact resume, divergence, atomic and validated
+checkpoints, optimizers, schedules, gradient clipping, per-epoch evaluation and seeding.
+
+Everything runs a tiny MLP VAE on the 8x8 ``digits`` set (12 steps per epoch at batch 128), one torch thread.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+import genlab
+from genlab.api import build_config
+from genlab.data.images import ImageDataset, load_dataset
+from genlab.errors import CheckpointError, ConfigError, GenlabError, TrainingDiverged
+from genlab.models.base import GenerativeModel
+from genlab.models.vae import VAE
+from genlab.registry import get_family
+from genlab.train import checkpoint as ckpt_mod
+from genlab.train import trainer as trainer_mod
+from genlab.train.checkpoint import write_json, write_tensors
+from genlab.train.run import RunDir
+from genlab.train.trainer import Trainer, evaluate_terms
+
+TINY = {"arch": "mlp", "hidden": (32,), "latent_dim": 3}
+BATCH = 128
+STEPS_PER_EPOCH = 12  # ceil(1497 / 128)
+CHECKPOINT_FILES = {"model.safetensors", "model.json", "trainer.safetensors", "trainer.json"}
+
+
+# --- fixtures and helpers ---
+
+@pytest.fixture(scope="module")
+def digits() -> ImageDataset:
+    data = load_dataset("digits", progress=False)
+    assert data.num_batches("train", BATCH) == STEPS_PER_EPOCH
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """Tiny models run fastest on one thread (and do not fight the other CI jobs); restore torch's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _train(out: Path, digits: ImageDataset, **options: Any) -> GenerativeModel:
+    options = {"epochs": 2, "batch_size": BATCH, "progress": False, **TINY, **options}
+    return genlab.train("vae", "digits", out=out, dataset=digits, **options)
+
+
+def _resume(out: Path, digits: ImageDataset, **options: Any) -> GenerativeModel:
+    return genlab.train(out=out, resume=True, dataset=digits, **options)
+
+
+def _trainer(digits: ImageDataset, run: RunDir | None = None, **options: Any) -> Trainer:
+    """A Trainer built the way ``genlab.train`` builds one (seed, then the model), without the API around it."""
+    cfg = build_config("vae", "digits", **{"batch_size": BATCH, "progress": False, **TINY, **options})
+    torch.manual_seed(cfg.train.seed)
+    model = get_family("vae")(cfg.model_config, digits.spec)
+    return Trainer(model, digits, cfg.train, run)
+
+
+def _weights(run: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / name))
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary files a save or metrics rewrite could leave behind."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.name.startswith(".") or p.name.endswith(".tmp"))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err)
+    assert text and "\n" not in text, f"not one line: {text!r}"
+    return text
+
+
+class _Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+# --- resume ---
+
+def test_resume_gives_bit_identical_weights_and_metrics(digits: ImageDataset, tmp_path: Path) -> None:
+    whole = _train(tmp_path / "whole", digits, epochs=4)
+    _train(tmp_path / "split", digits, epochs=2)
+    assert _metrics(tmp_path / "split") and [r["epoch"] for r in _metrics(tmp_path / "split")] == [1, 2]
+    half = _weights(tmp_path / "split")
+    resumed = _resume(tmp_path / "split", digits, epochs=4)
+
+    full, split = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert not all(torch.equal(half[k], full[k]) for k in full), "the second half trained nothing"
+    _assert_same_tensors(full, split)
+    _assert_same_tensors(_weights(tmp_path / "whole", "trainer.safetensors"),
+                         _weights(tmp_path / "split", "trainer.safetensors"))  # optimizer moments, RNG state
+    for key, value in whole.state_dict().items():  # the returned models too
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+    records = _metrics(tmp_path / "split")
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert [r["step"] for r in records] == [STEPS_PER_EPOCH * e for e in (1, 2, 3, 4)]
+    assert _without_time(records) == _without_time(_metrics(tmp_path / "whole"))
+    assert _without_time(resumed.history) == _without_time(records)
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["train"]["epochs"] == 4
+    assert _leftovers(tmp_path / "split") == []
+
+
+def test_resume_after_a_crash_between_log_and_checkpoint(digits: ImageDataset, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after epoch 3 was logged but before its checkpoint, with a half-written line at the end of the log:
+    the resumed run redoes epoch 3 from the epoch-2 checkpoint and ends exactly like an uninterrupted one (with a
+    cosine schedule, so the learning rate of each epoch must be right too)."""
+    opts = {"epochs": 4, "schedule": "cosine"}
+    _train(tmp_path / "whole", digits, **opts)
+
+    real_save = Trainer.save
+
+    def save_then_die(self: Trainer) -> None:
+        if self.epoch == 3:
+            raise _Killed
+        real_save(self)
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(_Killed):
+        _train(tmp_path / "crashed", digits, **opts)
+    monkeypatch.undo()
+    run = tmp_path / "crashed"
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2, 3]
+    assert json.loads((run / "checkpoints" / "model.json").read_text())["epoch"] == 2
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"epoch": 4, "st')  # cut by the crash
+
+    _resume(run, digits)
+    _assert_same_tensors(_weights(tmp_path / "whole"), _weights(run))
+    records = _metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert _without_time(records) == _without_time(_metrics(tmp_path / "whole"))
+    assert _leftovers(run) == []
+
+
+def test_resume_guards(digits: ImageDataset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        _resume(run, digits)
+    _train(run, digits, epochs=1)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        _train(run, digits, epochs=1)
+    with pytest.raises(ConfigError, match="keeps its model and data"):
+        _resume(run, digits, overrides=["model.latent_dim=4"])
+    with pytest.raises(ConfigError, match="out"):
+        genlab.train(resume=True, dataset=digits)
+    assert [r["epoch"] for r in _metrics(run)] == [1]  # nothing above touched the run
+
+
+def test_resume_refuses_trainer_files_from_another_step(digits: ImageDataset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run, digits, epochs=1)
+    old = {name: (run / "checkpoints" / name).read_bytes() for name in ("trainer.json", "trainer.safetensors")}
+    _resume(run, digits, epochs=2)
+    for name, data in old.items():
+        (run / "checkpoints" / name).write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        _resume(run, digits, epochs=3)
+    assert "different steps" in _one_line(info.value)
+
+
+def test_resume_refuses_a_model_that_does_not_match(digits: ImageDataset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run, digits, epochs=1)
+    trainer = _trainer(digits, RunDir(run), latent_dim=5)
+    with pytest.raises(CheckpointError) as info:
+        trainer.resume()
+    assert "does not match" in _one_line(info.value)
+
+
+# --- divergence ---
+
+def _nan_loss_from(monkeypatch: pytest.MonkeyPatch, first_bad_step: int) -> None:
+    real_loss = VAE.loss
+
+    def loss(self: VAE, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
+        terms = real_loss(self, batch, step=step)
+        if step is not None and step >= first_bad_step:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "loss", loss)
+
+
+def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(digits: ImageDataset, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    bad_step = STEPS_PER_EPOCH + 3  # in epoch 2
+    _nan_loss_from(monkeypatch, bad_step)
+    with pytest.raises(TrainingDiverged) as info:
+        _train(run, digits, epochs=3)
+    assert isinstance(info.value, GenlabError)
+    msg = _one_line(info.value)
+    assert "nan" in msg and "epoch 2" in msg and f"step {bad_step}" in msg
+    assert "last good checkpoint (epoch 1)" in msg and str(run / "checkpoints") in msg
+    assert "lower --lr" in msg and "grad_clip" in msg  # what to do
+
+    monkeypatch.undo()
+    assert [r["epoch"] for r in _metrics(run)] == [1]
+    assert {p.name for p in (run / "checkpoints").iterdir()} == CHECKPOINT_FILES
+    loaded = genlab.load(run)
+    assert loaded.checkpoint_meta["epoch"] == 1 and loaded.checkpoint_meta["step"] == STEPS_PER_EPOCH
+    assert all(torch.isfinite(p).all() for p in loaded.parameters())
+    one_epoch = _train(tmp_path / "one", digits, epochs=1)
+    _assert_same_tensors(_weights(tmp_path / "one"), _weights(run))
+    for key, value in one_epoch.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+    # the advice works: the kept checkpoint resumes (here without the fault) to the end
+    _resume(run, digits)
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2, 3]
+
+
+def test_non_finite_weights_raise_at_the_end_of_the_epoch(digits: ImageDataset, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last step of epoch 2 leaves an infinite weight: no loss saw it, the weight check must."""
+    real_step = GenerativeModel.optimizer_step
+    calls = []
+
+    def poisoned_step(self: GenerativeModel, opt: torch.optim.Optimizer) -> None:
+        real_step(self, opt)
+        calls.append(1)
+        if len(calls) == 2 * STEPS_PER_EPOCH:
+            with torch.no_grad():
+                next(self.parameters()).view(-1)[0] = float("inf")
+
+    monkeypatch.setattr(GenerativeModel, "optimizer_step", poisoned_step)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as info:
+        _train(run, digits, epochs=3)
+    msg = _one_line(info.value)
+    assert "weights became non-finite" in msg and "epoch 2" in msg and "(epoch 1)" in msg
+    assert len(calls) == 2 * STEPS_PER_EPOCH
+    monkeypatch.undo()
+    loaded = genlab.load(run)
+    assert loaded.checkpoint_meta["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in loaded.parameters())
+
+
+def test_huge_learning_rate_diverges_before_any_checkpoint(digits: ImageDataset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as info:
+        _train(run, digits, epochs=2, lr=1e30)
+    msg = _one_line(info.value)
+    assert "epoch 1" in msg and "no checkpoint was written yet" in msg and "1e+30" in msg
+    assert not RunDir(run).has_checkpoint()
+    with pytest.raises(CheckpointError):
+        genlab.load(run)
+
+
+# --- checkpoints ---
+
+def test_checkpoint_folder_holds_only_finished_files(digits: ImageDataset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run, digits, epochs=2)
+    assert {p.name for p in (run / "checkpoints").iterdir()} == CHECKPOINT_FILES
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoints"}
+    assert _leftovers(run) == []
+    meta = json.loads((run / "checkpoints" / "model.json").read_text())
+    assert meta["family"] == "vae" and meta["epoch"] == 2 and meta["step"] == 2 * STEPS_PER_EPOCH
+    assert meta["model_config"]["latent_dim"] == TINY["latent_dim"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "w.safetensors"
+    write_tensors(target, {"a": torch.arange(4.0)}, {"step": "1"})
+    before = target.read_bytes()
+
+    def half_written(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+        Path(path).write_bytes(b"\x00" * 10)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod, "save_file", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        write_tensors(target, {"a": torch.zeros(4)}, {"step": "2"})
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert torch.equal(load_file(str(target))["a"], torch.arange(4.0))
+
+    meta = tmp_path / "m.json"
+    write_json(meta, {"step": 1})
+    with pytest.raises(TypeError):
+        write_json(meta, {"step": 2, "bad": object()})  # json.dump fails half-way through
+    assert json.loads(meta.read_text()) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "w.safetensors"]
+
+
+@pytest.fixture
+def trained_run(digits: ImageDataset, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    _train(run, digits, epochs=1)
+    return run
+
+
+@pytest.mark.parametrize("damage", ["half", "header-only", "empty", "garbage", "missing"])
+def test_corrupt_weights_raise_checkpoint_error(trained_run: Path, digits: ImageDataset, damage: str) -> None:
+    path = trained_run / "checkpoints" / "model.safetensors"
+    data = path.read_bytes()
+    header = 8 + int.from_bytes(data[:8], "little")
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes({"half": data[:len(data) // 2], "header-only": data[:header], "empty": b"",
+                          "garbage": b"this is not a safetensors file at all"}[damage])
+    for attempt in (lambda: genlab.load(trained_run), lambda: _resume(trained_run, digits, epochs=2)):
+        with pytest.raises(CheckpointError) as info:
+            attempt()
+        msg = _one_line(info.value)
+        assert "model.safetensors" in msg
+        assert ("missing" if damage == "missing" else "corrupt") in msg
+
+
+def _edit_meta(run: Path, edit: Any) -> None:
+    path = run / "checkpoints" / "model.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(meta)))
+
+
+def _set(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    d[key] = value
+    return d
+
+
+def _drop(d: dict[str, Any], key: str) -> dict[str, Any]:
+    del d[key]
+    return d
+
+
+META_EDITS = {
+    # a config whose shapes differ from the stored weights
+    "latent-dim": (lambda m: _set(m, "model_config", {**m["model_config"], "latent_dim": 5}), "do not match"),
+    "hidden": (lambda m: _set(m, "model_config", {**m["model_config"], "hidden": [16, 16]}), "do not match"),
+    "image-shape": (lambda m: _set(m, "data_spec", {**m["data_spec"], "shape": [1, 4, 4]}), "do not match"),
+    "no-family": (lambda m: _drop(m, "family"), "incomplete"),
+    "no-spec": (lambda m: _drop(m, "data_spec"), "incomplete"),
+    "no-step": (lambda m: _drop(m, "step"), "different times"),
+    "other-step": (lambda m: _set(m, "step", m["step"] + 1), "different times"),
+    "not-an-object": (lambda m: [m], "not an object"),
+}
+
+
+@pytest.mark.parametrize("edit", list(META_EDITS))
+def test_model_json_that_does_not_match_raises_checkpoint_error(trained_run: Path, edit: str) -> None:
+    change, expected = META_EDITS[edit]
+    _edit_meta(trained_run, change)
+    with pytest.raises(CheckpointError) as info:
+        genlab.load(trained_run)
+    assert expected in _one_line(info.value)
+
+
+def test_model_json_with_unknown_or_mistyped_config_is_a_clear_error(trained_run: Path) -> None:
+    _edit_meta(trained_run, lambda m: _set(m, "model_config", {**m["model_config"], "latent_size": 3}))
+    with pytest.raises(GenlabError) as info:
+        genlab.load(trained_run)
+    assert "latent_size" in _one_line(info.value) and "latent_dim" in str(info.value)
+    _edit_meta(trained_run, lambda m: _set(m, "model_config", {**m["model_config"], "latent_dim": "three"}))
+    with pytest.raises(GenlabError) as info:
+        genlab.load(trained_run)
+    assert "latent_dim" in _one_line(info.value)
+
+
+def test_model_json_not_json_and_weights_with_missing_or_extra_keys(trained_run: Path) -> None:
+    ckpt = trained_run / "checkpoints"
+    meta_text = (ckpt / "model.json").read_text()
+    (ckpt / "model.json").write_text(meta_text[: len(meta_text) // 2])
+    with pytest.raises(CheckpointError) as info:
+        genlab.load(trained_run)
+    assert "model.json" in _one_line(info.value) and "corrupt" in str(info.value)
+    (ckpt / "model.json").write_text(meta_text)
+
+    weights = load_file(str(ckpt / "model.safetensors"))
+    step = str(json.loads(meta_text)["step"])
+    dropped = dict(list(weights.items())[1:])
+    extra = {**weights, "encoder.extra": torch.zeros(3)}
+    for tensors in (dropped, extra):
+        save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt", "step": step})
+        with pytest.raises(CheckpointError) as info:
+            genlab.load(trained_run)
+        assert "do not match" in _one_line(info.value)
+    save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "pt", "step": step})
+    assert genlab.load(trained_run).checkpoint_meta["step"] == int(step)  # the repaired files load again
+
+
+# --- optimizers, schedules, clipping ---
+
+@pytest.mark.parametrize("name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                      ("rmsprop", torch.optim.RMSprop)])
+def test_each_optimizer_trains_one_epoch(digits: ImageDataset, name: str, cls: type) -> None:
+    trainer = _trainer(digits, optimizer=name, lr=3e-3, weight_decay=1e-4, epochs=1, eval_every=0)
+    opt = trainer.optimizers["model"]
+    assert type(opt) is cls and opt.param_groups[0]["weight_decay"] == 1e-4
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    history = trainer.fit()
+    assert len(history) == 1 and history[0]["step"] == STEPS_PER_EPOCH
+    assert math.isfinite(history[0]["train/loss"])
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert opt.state, "the optimizer took no step"
+
+
+@pytest.mark.parametrize("key,value,choices", [("optimizer", "sgd", "adam, adamw, rmsprop"),
+                                               ("schedule", "linear", "constant, cosine, exponential")])
+def test_unknown_optimizer_or_schedule_is_a_config_error(digits: ImageDataset, key: str, value: str,
+                                                         choices: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _trainer(digits, **{key: value})
+    msg = _one_line(info.value)
+    assert value in msg and choices in msg
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential"])
+def test_learning_rate_schedules(digits: ImageDataset, schedule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    epochs, lr, gamma = 3, 2e-3, 0.5
+    expected = {
+        "constant": [lr] * epochs,
+        "cosine": [lr * 0.5 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)],
+        "exponential": [lr * gamma ** e for e in range(epochs)],
+    }[schedule]
+    seen: list[float] = []
+    real_step = GenerativeModel.optimizer_step
+
+    def recording_step(self: GenerativeModel, opt: torch.optim.Optimizer) -> None:
+        seen.append(opt.param_groups[0]["lr"])
+        real_step(self, opt)
+
+    monkeypatch.setattr(GenerativeModel, "optimizer_step", recording_step)
+    history = _trainer(digits, schedule=schedule, lr=lr, lr_gamma=gamma, epochs=epochs, eval_every=0).fit()
+    assert [r["lr"] for r in history] == pytest.approx(expected, rel=1e-12)
+    per_epoch = [seen[e * STEPS_PER_EPOCH:(e + 1) * STEPS_PER_EPOCH] for e in range(epochs)]
+    assert len(seen) == epochs * STEPS_PER_EPOCH
+    for steps, want in zip(per_epoch, expected):
+        assert steps == pytest.approx([want] * STEPS_PER_EPOCH, rel=1e-12)
+
+
+def _grad_norms(digits: ImageDataset, clip: float | None) -> list[float]:
+    trainer = _trainer(digits, grad_clip=clip, epochs=1, max_steps=6, eval_every=0, lr=1e-3)
+    opt = trainer.optimizers["model"]
+    real_step = opt.step
+    norms: list[float] = []
+
+    def recording_step(*args: Any, **kwargs: Any) -> Any:  # what the optimizer is about to apply
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real_step(*args, **kwargs)
+
+    opt.step = recording_step  # type: ignore[method-assign]
+    trainer.fit()
+    return norms
+
+
+def test_grad_clip_limits_the_global_norm(digits: ImageDataset) -> None:
+    clip = 0.5
+    free = _grad_norms(digits, None)
+    assert len(free) == 6 and min(free) > 2 * clip, "the test needs gradients bigger than the clip"
+    clipped = _grad_norms(digits, clip)
+    assert len(clipped) == 6
+    assert max(clipped) <= clip * (1 + 1e-4)
+    assert clipped[0] == pytest.approx(clip, rel=1e-4)  # the same first gradient as `free`, scaled down
+
+
+# --- evaluation ---
+
+def test_test_split_is_evaluated_every_epoch_in_nats(digits: ImageDataset) -> None:
+    trainer = _trainer(digits, epochs=2, eval_every=1)
+    history = trainer.fit()
+    terms = ("loss", "recon", "kl", "elbo")
+    for record in history:
+        assert all(f"test/{t}" in record and math.isfinite(record[f"test/{t}"]) for t in terms), record
+        assert record["test/elbo"] == pytest.approx(-(record["test/recon"] + record["test/kl"]), rel=1e-5)
+        assert record["test/loss"] == pytest.approx(-record["test/elbo"], rel=1e-5)  # beta = 1
+        assert record["test/kl"] > 0
+    assert history[1]["test/loss"] != history[0]["test/loss"]
+
+    # recompute the last record independently: nats per example, summed over the 64 pixels, on the test split
+    model = trainer.model.eval()
+    x, _ = digits.split("test")
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(trainer_mod._EVAL_SEED)
+        mu, logvar = model.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        recon = F.binary_cross_entropy_with_logits(model.decoder(z), x, reduction="none").sum((1, 2, 3))
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+    assert history[-1]["test/recon"] == pytest.approx(recon.mean().item(), rel=1e-5)
+    assert history[-1]["test/kl"] == pytest.approx(kl.mean().item(), rel=1e-5)
+    assert evaluate_terms(model, digits) == pytest.approx({f: history[-1][f"test/{f}"] for f in terms}, rel=1e-6)
+
+
+@pytest.mark.parametrize("eval_every,evaluated", [(0, []), (2, [2, 3]), (5, [3])])
+def test_eval_every(digits: ImageDataset, eval_every: int, evaluated: list[int]) -> None:
+    history = _trainer(digits, epochs=3, eval_every=eval_every).fit()
+    assert [r["epoch"] for r in history if "test/loss" in r] == evaluated
+    assert all("train/loss" in r for r in history)
+
+
+def test_evaluation_does_not_change_the_training_trajectory(digits: ImageDataset) -> None:
+    with_eval = _trainer(digits, epochs=2, eval_every=1)  # each built (seeded) right before it trains
+    with_eval.fit()
+    without = _trainer(digits, epochs=2, eval_every=0)
+    without.fit()
+    _assert_same_tensors(with_eval.model.state_dict(), without.model.state_dict())
+
+
+def test_max_steps_stops_early(digits: ImageDataset, tmp_path: Path) -> None:
+    model = _train(tmp_path / "run", digits, epochs=5, max_steps=5)
+    assert [(r["epoch"], r["step"]) for r in model.history] == [(1, 5)]
+    assert "test/loss" in model.history[0]  # the last epoch is always evaluated
+    assert json.loads((tmp_path / "run" / "checkpoints" / "model.json").read_text())["step"] == 5
+
+
+# --- seeds ---
+
+def test_same_seed_same_run_other_seed_differs(digits: ImageDataset, tmp_path: Path) -> None:
+    a = _train(tmp_path / "a", digits, seed=3)
+    b = _train(tmp_path / "b", digits, seed=3)
+    c = _train(tmp_path / "c", digits, seed=4)
+    assert _without_time(_metrics(tmp_path / "a")) == _without_time(_metrics(tmp_path / "b"))
+    _assert_same_tensors(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert torch.equal(genlab.sample(a, 8, seed=1), genlab.sample(b, 8, seed=1))
+    assert a.history[-1]["train/loss"] != c.history[-1]["train/loss"]
+    assert a.history[-1]["test/loss"] != c.history[-1]["test/loss"]
+    wa, wc = _weights(tmp_path / "a"), _weights(tmp_path / "c")
+    assert not any(torch.equal(wa[k], wc[k]) for k in wa if wa[k].numel() > 1)
