@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genlab.data.images import ImageDataset  # noqa: E402
+from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim  # noqa: E402
 from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel  # noqa: E402
 
 _CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
@@ -96,53 +97,58 @@ def reconstruction_figure(model: GenerativeModel, data: ImageDataset, path: Path
     return _save(fig, path)
 
 
-@torch.no_grad()
-def encode_split(model: LatentModel, data: ImageDataset, split: str = "test", limit: int = 5000,
-                 batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posterior means (N, L) of up to ``limit`` images of a split, and their labels."""
-    x, y = data.split(split)
-    x = x[:limit]
-    cond_model = isinstance(model, ConditionalModel)
-    mus = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(model.device)
-        cond = y[start:start + batch_size].to(model.device) if (cond_model and y is not None) else None
-        mus.append(model.encode(xb, cond)[0].cpu())
-    return torch.cat(mus), (None if y is None else y[:limit])
-
-
-def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path) -> Path:
-    """Test-set posterior means coloured by class; a latent of more than 2 dimensions is projected by PCA."""
-    mu, y = encode_split(model, data)
-    if mu.shape[1] == 1:
-        pts, labels = torch.cat([mu, torch.zeros_like(mu)], 1).numpy(), ("z1", "")
-    elif mu.shape[1] == 2:
-        pts, labels = mu.numpy(), ("z1", "z2")
-    else:
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=2, random_state=0)
-        pts = pca.fit_transform(mu.numpy())
-        ev = pca.explained_variance_ratio_
-        labels = (f"PC1 ({ev[0]:.0%} of variance)", f"PC2 ({ev[1]:.0%})")
-    fig, ax = plt.subplots(figsize=(7.5, 6.2))
-    names = data.spec.class_names
+def _scatter_classes(ax: Any, pts: np.ndarray, y: torch.Tensor | None, data: ImageDataset, legend: bool) -> None:
     if y is None:
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color="tab:blue")
-    else:
-        cmap = plt.get_cmap("tab10" if data.spec.num_classes <= 10 else "tab20")
-        for c in range(data.spec.num_classes):
-            m = (y == c).numpy()
-            ax.scatter(pts[m, 0], pts[m, 1], s=5, alpha=0.7, color=cmap(c % cmap.N),
-                       label=names[c] if c < len(names) else str(c))
+        return
+    names = data.spec.class_names
+    cmap = plt.get_cmap("tab10" if data.spec.num_classes <= 10 else "tab20")
+    for c in range(data.spec.num_classes):
+        m = (y == c).numpy()
+        ax.scatter(pts[m, 0], pts[m, 1], s=5, alpha=0.7, color=cmap(c % cmap.N),
+                   label=names[c] if c < len(names) else str(c))
+    if legend:
         ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
-    if hasattr(model, "class_means") and mu.shape[1] == 2:  # the class-prior CVAE: where each class is centred
-        means = model.class_means.detach().cpu().numpy()
-        ax.scatter(means[:, 0], means[:, 1], marker="X", s=120, c="black", label="class means")
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
-    ax.set_title(f"latent map: posterior means of {len(mu)} test images")
-    ax.grid(alpha=0.3)
+
+
+def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path, *, tsne_points: int = 2000) -> Path:
+    """Test-set posterior means coloured by class. A latent of more than 2 dimensions is shown twice, side by
+    side: projected by PCA (linear, distances kept) and embedded by t-SNE (neighbourhoods kept)."""
+    post = encode_split(model, data)
+    mu, y = post.mu, post.labels
+    if mu.shape[1] <= 2:
+        pts = mu.numpy() if mu.shape[1] == 2 else torch.cat([mu, torch.zeros_like(mu)], 1).numpy()
+        fig, ax = plt.subplots(figsize=(7.5, 6.2))
+        _scatter_classes(ax, pts, y, data, legend=True)
+        if hasattr(model, "class_means") and mu.shape[1] == 2:  # the class-prior CVAE: where each class is centred
+            means = model.class_means.detach().cpu().numpy()
+            ax.scatter(means[:, 0], means[:, 1], marker="X", s=120, c="black", label="class means")
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2" if mu.shape[1] == 2 else "")
+        ax.set_title(f"latent map: posterior means of {len(mu)} test images")
+        ax.grid(alpha=0.3)
+        return _save(fig, path)
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    pca = PCA(n_components=2, random_state=0)
+    pts = pca.fit_transform(mu.numpy())
+    ev = pca.explained_variance_ratio_
+    m = min(len(mu), tsne_points)
+    emb = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (m - 1) / 3)),
+               random_state=0).fit_transform(mu[:m].numpy())
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5, 6.0))
+    _scatter_classes(ax1, pts, y, data, legend=False)
+    ax1.set_xlabel(f"PC1 ({ev[0]:.0%} of variance)")
+    ax1.set_ylabel(f"PC2 ({ev[1]:.0%})")
+    ax1.set_title(f"PCA of {len(mu)} posterior means")
+    _scatter_classes(ax2, emb, None if y is None else y[:m], data, legend=True)
+    ax2.set_title(f"t-SNE of {m} posterior means")
+    ax2.set_xticks([])
+    ax2.set_yticks([])
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"latent map ({mu.shape[1]}-dimensional latent)", fontsize=12)
     return _save(fig, path)
 
 
@@ -177,6 +183,105 @@ def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[
     return _save(fig, path)
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between codes a and b (L,) at fractions t (T,) -> (T, L); linear when they are
+    (anti)parallel. Keeps the norm typical of Gaussian codes, which the straight line shrinks."""
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp(min=1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if omega.abs() < 1e-4 or (math.pi - omega).abs() < 1e-4:
+        return (1 - t)[:, None] * a + t[:, None] * b
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
+
+
+def _pick_pair(y: torch.Tensor | None, n: int, seed: int) -> tuple[int, int]:
+    """Two test indices, of different classes when there are labels."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=g).tolist()
+    i = order[0]
+    j = next((k for k in order[1:] if y is None or y[k] != y[i]), order[1])
+    return i, j
+
+
+@torch.no_grad()
+def interpolation_figure(model: LatentModel, data: ImageDataset, path: Path, *, steps: int = 10,
+                         seed: int = 0) -> Path:
+    """Decode the way from one test image's code to another's: linear (top) and spherical (bottom), with the
+    two originals at the ends. A conditional model decodes with the first image's label throughout."""
+    x, y = data.split("test")
+    i, j = _pick_pair(y, len(x), seed)
+    xs = x[[i, j]].to(model.device)
+    conditional = isinstance(model, ConditionalModel) and y is not None
+    labels = y[[i, j]].to(model.device) if conditional else None
+    mu, _ = model.encode(xs, labels)
+    t = torch.linspace(0, 1, steps, device=model.device)
+    cond = None if labels is None else labels[:1].expand(steps)
+    rows = []
+    for path_fn in (lambda: (1 - t)[:, None] * mu[0] + t[:, None] * mu[1], lambda: slerp(mu[0], mu[1], t)):
+        rows.append(torch.cat([xs[:1], model.decode(path_fn(), cond), xs[1:]]))
+    _, _, h, w = xs.shape
+    fig, axes = plt.subplots(2, 1, figsize=_grid_figsize(2, steps + 2, h, w, (1.4, 0.8)))
+    for ax, imgs, name in zip(axes, rows, ("linear", "spherical")):
+        _show(ax, image_grid(imgs, steps + 2))
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("interpolation between two test images (originals at the ends)", fontsize=11)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def traversal_figure(model: LatentModel, data: ImageDataset, path: Path, *, values: int = 11, span: float = 3.0,
+                     max_dims: int = 16, index: int = 0) -> Path:
+    """Rows are latent dimensions ordered by their KL (most informative on top), columns sweep that dimension over
+    [-span, span] around the code of one test image, the other dimensions held at it."""
+    post = encode_split(model, data, limit=2000)
+    kl = kl_per_dim(post)
+    order = torch.argsort(kl, descending=True)[:max_dims]
+    x, y = data.split("test")
+    conditional = isinstance(model, ConditionalModel) and y is not None
+    label = y[index:index + 1].to(model.device) if conditional else None
+    base = post.mu[index].to(model.device)
+    vals = torch.linspace(-span, span, values, device=model.device)
+    prior_centre = post.prior_mu[index].to(model.device) if post.prior_mu is not None else None
+    rows = []
+    for d in order.tolist():
+        z = base.repeat(values, 1)
+        z[:, d] = vals + (0.0 if prior_centre is None else prior_centre[d])
+        rows.append(model.decode(z, None if label is None else label.expand(values)))
+    imgs = torch.cat(rows)
+    _, _, h, w = imgs.shape
+    fig, ax = plt.subplots(figsize=_grid_figsize(len(rows), values, h, w, (1.6, 0.9)))
+    grid = image_grid(imgs, values, pad=0)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
+              extent=(0, values * w, len(rows) * h, 0))
+    ax.set_xticks(np.arange(values) * w + w / 2, [f"{v:+.1f}" for v in vals.tolist()], fontsize=7)
+    ax.set_yticks(np.arange(len(rows)) * h + h / 2,
+                  [f"z{d + 1} ({kl[d]:.2f})" for d in order.tolist()], fontsize=7)
+    ax.set_xlabel("value of the dimension" + (" (offset from the class prior mean)" if prior_centre is not None
+                                              else ""))
+    ax.set_ylabel("dimension (KL, nats)")
+    shown = "" if len(order) == model.latent_dim else f", top {len(order)} of {model.latent_dim}"
+    ax.set_title(f"latent traversal around test image {index}, ordered by KL{shown}", fontsize=10)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def transfer_figure(model: Any, data: ImageDataset, path: Path, *, n: int = 8, seed: int = 0) -> Path:
+    """Style transfer of a conditional VAE: each row is one test image (left) decoded with every label."""
+    x, y = data.split("test")
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    xs, ys = x[pick].to(model.device), y[pick].to(model.device)
+    out = model.transfer(xs, ys)  # (n, K, C, H, W)
+    k = out.shape[1]
+    imgs = torch.cat([torch.cat([xs[r:r + 1], out[r]]) for r in range(n)])
+    _, _, h, w = xs.shape
+    fig, ax = plt.subplots(figsize=_grid_figsize(n, k + 1, h, w, (0.6, 0.9)))
+    _show(ax, image_grid(imgs, k + 1))
+    names = data.spec.class_names
+    ax.set_xticks([(c + 1.5) * (w + 1) for c in range(k)], [names[c] if c < len(names) else str(c)
+                                                            for c in range(k)], fontsize=7)
+    ax.set_title("style transfer: a test image (left), decoded with every label", fontsize=10)
+    return _save(fig, path)
+
+
 def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """Loss terms per epoch, train (solid) and test (dashed), one panel per term."""
     keys = []
@@ -204,6 +309,17 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def manifold_choice(model: LatentModel, data: ImageDataset, index: int = 0) -> tuple[tuple[int, int],
+                                                                               torch.Tensor | None]:
+    """The two dimensions to sweep and the code to hold the others at: for a 2-D latent (0, 1) around the prior
+    mean; otherwise the two dimensions of largest KL, the others held at the code of test image ``index``."""
+    if model.latent_dim == 2:
+        return (0, 1), None
+    post = encode_split(model, data, limit=2000)
+    top = torch.argsort(kl_per_dim(post), descending=True)[:2].tolist()
+    return (top[0], top[1]), post.mu[index]
+
+
 def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
                      history: Sequence[dict[str, Any]] = ()) -> dict[str, Path]:
     """Every figure that applies to the model: name -> PNG path."""
@@ -213,10 +329,16 @@ def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
         figs["reconstructions"] = reconstruction_figure(model, data, out_dir / "reconstructions.png")
     if isinstance(model, LatentModel):
         figs["latent_map"] = latent_map_figure(model, data, out_dir / "latent_map.png")
-        cond = None
-        if isinstance(model, ConditionalModel):
-            cond = torch.tensor([0])
-        figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", cond=cond)
+        if model.latent_dim >= 2:
+            cond = None
+            if isinstance(model, ConditionalModel):
+                cond = torch.tensor([0])
+            dims, base = manifold_choice(model, data)
+            figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", dims=dims, base=base, cond=cond)
+        figs["interpolation"] = interpolation_figure(model, data, out_dir / "interpolation.png")
+        figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png")
+    if hasattr(model, "transfer") and data.spec.num_classes > 1:
+        figs["transfer"] = transfer_figure(model, data, out_dir / "transfer.png")
     if history:
         figs["curves"] = curves_figure(history, out_dir / "curves.png")
     return figs

@@ -21,8 +21,13 @@ font-size:.8em}.muted{color:#666;font-size:.9em}
 CAPTIONS = {
     "samples": "Samples from the prior, decoded (decoder means).",
     "reconstructions": "Test images and their reconstructions from the posterior mean.",
-    "latent_map": "Posterior means of test images, coloured by class.",
-    "manifold": "Decoded grid of latent codes at Gaussian quantiles.",
+    "latent_map": "Posterior means of test images, coloured by class (PCA and t-SNE when the latent has more than "
+                  "2 dimensions).",
+    "manifold": "Decoded grid of latent codes at Gaussian quantiles norm.ppf(linspace(0.05, 0.95, 15)) of two "
+                "dimensions (for a larger latent: the two of largest KL, the others held at one test image's code).",
+    "interpolation": "Decoded codes on the way between two test images: linear and spherical interpolation.",
+    "traversal": "Each row sweeps one latent dimension (ordered by KL, in nats) around one test image's code.",
+    "transfer": "Style transfer: each test image encoded with its own label and decoded with every label.",
     "curves": "Loss terms per epoch (train solid, test dashed), nats per example.",
 }
 
