@@ -11,7 +11,7 @@ import torch
 from genlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, split_overrides
 from genlab.data.images import DataSpec, ImageDataset, list_datasets, load_dataset
 from genlab.errors import CheckpointError, ConfigError
-from genlab.models.base import GenerativeModel
+from genlab.models.base import GenerativeModel, state_dict_mismatch
 from genlab.registry import get_family, list_families
 from genlab.train.checkpoint import load_model_files
 from genlab.train.run import RunDir
@@ -132,7 +132,7 @@ def load(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"the weights in {ckpt} do not match the {meta['family']} model its config "
-                              f"describes ({str(e).splitlines()[0]}); was the file replaced?") from None
+                              f"describes ({state_dict_mismatch(e)}); was the file replaced?") from None
     net.to(device).eval()
     net.run_dir = ckpt.parent if ckpt.name == "checkpoints" else ckpt
     net.checkpoint_meta = meta

@@ -77,7 +77,7 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
             return text
         if typing.get_origin(base) is tuple:
             (elem,) = typing.get_args(base)[:1]
-            parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+            parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
             return tuple(parse_value(p.strip(), elem, key) for p in parts)
     except ValueError:
         pass

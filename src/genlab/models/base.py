@@ -89,3 +89,11 @@ class LikelihoodModel(Protocol):
 @runtime_checkable
 class ConditionalModel(Protocol):
     num_classes: int
+
+
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """The useful part of torch's load_state_dict error (which tensors are missing, unexpected or resized) on
+    one line."""
+    lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+    text = "; ".join(lines) if lines else str(err).strip()
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -14,7 +14,7 @@ from genlab import __version__
 from genlab.config import TrainConfig
 from genlab.data.images import ImageDataset
 from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
-from genlab.models.base import GenerativeModel
+from genlab.models.base import GenerativeModel, state_dict_mismatch
 from genlab.train.checkpoint import load_model_files, load_trainer, save_model, save_trainer
 from genlab.train.run import RunDir
 
@@ -130,7 +130,7 @@ class Trainer:
             self.model.load_state_dict(state_dict)
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint in {self.run.checkpoints} does not match the model "
-                                  f"({str(e).splitlines()[0]})") from None
+                                  f"({state_dict_mismatch(e)})") from None
         state = load_trainer(self.run.checkpoints)
         if state["step"] != meta["step"]:
             raise CheckpointError(f"{self.run.checkpoints}: model and trainer files are from different steps; "
