@@ -156,13 +156,18 @@ def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0,
 
 
 def evaluate(model: GenerativeModel | str | Path, data: ImageDataset | None = None, *, k: int = 5000,
-             limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Test ELBO terms and the importance-weighted NLL (k samples), nats per example. See genlab.metrics."""
+             limit: int | None = None, latent: bool = True, quality: bool = False, quality_n: int = 5000,
+             progress: bool = True) -> dict[str, Any]:
+    """Test ELBO terms, the importance-weighted NLL (k samples; 0 skips it) in nats per example, latent
+    diagnostics and, with ``quality``, FID/KID/precision/recall in a domain feature space. See genlab.metrics."""
     from genlab.metrics.likelihood import evaluate as _evaluate
 
     net = model if isinstance(model, GenerativeModel) else load(model)
+    if k < 0:
+        raise ConfigError(f"k must be >= 0 (0 skips the importance-weighted NLL), got {k}")
     if data is None:
         if getattr(net, "run_dir", None) is None:
             raise ConfigError("evaluate needs data= for a model that was not loaded from a run folder")
         data = load_run_data(net.run_dir, progress)
-    return _evaluate(net, data, k=k, limit=limit, progress=progress)
+    return _evaluate(net, data, k=k, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
+                     progress=progress)

@@ -62,9 +62,12 @@ def test_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split
 
 
 def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Test-split figures in nats per example: the loss terms (ELBO, recon, KL) and, for likelihood models, the
-    importance-weighted NLL with k samples and its bits per dimension."""
+             latent: bool = True, quality: bool = False, quality_n: int = 5000, progress: bool = True) -> dict[str, Any]:
+    """Test-split figures, flat keys, nats per example: the loss terms (``test/elbo``, ``test/recon``,
+    ``test/kl``); for likelihood models the importance-weighted NLL with k samples and its bits per dimension;
+    for latent models the diagnostics of ``genlab.metrics.latent`` (``latent/...``); with ``quality`` the
+    sample-quality metrics of ``genlab.metrics.quality`` against the test split (``quality/...``)."""
+    from genlab.models.base import LatentModel
     from genlab.train.trainer import evaluate_terms
 
     terms = evaluate_terms(model, data, "test")
@@ -76,5 +79,18 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
         out["test/bits_per_dim"] = bits_per_dim(out["test/nll"], data.spec.dim)
         out["nll_k"] = k
         out["nll_examples"] = len(nll)
+    if latent and isinstance(model, LatentModel):
+        from genlab.metrics.latent import latent_diagnostics
+
+        out.update({f"latent/{key}": v for key, v in latent_diagnostics(model, data, limit=limit or 5000).items()})
+    if quality:
+        from genlab.metrics.quality import sample_quality
+
+        q = sample_quality(model, data, n=quality_n, progress=progress)
+        net = q.pop("feature_net", None) or {}
+        out.update({f"quality/{key}": v for key, v in q.items()})
+        if "accuracy" in net:
+            out["quality/feature_net_accuracy"] = net["accuracy"]
     out["binarize"] = data.binarize
+    out["test_examples"] = len(data.split("test")[0]) if limit is None else min(limit, len(data.split("test")[0]))
     return out
