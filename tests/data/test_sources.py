@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import http.server
 import os
 import shutil

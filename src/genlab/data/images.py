@@ -147,6 +147,8 @@ def _load_idx_dataset(name: str, data_dir: str | None, download: bool, progress:
     from genlab.data.idx import read_idx
     from genlab.data.sources import find_dataset_files
 
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # a typo must not fall back silently
+        raise DatasetError(f"--data-dir {data_dir}: no such directory; give the folder holding the {name} IDX files")
     files = find_dataset_files(name, data_dir=data_dir, download=download, progress=progress)
     arrays = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
