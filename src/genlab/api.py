@@ -22,7 +22,7 @@ __all__ = ["train", "load", "evaluate", "sample", "list_models", "load_dataset",
 
 def list_models() -> dict[str, str]:
     """Registered family name -> the first line of its docstring."""
-    return {name: (get_family(name).__doc__ or "").strip().splitlines()[0] for name in list_families()}
+    return {name: ((get_family(name).__doc__ or "").strip().splitlines() or [""])[0] for name in list_families()}
 
 
 def _field_names(obj: Any) -> set[str]:

@@ -5,7 +5,6 @@ User errors (bad flags, missing runs, corrupt files, unknown datasets) print one
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +22,7 @@ class _Parser(argparse.ArgumentParser):
 # --- commands ---
 
 def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progress: bool) -> dict[str, Path]:
+    from genlab.train.checkpoint import read_json
     from genlab.train.run import RunDir
     from genlab.viz.figures import standard_figures
     from genlab.viz.report import write_report
@@ -31,7 +31,19 @@ def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progres
     history = run.read_metrics()
     figs = standard_figures(model, data, run.figures, history)
     eval_path = run.path / "eval.json"
-    evaluation = json.loads(eval_path.read_text()) if eval_path.exists() else None
+    evaluation = None
+    if eval_path.exists():
+        try:
+            evaluation = read_json(eval_path)
+        except GenlabError as e:
+            print(f"genlab: warning: {e}; the report leaves the evaluation out (rerun `genlab eval`)",
+                  file=sys.stderr)
+    if evaluation and "latent/kl_per_dim" in evaluation:
+        from genlab.viz.figures import kl_figure
+
+        figs["kl_per_dim"] = kl_figure(evaluation["latent/kl_per_dim"],
+                                       evaluation["latent/posterior_mean_variance"], run.figures / "kl_per_dim.png",
+                                       evaluation.get("latent/active_threshold", 0.01))
     report = write_report(run.path / "report.html", title=title, config=run.read_config(), history=history,
                           figures=figs, evaluation=evaluation,
                           notes=[f"{model.family} on {data.spec.name}, {model.num_parameters():,} parameters, "
@@ -97,16 +109,32 @@ def cmd_reconstruct(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def format_eval(result: dict[str, Any]) -> list[str]:
+    """The evaluation as aligned lines for the terminal; long lists are shortened."""
+    width = max(len(k) for k in result)
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, float):
+            text = f"{value:.4f}"
+        elif isinstance(value, list):
+            shown = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value[:8])
+            text = f"[{shown}{', ...' if len(value) > 8 else ''}]"
+        else:
+            text = str(value)
+        lines.append(f"{key:<{width}}  {text}")
+    return lines
+
+
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     import genlab
     from genlab.train.checkpoint import write_json
 
     model = genlab.load(args.run)
-    result = genlab.evaluate(model, k=args.k, limit=args.limit, progress=not args.no_progress)
+    result = genlab.evaluate(model, k=args.k, limit=args.limit, quality=not args.no_quality, quality_n=args.n,
+                             progress=not args.no_progress)
     write_json(Path(model.run_dir) / "eval.json", result)
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print("\n".join(format_eval(result)))
+    print(f"wrote {Path(model.run_dir) / 'eval.json'}")
     return 0
 
 
@@ -116,6 +144,16 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     model = genlab.load(args.run)
     data = genlab.load_run_data(model.run_dir, progress=False)
     _write_run_outputs(model, data, Path(model.run_dir), f"{model.family} on {data.spec.name}", True)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from genlab.viz.compare import compare, table_lines
+
+    rows, out = compare(args.runs, args.out, k=args.k, quality=not args.no_quality, quality_n=args.n,
+                        progress=not args.no_progress)
+    print("\n".join(table_lines(rows)))
+    print(f"wrote {out}")
     return 0
 
 
@@ -141,13 +179,14 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     model = genlab.train("vae", data="mnist-5k", out=out, preset="conv-small", resume=out.joinpath(
         "checkpoints", "model.json").exists(), epochs=args.epochs, overrides=extra)
     data = genlab.load_run_data(model.run_dir, progress=False)
-    result = genlab.evaluate(model, data, k=args.k, progress=True)
+    result = genlab.evaluate(model, data, k=args.k, quality=True, quality_n=2000, progress=True)
     from genlab.train.checkpoint import write_json
 
     write_json(Path(model.run_dir) / "eval.json", result)
     _write_run_outputs(model, data, model.run_dir, "genlab demo: a conv VAE with a 2-D latent on mnist-5k", True)
     print(f"test ELBO {result['test/elbo']:.2f} nats, importance-weighted log p(x) (k={args.k}) "
-          f"{-result['test/nll']:.2f} nats; open {Path(model.run_dir) / 'report.html'}")
+          f"{-result['test/nll']:.2f} nats, FID {result['quality/fid']:.2f} (domain features); "
+          f"open {Path(model.run_dir) / 'report.html'}")
     return 0
 
 
@@ -195,16 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out")
     r.set_defaults(func=cmd_reconstruct)
 
-    e = sub.add_parser("eval", help="test ELBO and the importance-weighted NLL; writes RUN/eval.json")
+    e = sub.add_parser("eval", help="likelihood, latent diagnostics and sample quality; writes RUN/eval.json")
     e.add_argument("run")
-    e.add_argument("-k", type=int, default=5000, help="importance samples per test image (default 5000)")
+    e.add_argument("-k", type=int, default=5000, help="importance samples per test image (default 5000; 0 skips)")
     e.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    e.add_argument("-n", type=int, default=5000, help="samples for FID/KID/precision/recall (default 5000)")
+    e.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("plot", help="(re)draw the figures and report.html of a run")
     pl.add_argument("run")
     pl.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("compare", help="one table and one figure of samples for several runs")
+    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("--out", default="compare.html", help="HTML page to write (default compare.html)")
+    c.add_argument("-k", type=int, default=1000, help="importance samples where a run has no NLL yet")
+    c.add_argument("-n", type=int, default=2000, help="samples for FID/precision/recall where a run has none yet")
+    c.add_argument("--no-quality", action="store_true")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("list", help="list model families, presets and datasets")
     ls.set_defaults(func=cmd_list)

@@ -28,6 +28,8 @@ class CVAEConfig(VAEConfig):
 
 @register("cvae")
 class ConditionalVAE(VAE):
+    """Conditional VAE: the label into encoder and decoder, or a learned prior mean per class (class-mean)."""
+
     Config: ClassVar[type] = CVAEConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "class-mean": {"prior": "class-mean", "arch": "mlp", "latent_dim": 2},

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genlab.data.images import ImageDataset  # noqa: E402
-from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim  # noqa: E402
+from genlab.metrics.latent import encode_split, kl_per_dim  # noqa: E402
 from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel  # noqa: E402
 
 _CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
@@ -135,8 +135,11 @@ def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path, *, tsn
     pts = pca.fit_transform(mu.numpy())
     ev = pca.explained_variance_ratio_
     m = min(len(mu), tsne_points)
-    emb = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (m - 1) / 3)),
-               random_state=0).fit_transform(mu[:m].numpy())
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # t-SNE's BLAS threads spin against torch's on a small machine: one is faster
+        emb = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (m - 1) / 3)),
+                   random_state=0).fit_transform(mu[:m].numpy())
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5, 6.0))
     _scatter_classes(ax1, pts, y, data, legend=False)
     ax1.set_xlabel(f"PC1 ({ev[0]:.0%} of variance)")
@@ -279,6 +282,28 @@ def transfer_figure(model: Any, data: ImageDataset, path: Path, *, n: int = 8, s
     ax.set_xticks([(c + 1.5) * (w + 1) for c in range(k)], [names[c] if c < len(names) else str(c)
                                                             for c in range(k)], fontsize=7)
     ax.set_title("style transfer: a test image (left), decoded with every label", fontsize=10)
+    return _save(fig, path)
+
+
+def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path: Path,
+              threshold: float = 0.01) -> Path:
+    """KL per latent dimension as bars, the variance of the posterior mean (activity) as dots on a log axis."""
+    kl = np.asarray(kl_per_dim, dtype=float)
+    var = np.asarray(mean_variance, dtype=float)
+    order = np.argsort(-kl)
+    xs = np.arange(len(kl))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.35 * len(kl) + 2), 3.4))
+    ax.bar(xs, kl[order], color="tab:blue", alpha=0.8, label="KL (nats)")
+    ax.set_xticks(xs, [f"z{d + 1}" for d in order], fontsize=7, rotation=90 if len(kl) > 16 else 0)
+    ax.set_ylabel("KL, nats")
+    ax2 = ax.twinx()
+    ax2.scatter(xs, np.maximum(var[order], 1e-6), color="tab:orange", zorder=3, s=14, label="Cov_x(E_q[z_d])")
+    ax2.axhline(threshold, color="tab:orange", ls="--", lw=1)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("variance of the posterior mean")
+    active = int((var > threshold).sum())
+    ax.set_title(f"KL per dimension; {active} of {len(kl)} units active", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 

@@ -1,0 +1,422 @@
+"""The ``genlab`` command end to end on the tiny ``digits`` dataset (sklearn's 8x8 digits).
+
+Commands run in-process through ``genlab.cli.main`` (fast); one real ``python -m genlab`` subprocess proves the
+entry point. User errors must reach the user as one line on stderr with exit code 2 and no traceback.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import genlab
+from genlab.cli import main
+from genlab.registry import list_families
+
+SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+QUIET = ("--no-progress",)
+# A small MLP VAE with a 2-D latent (its latent map needs no t-SNE), on one torch thread: tiny steps gain nothing
+# from more, and on a busy machine spinning threads made them 30 times slower.
+SMALL = ("--model.hidden=64", "--model.latent_dim=2", "--train.threads=1")
+
+
+# --- helpers ---
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """Run ``genlab ARGS`` in-process; argparse errors exit through SystemExit, which is caught here."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(result: tuple[int, str, str], *needles: str) -> str:
+    """Exit code 2, exactly one non-empty line on stderr, no traceback; the line names each of ``needles``."""
+    code, out, err = result
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("genlab"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def train_args(out: Path, *extra: object) -> list[object]:
+    return ["train", "vae", "--data", "digits", "--out", out, *QUIET, *extra]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Anything written to a default path lands in tmp_path; named datasets come from the shared data only; the
+    torch thread count that ``--train.threads`` sets is restored for the tests that follow."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``genlab train vae --data digits --epochs 2``, with figures and report; tests that write into it copy it."""
+    out = tmp_path_factory.mktemp("cli") / "vae-digits"
+    threads = torch.get_num_threads()
+    try:
+        assert main([str(a) for a in train_args(out, "--epochs", "2", "--seed", "1", *SMALL)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+# --- train and the run folder ---
+
+def test_train_writes_a_complete_run_folder(vae_run: Path) -> None:
+    config = json.loads((vae_run / "config.json").read_text())
+    assert config["model"] == "vae"
+    assert config["data"]["name"] == "digits"
+    assert config["train"]["epochs"] == 2 and config["train"]["seed"] == 1
+    assert config["model_config"]["latent_dim"] == 2 and config["model_config"]["hidden"] == [64]
+
+    records = [json.loads(line) for line in (vae_run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert 0 < records[0]["step"] < records[1]["step"]
+    for r in records:
+        for key in ("train/loss", "test/loss", "test/elbo", "test/kl"):
+            assert math.isfinite(r[key]), (key, r)
+        assert r["test/kl"] >= 0
+        assert r["test/elbo"] == pytest.approx(-r["test/loss"], rel=1e-5)
+
+    ckpt = vae_run / "checkpoints"
+    meta = json.loads((ckpt / "model.json").read_text())
+    assert meta["family"] == "vae"
+    assert meta["step"] == records[-1]["step"] and meta["epoch"] == 2
+    assert meta["data_spec"]["shape"] == [1, 8, 8]
+    weights = load_file(str(ckpt / "model.safetensors"))
+    assert sum(t.numel() for t in weights.values()) == meta["parameters"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+    figures = sorted((vae_run / "figures").glob("*.png"))
+    assert {"samples.png", "reconstructions.png", "curves.png"} <= {p.name for p in figures}
+    for path in figures:
+        assert png_pixels(path).std() > 0, path  # not a blank canvas
+    report = (vae_run / "report.html").read_text()
+    assert "<img" in report and "vae on digits" in report
+    assert "Evaluation" not in report  # nothing evaluated yet
+
+    model = genlab.load(vae_run)  # the run folder rebuilds the trained model
+    assert model.family == "vae" and model.latent_dim == 2
+    state = model.state_dict()
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+
+
+def test_train_into_an_existing_run_needs_resume(capsys: pytest.CaptureFixture[str], vae_run: Path,
+                                                  tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    before = (run / "checkpoints" / "model.safetensors").read_bytes()
+    assert_user_error(run_cli(capsys, *train_args(run, "--epochs", "1")), "--resume")
+    assert (run / "checkpoints" / "model.safetensors").read_bytes() == before
+
+
+# --- sample, reconstruct, eval, plot ---
+
+def test_sample_writes_a_reproducible_png_grid(capsys: pytest.CaptureFixture[str], vae_run: Path,
+                                               tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    code, out, _ = run_cli(capsys, "sample", run, "-n", 16)
+    default = run / "figures" / "samples-seed0.png"
+    assert code == 0 and str(default) in out
+    small = png_pixels(default)
+
+    paths = {}
+    for name, n, seed in (("again", 16, 0), ("seed1", 16, 1), ("big", 64, 0)):
+        paths[name] = tmp_path / f"{name}.png"
+        assert run_cli(capsys, "sample", run, "-n", n, "--seed", seed, "--out", paths[name])[0] == 0
+    assert np.array_equal(png_pixels(paths["again"]), small)  # same seed, same picture
+    assert not np.array_equal(png_pixels(paths["seed1"]), small)
+    big = png_pixels(paths["big"])
+    # 16 samples: a 4x4 grid of 0.55-inch cells (plus title and margins) at 100 dpi; 64 samples: 8x8 cells
+    h, w, _ = small.shape
+    assert 100 < w <= 0.55 * 4 * 100 + 80 and 100 < h <= 0.55 * 4 * 100 + 100, small.shape
+    assert big.shape[0] > h + 100 and big.shape[1] > w + 100, (big.shape, small.shape)
+
+
+def test_reconstruct_writes_originals_and_reconstructions(capsys: pytest.CaptureFixture[str], vae_run: Path,
+                                                          tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    default = run / "figures" / "reconstructions.png"
+    default.unlink()
+    code, out, _ = run_cli(capsys, "reconstruct", run)
+    assert code == 0 and str(default) in out
+    eight = tmp_path / "eight.png"
+    assert run_cli(capsys, "reconstruct", run, "-n", 8, "--out", eight)[0] == 0
+    sixteen, fewer = png_pixels(default), png_pixels(eight)
+    assert sixteen.std() > 0
+    assert sixteen.shape[0] > fewer.shape[0]  # 16 images: two original/reconstruction row pairs, 8: one
+
+
+# eval runs with --no-quality: the sample-quality metrics have their own tests and would dominate the runtime
+def test_eval_writes_finite_numbers_and_a_tighter_bound(capsys: pytest.CaptureFixture[str], vae_run: Path,
+                                                        tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    code, out, err = run_cli(capsys, "eval", run, "-k", 10, "--no-quality", "--no-progress")
+    assert code == 0, err
+    result = json.loads((run / "eval.json").read_text())
+    for key in ("test/loss", "test/recon", "test/kl", "test/elbo", "test/nll", "test/nll_stderr",
+                "test/bits_per_dim"):
+        assert isinstance(result[key], float) and math.isfinite(result[key]), key
+        assert re.search(rf"^{re.escape(key)}\s+-?\d+\.\d{{4}}$", out, re.M), key  # printed too
+    test_size = len(genlab.load_run_data(run, progress=False).test_x)
+    assert result["nll_k"] == 10 and result["nll_examples"] == test_size
+    assert result["binarize"] == "none"
+
+    elbo, nll = result["test/elbo"], result["test/nll"]
+    assert elbo == pytest.approx(-result["test/loss"], rel=1e-5)
+    assert result["test/recon"] + result["test/kl"] == pytest.approx(result["test/loss"], rel=1e-4)
+    assert result["test/kl"] >= 0 and nll > 0
+    # log p(x) >= IWAE_k >= ELBO: the importance-weighted NLL is at most -ELBO (up to Monte Carlo noise)
+    assert nll <= -elbo + 3 * result["test/nll_stderr"], (nll, elbo)
+    assert nll > 0.5 * -elbo
+    assert result["test/bits_per_dim"] == pytest.approx(nll / (64 * math.log(2)), rel=1e-6)
+    # the same fixed evaluation noise as the trainer's last test pass: the same test ELBO
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert elbo == pytest.approx(last["test/elbo"], rel=1e-4)
+
+    assert run_cli(capsys, "eval", run, "-k", 3, "--limit", 40, "--no-quality", "--no-progress")[0] == 0
+    limited = json.loads((run / "eval.json").read_text())
+    assert limited["nll_examples"] == 40 and limited["nll_k"] == 3
+
+
+def test_plot_redraws_figures_and_report_with_the_evaluation(capsys: pytest.CaptureFixture[str], vae_run: Path,
+                                                             tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    shutil.rmtree(run / "figures")
+    (run / "report.html").unlink()
+    assert run_cli(capsys, "eval", run, "-k", 2, "--limit", 20, "--no-quality", "--no-progress")[0] == 0
+    code, out, err = run_cli(capsys, "plot", run)
+    assert code == 0, err
+    assert "report.html" in out
+    pngs = sorted((run / "figures").glob("*.png"))
+    assert {"samples.png", "reconstructions.png", "curves.png"} <= {p.name for p in pngs}
+    report = (run / "report.html").read_text()
+    assert "Evaluation" in report  # eval.json is in the report now
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report)
+    assert len(embedded) == len(pngs)
+    for data in embedded:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            assert im.format == "PNG" and min(im.size) > 50
+
+
+def test_list_prints_the_families_and_datasets(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "list")
+    assert code == 0, err
+    models_at, datasets_at = out.index("models:"), out.index("datasets:")
+    assert models_at < datasets_at
+    listed_models = re.findall(r"^  (\S+)", out[models_at:datasets_at], re.M)
+    listed_data = re.findall(r"^  (\S+)", out[datasets_at:], re.M)
+    assert listed_models == list(genlab.list_models()) and set(listed_models) == set(list_families())
+    assert listed_data == list(genlab.api.list_datasets())
+    assert "digits" in listed_data
+
+
+def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"genlab {genlab.__version__}"
+    code, out, _ = run_cli(capsys)
+    assert code == 2 and "train" in out and "sample" in out  # the help, listing the commands
+
+
+# --- cvae and resume ---
+
+def test_train_cvae_and_sample_one_class(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run = tmp_path / "cvae"
+    code, out, err = run_cli(capsys, "train", "cvae", "--data", "digits", "--epochs", 1, "--out", run, *QUIET, *SMALL)
+    assert code == 0, err
+    assert json.loads((run / "checkpoints" / "model.json").read_text())["family"] == "cvae"
+    assert (run / "figures" / "samples.png").is_file() and (run / "report.html").is_file()
+    model = genlab.load(run)
+    assert model.family == "cvae" and model.num_classes == 10
+
+    three = tmp_path / "three.png"
+    assert run_cli(capsys, "sample", run, "-n", 9, "--label", 3, "--out", three)[0] == 0
+    assert png_pixels(three).std() > 0
+    assert_user_error(run_cli(capsys, "sample", run, "--label", 10, "--out", tmp_path / "x.png"), "--label", "10")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_resume_continues_to_the_same_weights(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    common = ("--seed", 3, "--no-figures", *SMALL)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_cli(capsys, *train_args(straight, "--epochs", 2, *common))[0] == 0
+    assert run_cli(capsys, *train_args(resumed, "--epochs", 1, *common))[0] == 0
+    assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1
+
+    assert_user_error(run_cli(capsys, "train", "vae", "--out", resumed, "--resume", "--epochs", 2,
+                              "--model.latent_dim=3", *QUIET), "train.")
+    code, _, err = run_cli(capsys, "train", "vae", "--out", resumed, "--resume", "--epochs", 2, "--no-figures", *QUIET)
+    assert code == 0, err
+
+    a = load_file(str(straight / "checkpoints" / "model.safetensors"))
+    b = load_file(str(resumed / "checkpoints" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["step"] for r in records] == [r["step"] for r in expected]
+    assert records[-1]["test/elbo"] == pytest.approx(expected[-1]["test/elbo"], rel=1e-6)
+    assert json.loads((resumed / "config.json").read_text())["train"]["epochs"] == 2
+
+    assert_user_error(run_cli(capsys, "train", "vae", "--out", tmp_path / "nothing", "--resume", *QUIET),
+                      "nothing", "no checkpoint")
+
+
+# --- user errors: one line, exit code 2, no traceback ---
+
+@pytest.mark.parametrize("args, needles", [
+    pytest.param(["--bogus"], ["--bogus"], id="unknown-flag"),
+    pytest.param(["--epochs", "abc"], ["--epochs", "abc"], id="flag-of-wrong-type"),
+    pytest.param(["--foo.bar=1"], ["--foo.bar=1"], id="unknown-override-section"),
+    pytest.param(["--model.nonexistent=3"], ["model.nonexistent"], id="unknown-override"),
+    pytest.param(["--model.latent_dim=abc"], ["model.latent_dim", "abc", "int"], id="override-of-wrong-type"),
+    pytest.param(["--model.latent_dim"], ["--model.latent_dim", "="], id="override-without-value"),
+    pytest.param(["--model.latent_dim=0"], ["latent_dim", "0"], id="override-out-of-range"),
+    pytest.param(["--preset", "nope"], ["nope", "conv-small"], id="unknown-preset"),
+])
+def test_train_option_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str],
+                             needles: list[str]) -> None:
+    out = tmp_path / "run"
+    assert_user_error(run_cli(capsys, *train_args(out, *args)), *needles)
+    assert not out.exists()  # nothing half-written
+
+
+def test_unknown_model_family(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    line = assert_user_error(run_cli(capsys, "train", "vea", "--data", "digits", "--out", tmp_path / "r", *QUIET),
+                             "vea", "did you mean 'vae'")
+    assert all(name in line for name in list_families())
+
+
+def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    line = assert_user_error(run_cli(capsys, "train", "vae", "--data", "digitz", "--out", tmp_path / "r", *QUIET),
+                             "digitz", "did you mean 'digits'")
+    assert "mnist-5k" in line and "folder:PATH" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_image_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-images"
+    assert_user_error(run_cli(capsys, *train_args(tmp_path / "r", "--data", f"folder:{missing}")), str(missing))
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct", "eval", "plot"])
+def test_missing_run_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "never-trained"
+    assert_user_error(run_cli(capsys, command, missing), str(missing), "does not exist")
+
+
+def test_run_folder_without_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_cli(capsys, "sample", tmp_path / "empty"), "model.json", "missing")
+
+
+@pytest.mark.parametrize("size", [0, 100, 2000], ids=["empty", "cut-header", "cut-data"])
+def test_truncated_weights(capsys: pytest.CaptureFixture[str], vae_run: Path, tmp_path: Path, size: int) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    weights = run / "checkpoints" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:size])
+    assert_user_error(run_cli(capsys, "sample", run, "--out", tmp_path / "s.png"), "model.safetensors", "corrupt")
+    assert_user_error(run_cli(capsys, "eval", run, "-k", 2, "--no-quality", "--no-progress"), "model.safetensors",
+                      "corrupt")
+    assert not (tmp_path / "s.png").exists() and not (run / "eval.json").exists()
+
+
+def test_corrupt_model_json(capsys: pytest.CaptureFixture[str], vae_run: Path, tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    (run / "checkpoints" / "model.json").write_text('{"family": "vae", ')
+    assert_user_error(run_cli(capsys, "plot", run), "model.json", "corrupt")
+
+
+def test_checkpoint_that_does_not_match_its_config(capsys: pytest.CaptureFixture[str], vae_run: Path,
+                                                   tmp_path: Path) -> None:
+    run = copy_run(vae_run, tmp_path / "run")
+    meta_path = run / "checkpoints" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model_config"]["latent_dim"] += 3
+    meta_path.write_text(json.dumps(meta))
+    assert_user_error(run_cli(capsys, "sample", run, "--out", tmp_path / "s.png"), "do not match", "vae")
+    meta["model_config"]["latent_dim"] = "abc"  # a value of the wrong type is a user error too
+    meta_path.write_text(json.dumps(meta))
+    assert_user_error(run_cli(capsys, "sample", run), "latent_dim", "abc")
+
+
+def test_sample_label_on_an_unconditional_model(capsys: pytest.CaptureFixture[str], vae_run: Path) -> None:
+    assert_user_error(run_cli(capsys, "sample", vae_run, "--label", 3), "--label", "vae")
+    assert_user_error(run_cli(capsys, "sample", vae_run, "-n", 0), "n must be >= 1")
+
+
+def test_data_dir_that_does_not_exist(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    out = tmp_path / "r"
+    # $GENLAB_DATA holds mnist: a mistyped --data-dir must not fall back to it silently (1 step if it did)
+    assert_user_error(run_cli(capsys, *train_args(out, "--data", "mnist", "--data-dir", missing, "--max-steps", 1,
+                                                  "--epochs", 1, "--no-figures")), str(missing), "no such directory")
+    assert not out.exists()
+
+
+def test_data_dir_without_the_files(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from genlab.data import sources
+
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    monkeypatch.setenv("GENLAB_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setattr(sources, "SYSTEM_DATA_DIRS", ())
+    line = assert_user_error(run_cli(capsys, *train_args(tmp_path / "r", "--data", "mnist", "--data-dir", empty,
+                                                         "--data.download=false")),
+                             "not found", str(empty), "--data-dir")
+    assert "Traceback" not in line
+
+
+# --- the real entry point ---
+
+def test_python_m_genlab_entry_point(vae_run: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "GENLAB_DATA": str(SHARED_DATA), "GENLAB_CACHE": str(tmp_path / "cache")}
+    png = tmp_path / "sub.png"
+    ok = subprocess.run([sys.executable, "-m", "genlab", "sample", str(vae_run), "-n", "4", "--seed", "2",
+                         "--out", str(png)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert str(png) in ok.stdout
+    assert png_pixels(png).std() > 0
+
+    bad = subprocess.run([sys.executable, "-m", "genlab", "train", "nope", "--data", "digits", "--no-progress"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert_user_error((bad.returncode, bad.stdout, bad.stderr), "nope")
+    assert not (tmp_path / "runs").exists()
