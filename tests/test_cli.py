@@ -420,3 +420,54 @@ def test_python_m_genlab_entry_point(vae_run: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert_user_error((bad.returncode, bad.stdout, bad.stderr), "nope")
     assert not (tmp_path / "runs").exists()
+
+
+# --- eval with sample quality, and compare ---
+
+def test_eval_reports_latent_diagnostics_and_sample_quality(vae_run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(vae_run, tmp_path / "q")
+    torch.set_num_threads(1)
+    code, out, err = run_cli(capsys, "eval", run, "-k", "5", "-n", "300", *QUIET)
+    assert code == 0, err
+    result = json.loads((run / "eval.json").read_text())
+    assert result["latent/latent_dim"] == 2 and len(result["latent/kl_per_dim"]) == 2
+    assert abs(sum(result["latent/kl_per_dim"]) - result["test/kl"]) < 1e-3
+    assert 0 <= result["latent/mutual_information"] <= result["latent/mutual_information_max"] + 1e-6
+    assert result["quality/fid"] > 0 and 0 <= result["quality/precision"] <= 1 and 0 <= result["quality/recall"] <= 1
+    assert result["quality/feature_net_accuracy"] > 0.8
+    assert "quality/fid" in out and "latent/active_units" in out
+    code, _, err = run_cli(capsys, "plot", run)
+    assert code == 0, err
+    assert (run / "figures" / "kl_per_dim.png").exists()
+    report = (run / "report.html").read_text()
+    assert "Sample quality" in report and "not with Inception" in report
+
+
+def test_compare_tables_two_runs_and_reuses_their_evaluations(vae_run: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    a = copy_run(vae_run, tmp_path / "run-a")
+    b = tmp_path / "run-b"
+    torch.set_num_threads(1)
+    assert run_cli(capsys, *train_args(b, "--epochs", "1", "--seed", "2", "--no-figures", *SMALL))[0] == 0
+    out_html = tmp_path / "cmp" / "compare.html"
+    code, out, err = run_cli(capsys, "compare", a, b, "--out", out_html, "-k", "5", "-n", "200", *QUIET)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["run", "NLL", "ELBO"]
+    assert any(line.startswith("run-a") for line in lines) and any(line.startswith("run-b") for line in lines)
+    page = out_html.read_text()
+    assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+    rows = {Path(r["run"]).name: r for r in json.loads(out_html.with_suffix(".json").read_text())["runs"]}
+    for name, run in (("run-a", a), ("run-b", b)):
+        saved = json.loads((run / "eval.json").read_text())
+        assert rows[name]["test/nll"] == saved["test/nll"] and rows[name]["quality/fid"] == saved["quality/fid"]
+        assert rows[name]["parameters"] == genlab.load(run).num_parameters()
+    assert rows["run-b"]["train_time_s"] > 0
+    stamp = (a / "eval.json").stat().st_mtime_ns
+    assert run_cli(capsys, "compare", a, b, "--out", out_html, *QUIET)[0] == 0  # nothing left to compute
+    assert (a / "eval.json").stat().st_mtime_ns == stamp
+
+
+def test_compare_of_a_missing_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_user_error(run_cli(capsys, "compare", tmp_path / "nope", "--out", tmp_path / "c.html"), "nope")

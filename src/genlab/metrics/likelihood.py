@@ -88,6 +88,10 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
 
         q = sample_quality(model, data, n=quality_n, progress=progress)
         net = q.pop("feature_net", None) or {}
+        acc = q.pop("class_accuracy", None)
+        if acc:  # conditional models: how often the classifier names the class that was asked for
+            q["class_accuracy"] = acc["overall"]
+            q["class_accuracy_per_class"] = acc["per_class"]
         out.update({f"quality/{key}": v for key, v in q.items()})
         if "accuracy" in net:
             out["quality/feature_net_accuracy"] = net["accuracy"]
