@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train a small conv VAE on the embedded mnist-5k digits and write a report")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--epochs", type=int, default=30)
     d.add_argument("-k", type=int, default=100, help="importance samples for the test NLL")
     d.set_defaults(func=cmd_demo, accepts_overrides=True)
     return p

@@ -302,6 +302,8 @@ def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path:
     ax2.set_yscale("log")
     ax2.set_ylabel("variance of the posterior mean")
     active = int((var > threshold).sum())
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
     ax.set_title(f"KL per dimension; {active} of {len(kl)} units active", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
