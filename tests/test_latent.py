@@ -22,6 +22,21 @@ def digits():
     return genlab.load_dataset("digits")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from more threads, and on a busy 2-core machine spinning threads cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """One user cache for the module, so the digits feature net is trained once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def _vae(digits, latent_dim=4, seed=0):
     torch.manual_seed(seed)
     return VAE(VAEConfig(arch="mlp", hidden=(32,), latent_dim=latent_dim), digits.spec).eval()
@@ -129,3 +144,26 @@ def test_standard_figures_write_every_picture_that_applies(digits, tmp_path, fam
             # not a blank canvas: a figure has ink
             lo, hi = im.convert("L").getextrema()
             assert hi - lo > 100, name
+
+
+@pytest.mark.parametrize("overrides", [
+    {"likelihood": "gaussian", "learn_sigma": True},
+    {"likelihood": "logistic"},
+    {"iwae_k": 3},
+    {"arch": "conv", "channels": (8, 16), "hidden": (32,)},
+])
+def test_evaluate_and_figures_work_for_every_kind_of_vae(digits, tmp_path, monkeypatch, feature_cache,
+                                                        overrides) -> None:
+    """eval + plot on each likelihood and architecture the core can train (untrained weights suffice)."""
+    from genlab.metrics.likelihood import evaluate
+
+    monkeypatch.setenv("GENLAB_CACHE", str(feature_cache))
+    torch.manual_seed(6)
+    cfg = {"arch": "mlp", "hidden": (32,), "latent_dim": 3, **overrides}
+    model = VAE(VAEConfig(**cfg), digits.spec).eval()
+    result = evaluate(model, digits, k=4, quality=True, quality_n=100, progress=False)
+    for key in ("test/elbo", "test/nll", "test/bits_per_dim", "latent/mutual_information", "quality/fid"):
+        assert math.isfinite(result[key]), key
+    assert result["test/nll"] <= -result["test/elbo"] + 3 * result["test/nll_stderr"] + 1.0
+    figs = standard_figures(model, digits, tmp_path / "figs")
+    assert {"samples", "latent_map", "manifold", "interpolation", "traversal"} <= set(figs)
