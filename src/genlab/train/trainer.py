@@ -36,10 +36,15 @@ def resolve_device(name: str) -> torch.device:
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     params = list(params)
+    # the fused kernel updates every tensor in one pass: on a CPU a fifth of the MLP VAE's step is the optimizer,
+    # and fusing it saves most of that (bench/vae_mlp_epoch.py)
+    fused = bool(params) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                fused=fused or None)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                 fused=fused or None)
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
