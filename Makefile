@@ -22,5 +22,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m pytest -q -m slow
 
+# The benchmarks of bench/ (genlab against peers measured in the same run), then every result table.
+# pythae is a benchmark-only peer: installed into .venv here, never a genlab dependency.
+BENCH_EPOCHS ?= 3
+bench: $(STAMP)
+	$(PY) -c "import pythae" 2>/dev/null || $(PY) -m pip install --quiet pythae
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_mlp_epoch.py --epochs $(BENCH_EPOCHS)
+	$(PY) bench/common.py
+
 clean:
 	rm -rf runs build .pytest_cache

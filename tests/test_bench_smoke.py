@@ -1,0 +1,109 @@
+"""The benchmark harness in bench/: the MAC-counting rule, and a smoke run of each benchmark (timings are recorded,
+never asserted: benchmarks are not timed tests). The pythae column needs pythae, a benchmark-only package that
+`make bench` installs; its test skips when pythae is not installed, the rest always runs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+
+# --- counting work ---
+
+def _step_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Flops of matmuls and convolutions in one forward + backward, as torch's own counter sees them."""
+    with FlopCounterMode(display=False) as counter:
+        model(x).square().sum().backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("build,shape", [
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 40), nn.Linear(40, 784)),
+     (16, 1, 28, 28)),
+    (lambda: nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
+                           nn.ConvTranspose2d(16, 4, 4, stride=2, padding=1)), (4, 1, 12, 12)),
+], ids=["mlp", "conv"])
+def test_train_step_macs_rule_matches_torch_flop_counter(build, shape):
+    torch.manual_seed(0)
+    model, x = build(), torch.rand(shape)
+    count = common.forward_macs(model, lambda: model(x))
+    assert len(count.layers) == sum(isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) for m in model)
+    with FlopCounterMode(display=False) as fwd:
+        with torch.no_grad():
+            model(x)
+    assert 2 * count.forward == fwd.get_total_flops()
+    assert 2 * count.train_step == _step_flops(model, x)  # 3 x forward - the first layer's input gradient
+
+
+def test_achieved_gflops_and_peak():
+    assert common.achieved_gflops(1e9, 10, 2.0) == pytest.approx(10.0)  # 2 flops per MAC
+    by_size = common.matmul_gflops_by_size(0.05, sizes=(64, 128))
+    assert set(by_size) == {64, 128} and all(g > 0 for g in by_size.values())
+
+
+def test_readme_tables_regenerated_between_markers(tmp_path):
+    results, readme = tmp_path / "results", tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\nprose kept\n\n{common.TABLES_BEGIN}\nstale\n{common.TABLES_END}\n\ntail kept\n")
+    common.write_results("b", {"title": "B", "command": "python b.py", "table": {"columns": ["x", "y"],
+                                                                               "rows": [["1", "a|b"]]}}, results)
+    common.write_results("a", {"title": "A", "command": "python a.py --n 1", "table": {"columns": ["x"],
+                                                                                     "rows": [["2"]]}}, results)
+    (results / "old.json").write_text('{"no": "table"}')  # not a table result: ignored
+    text = common.refresh_readme(results, readme).read_text()
+    assert "prose kept" in text and "tail kept" in text and "stale" not in text
+    assert text.index("### A") < text.index("### B") and "python a.py --n 1" in text and "a\\|b" in text
+    assert text == common.refresh_readme(results, readme).read_text()  # idempotent
+    machine = json.loads((results / "a.json").read_text())["machine"]
+    assert {"cpu", "cores", "torch", "threads", "date"} <= set(machine) and machine["threads"] >= 1
+
+
+# --- smoke runs of the benchmarks ---
+
+def _run_vae_mlp_epoch(tmp_path, monkeypatch, peers: str) -> dict:
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    import vae_mlp_epoch
+
+    out = tmp_path / "results"
+    result = vae_mlp_epoch.main(["--epochs", "1", "--limit", "512", "--peers", peers, "--peak-seconds", "0.1",
+                                 "--results-dir", str(out), "--readme", str(tmp_path / "README.md")])
+    written = json.loads((out / "vae_mlp_epoch-fashion-mnist-limit512.json").read_text())
+    assert written["command"] == result["command"] and "--limit 512" in written["command"]
+    assert written["train_images"] == 512 and written["threads"] == torch.get_num_threads()
+    assert written["matmul_peak_gflops"] > 0 and {"cpu", "cores", "torch", "threads", "date"} <= set(written["machine"])
+    (row,) = written["epochs"]
+    for key in ["genlab", *(p.replace("-", "_") for p in peers.split(","))]:
+        model = written["models"][key]
+        assert row[f"{key}_s"] > 0 and model["median_s"] > 0
+        assert 0 < row[f"{key}_gflops"] and 0 < row[f"{key}_fraction_of_peak"]
+        assert 100 < row[f"{key}_test_loss"] < 600  # nats per 784-pixel image after one short epoch
+        assert model["train_macs_per_step"] == 3 * model["forward_macs_per_step"] - 128 * 784 * 400
+        if key != "genlab":
+            assert row[f"genlab_over_{key}"] == pytest.approx(row["genlab_s"] / row[f"{key}_s"])
+    assert len(written["table"]["rows"]) == 1 + len(peers.split(","))
+    assert "| **genlab** |" in (tmp_path / "README.md").read_text()
+    return written
+
+
+def test_vae_mlp_epoch_smoke_pytorch_examples(tmp_path, monkeypatch):
+    _run_vae_mlp_epoch(tmp_path, monkeypatch, "pytorch-examples")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pythae") is None,
+                    reason="pythae is not installed (a benchmark-only peer: `make bench` or `.venv/bin/pip install "
+                           "pythae`); the pythae column is not checked")
+def test_vae_mlp_epoch_smoke_pythae(tmp_path, monkeypatch):
+    written = _run_vae_mlp_epoch(tmp_path, monkeypatch, "pythae")
+    assert written["models"]["pythae"]["label"].startswith("pythae ")
