@@ -28,6 +28,7 @@ BENCH_EPOCHS ?= 3
 bench: $(STAMP)
 	$(PY) -c "import pythae" 2>/dev/null || $(PY) -m pip install --quiet pythae
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_mlp_epoch.py --epochs $(BENCH_EPOCHS)
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_conv_epoch.py
 	$(PY) bench/common.py
 
 clean:

@@ -16,6 +16,11 @@ gradient of the layer's input. The first layer's input is the data, which needs 
 ``tests/test_bench_smoke.py`` checks this rule against ``torch.utils.flop_counter`` on an MLP. One MAC is two
 floating-point operations, so achieved GFLOP/s = 2 x MACs / seconds / 1e9; the matmul peak is measured the same
 way (2 n^3 flops for an n x n product).
+
+**Running the models.** ``GenlabRun`` and ``ExamplesRun`` put genlab's trainer and a pytorch/examples-style loop
+behind one interface (``epoch()`` -> seconds, ``test()`` -> nats per image, ``forward(x)`` for counting);
+``alternate_epochs`` trains any such runs epoch by epoch in turn and records every epoch's numbers;
+``summarize_runs``, ``results_table`` and ``timing_notes`` turn them into the stored result and its table.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -206,6 +212,207 @@ def forward_macs(model: nn.Module, run: Callable[[], Any]) -> MacCount:
 def achieved_gflops(macs_per_step: float, steps: float, seconds: float) -> float:
     """GFLOP/s of ``steps`` steps of ``macs_per_step`` multiply-adds each (2 flops per MAC) in ``seconds``."""
     return 2.0 * macs_per_step * steps / seconds / 1e9
+
+
+# --- the runs: genlab and the pytorch/examples-style loop behind one interface ---
+# epoch() -> seconds of one training epoch (no evaluation inside), test() -> the test loss (nats per image),
+# forward(x) -> one forward pass of ``model`` (for forward_macs); ``label`` names the run in tables
+
+class GenlabRun:
+    """A genlab VAE ``preset`` trained by genlab's ``Trainer`` (Adam 1e-3, ``batch_size``), one epoch per
+    ``epoch()``; ``options`` are further ``build_config`` options (e.g. ``channels_last=True``)."""
+
+    def __init__(self, data: Any, data_name: str, seed: int, *, preset: str, batch_size: int, label: str = "genlab",
+                 **options: Any):
+        from genlab.api import build_config
+        from genlab.registry import get_family
+        from genlab.train.trainer import Trainer
+
+        cfg = build_config("vae", data_name, preset=preset, seed=seed, progress=False, eval_every=0,
+                           batch_size=batch_size, lr=1e-3, optimizer="adam", **options)
+        torch.manual_seed(seed)
+        self.label = label
+        self.model = get_family("vae")(cfg.model_config, data.spec)
+        self.data = data
+        self.trainer = Trainer(self.model, data, cfg.train)
+
+    def epoch(self) -> float:
+        self.trainer.cfg.epochs = self.trainer.epoch + 1  # fit() trains until cfg.epochs: one more epoch
+        start = time.perf_counter()
+        self.trainer.fit()
+        return time.perf_counter() - start
+
+    def test(self) -> float:
+        from genlab.train.trainer import evaluate_terms
+
+        return -evaluate_terms(self.model, self.data, "test")["elbo"]
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model.loss({"x": x})
+
+
+class ExamplesRun:
+    """A pytorch/examples-style run (``peers/pytorch_examples_vae.py``'s ``ExampleRun``: a per-sample PIL
+    ``DataLoader``) over genlab's 28x28 grey images; ``make(train, test, seed=, batch_size=)`` builds it."""
+
+    def __init__(self, data: Any, seed: int, *, batch_size: int, label: str = "pytorch/examples",
+                 make: Callable[..., Any] | None = None):
+        if make is None:
+            from peers.pytorch_examples_vae import ExampleRun as make
+
+        def u8(x: torch.Tensor) -> Any:  # (N, 1, 28, 28) float -> (N, 28, 28) uint8, what the example reads
+            return (x[:, 0] * 255).round().to(torch.uint8).numpy()
+
+        def labels(y: torch.Tensor | None, n: int) -> Any:
+            return (y if y is not None else torch.zeros(n, dtype=torch.long)).numpy()
+
+        self.label = label
+        self.run = make((u8(data.train_x), labels(data.train_y, len(data.train_x))),
+                        (u8(data.test_x), labels(data.test_y, len(data.test_x))), seed=seed, batch_size=batch_size)
+        self.model = self.run.model
+
+    def epoch(self) -> float:
+        return self.run.epoch()[1]
+
+    def test(self) -> float:
+        return self.run.test()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+
+def load_images(name: str, limit: int | None, shape: tuple[int, ...], needs: str) -> Any:
+    """genlab's dataset ``name``, its images checked to be ``shape`` (else exit saying ``needs``), cut to the first
+    ``limit`` training and test images when given (a smoke run)."""
+    import genlab
+
+    data = genlab.load_dataset(name, progress=False)
+    if tuple(data.spec.shape) != tuple(shape):
+        raise SystemExit(f"--data {name} has images of shape {tuple(data.spec.shape)}; {needs}")
+    if limit:
+        data.train_x = data.train_x[:limit]
+        data.test_x = data.test_x[:limit]
+        data.train_y = None if data.train_y is None else data.train_y[:limit]
+        data.test_y = None if data.test_y is None else data.test_y[:limit]
+    return data
+
+
+def measure_peak(data_name: str, n_train: int, n_test: int, seconds: float) -> tuple[dict[str, Any], int,
+                                                                                       dict[int, float], float]:
+    """At the start of a run: the machine (its load average is the other processes'), the thread count, the
+    matmul peak by size and its best; prints them."""
+    machine = machine_info()
+    threads = torch.get_num_threads()
+    print(f"{data_name}: {n_train} training and {n_test} test images; torch {torch.__version__}, "
+          f"{threads} threads, {cpu_model()}", flush=True)
+    by_size = matmul_gflops_by_size(seconds)
+    peak = max(by_size.values())
+    print("matmul peak " + ", ".join(f"{n}: {g:.0f}" for n, g in by_size.items()) + f" GFLOP/s -> {peak:.0f}",
+          flush=True)
+    return machine, threads, by_size, peak
+
+
+def run_key(name: str) -> str:
+    """A run's name as a JSON key prefix: pytorch-examples -> pytorch_examples."""
+    return name.replace("-", "_")
+
+
+def count_macs(run: Any, x: torch.Tensor) -> MacCount:
+    """``forward_macs`` of ``run.model`` on one ``run.forward(x)``, leaving the random stream as it was."""
+    with torch.random.fork_rng():  # counting draws noise; keep every run's random stream as it was
+        return forward_macs(run.model, lambda: run.forward(x))
+
+
+def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: float, peak: float, epochs: int,
+                     baseline: str = "genlab") -> list[dict[str, Any]]:
+    """Train ``runs`` (name -> run, ``baseline`` first) epoch by epoch in turn; per epoch one row: every run's
+    seconds, GFLOP/s, fraction of ``peak``, the other processes' load, then its test loss, then ``baseline``'s
+    time over each other run's. Prints one line per epoch and warns when other processes kept cores busy."""
+    rows: list[dict[str, Any]] = []
+    names = list(runs)
+    for epoch in range(1, epochs + 1):
+        row: dict[str, Any] = {"epoch": epoch}
+        for name, run in runs.items():
+            key = run_key(name)
+            before = cpu_snapshot()
+            seconds = run.epoch()
+            others = other_load(before, cpu_snapshot())
+            gflops = achieved_gflops(macs[name].train_step, steps, seconds)
+            row.update({f"{key}_s": seconds, f"{key}_gflops": gflops, f"{key}_fraction_of_peak": gflops / peak,
+                        f"{key}_other_load": others})
+        for name, run in runs.items():
+            row[f"{run_key(name)}_test_loss"] = run.test()
+        base = run_key(baseline)
+        for name in names:
+            if name != baseline:
+                row[f"{base}_over_{run_key(name)}"] = row[f"{base}_s"] / row[f"{run_key(name)}_s"]
+        rows.append(row)
+        print(f"epoch {epoch:2d}  " + "  |  ".join(
+            f"{runs[n].label} {row[run_key(n) + '_s']:6.2f} s, test {row[run_key(n) + '_test_loss']:.2f}"
+            for n in names), flush=True)
+        busy = [f"{runs[n].label} {row[run_key(n) + '_other_load']:.2f}" for n in names
+                if (row[run_key(n) + "_other_load"] or 0) > 0.2]
+        if busy:
+            print("  warning: other processes kept cores busy during this epoch (cores): " + ", ".join(busy),
+                  flush=True)
+    return rows
+
+
+def summarize_runs(runs: dict[str, Any], macs: dict[str, MacCount], rows: list[dict[str, Any]], steps: float,
+                   peak: float, baseline: str = "genlab") -> dict[str, Any]:
+    """Per run (keyed by ``run_key``): its label, seconds per epoch and their median, test losses, MACs per step,
+    GFLOP/s and fraction of peak at the median, and ``baseline``'s median time over its own."""
+    models: dict[str, Any] = {}
+    base = run_key(baseline)
+    for name, run in runs.items():
+        key = run_key(name)
+        secs = [r[f"{key}_s"] for r in rows]
+        median = statistics.median(secs)
+        gflops = achieved_gflops(macs[name].train_step, steps, median)
+        models[key] = {
+            "label": run.label, "seconds": secs, "median_s": median,
+            "test_loss": [r[f"{key}_test_loss"] for r in rows],
+            "forward_macs_per_step": macs[name].forward, "train_macs_per_step": macs[name].train_step,
+            "gflops_at_median": gflops, "fraction_of_peak_at_median": gflops / peak,
+            f"{base}_over_this_median": None if key == base else models[base]["median_s"] / median,
+        }
+    return models
+
+
+def results_table(models: dict[str, Any], epochs: int, baseline: str = "genlab") -> dict[str, Any]:
+    """The README table of ``summarize_runs``'s models: the baseline first in bold, then the others."""
+    base = run_key(baseline)
+    rows = []
+    for key, m in models.items():
+        ratio = "1" if key == base else f"{m[f'{base}_over_this_median']:.2f}"
+        rows.append([m["label"] if key != base else f"**{m['label']}**", f"{m['median_s']:.2f}", ratio,
+                     f"{m['test_loss'][-1]:.2f}", f"{m['train_macs_per_step'] / 1e6:.0f}",
+                     f"{m['gflops_at_median']:.1f}", f"{100 * m['fraction_of_peak_at_median']:.0f}%"])
+    return {"columns": ["model", f"s / epoch (median of {epochs})",
+                        f"{models[base]['label']} time / model time (< 1: {models[base]['label']} faster)",
+                        f"test loss after epoch {epochs} (nats)", "train MMACs / step", "GFLOP/s", "of matmul peak"],
+            "rows": rows}
+
+
+def timing_notes(threads: int, by_size: dict[int, float], peak: float, rows: list[dict[str, Any]]) -> list[str]:
+    """The notes under every timing table: how the peak and GFLOP/s were measured, the other processes' load."""
+    loads = [r[k] for r in rows for k in r if k.endswith("_other_load") and r[k] is not None]
+    return [f"Matmul peak (fp32, {threads} threads, best of "
+            + ", ".join(f"{n}: {g:.0f}" for n, g in by_size.items()) + f" GFLOP/s): {peak:.0f} GFLOP/s. "
+            "GFLOP/s counts the dense layers' multiply-adds only (2 flops each), training step = 3x forward "
+            "- first layer's input gradient.",
+            f"Other processes kept at most {max(loads):.2f} cores busy during a timed epoch."
+            if loads else "Load from other processes not measured (no /proc)."]
+
+
+def publish(name: str, result: dict[str, Any], results_dir: str | Path, readme: str | Path | None) -> Path:
+    """Write the result, refresh ``readme``'s tables (unless it is empty or None) and print this result's table."""
+    path = write_results(name, result, results_dir)
+    print(f"wrote {path}")
+    if readme:
+        print(f"refreshed {refresh_readme(results_dir, readme)}")
+    print(render_tables([json.loads(path.read_text())]))
+    return path
 
 
 # --- results ---

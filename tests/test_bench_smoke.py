@@ -107,3 +107,74 @@ def test_vae_mlp_epoch_smoke_pytorch_examples(tmp_path, monkeypatch):
 def test_vae_mlp_epoch_smoke_pythae(tmp_path, monkeypatch):
     written = _run_vae_mlp_epoch(tmp_path, monkeypatch, "pythae")
     assert written["models"]["pythae"]["label"].startswith("pythae ")
+
+
+# --- the conv VAE: the peer's layers are genlab's conv-small, and a smoke run ---
+
+def _conv_small_pair(seed: int = 0):
+    """genlab's conv-small VAE on 28x28 grey images and the peer's ConvVAE, each built right after ``seed``."""
+    from genlab.api import build_config
+    from genlab.data.images import DataSpec
+    from genlab.registry import get_family
+    from peers.conv_vae_loop import ConvVAE
+
+    cfg = build_config("vae", "mnist", preset="conv-small")
+    torch.manual_seed(seed)
+    genlab_model = get_family("vae")(cfg.model_config, DataSpec("mnist", (1, 28, 28)))
+    torch.manual_seed(seed)
+    peer = ConvVAE(cfg.model_config.latent_dim)
+    return genlab_model, peer
+
+
+def test_conv_peer_has_the_layers_of_genlab_conv_small():
+    genlab_model, peer = _conv_small_pair()
+    ours, theirs = list(genlab_model.parameters()), list(peer.parameters())
+    assert [p.shape for p in ours] == [p.shape for p in theirs]  # the same layers in the same order
+    assert sum(p.numel() for p in ours) == sum(p.numel() for p in theirs) == 1_677_509
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))  # built in the same order: same initial weights
+
+    x = torch.rand(8, 1, 28, 28)
+    ours_macs = common.forward_macs(genlab_model, lambda: genlab_model.loss({"x": x}))
+    theirs_macs = common.forward_macs(peer, lambda: peer(x))
+    assert [m for _, m in ours_macs.layers] == [m for _, m in theirs_macs.layers]
+    assert ours_macs.forward == 8 * (32 * 14 * 14 * 16 + 64 * 7 * 7 * 32 * 16 + 3136 * 256 + 256 * 4  # encoder
+                                     + 2 * 256 + 256 * 3136 + 64 * 7 * 7 * 32 * 16 + 32 * 14 * 14 * 16)  # decoder
+
+    with torch.no_grad():  # and they compute the same function
+        mu, logvar = genlab_model.encode(x)
+        peer_mu, peer_logvar = peer.encode(x)
+        torch.testing.assert_close(peer_mu, mu)
+        torch.testing.assert_close(peer_logvar, logvar)
+        torch.testing.assert_close(peer.decode(mu), genlab_model.decode(mu))
+
+
+def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    import vae_conv_epoch
+
+    out = tmp_path / "results"
+    result = vae_conv_epoch.main(["--epochs", "1", "--limit", "512", "--peak-seconds", "0.1",
+                                  "--results-dir", str(out), "--readme", str(tmp_path / "README.md")])
+    written = json.loads((out / "vae_conv_epoch-mnist-limit512.json").read_text())
+    assert written["command"] == result["command"] and "--limit 512" in written["command"]
+    assert written["train_images"] == 512 and written["threads"] == torch.get_num_threads()
+    assert written["matmul_peak_gflops"] > 0 and {"cpu", "cores", "torch", "threads", "date"} <= set(written["machine"])
+    (row,) = written["epochs"]
+    keys = ["genlab", "genlab_channels_last", "pytorch_examples"]
+    assert list(written["models"]) == keys
+    for key in keys:
+        model = written["models"][key]
+        assert row[f"{key}_s"] > 0 and model["median_s"] > 0
+        assert 0 < row[f"{key}_gflops"] and 0 < row[f"{key}_fraction_of_peak"]
+        assert 100 < row[f"{key}_test_loss"] < 600  # nats per 784-pixel image after four steps
+        assert model["parameters"] == 1_677_509
+        assert model["train_macs_per_step"] == written["models"]["genlab"]["train_macs_per_step"]
+        assert model["train_macs_per_step"] == 3 * model["forward_macs_per_step"] - 128 * 32 * 14 * 14 * 16
+        if key != "genlab":
+            assert row[f"genlab_over_{key}"] == pytest.approx(row["genlab_s"] / row[f"{key}_s"])
+    cl = written["channels_last"]  # both numbers: channels-last's test loss and the default's
+    assert cl["test_loss"] == written["models"]["genlab_channels_last"]["test_loss"]
+    assert cl["default_test_loss"] == written["models"]["genlab"]["test_loss"]
+    assert cl["test_loss"][0] == pytest.approx(cl["default_test_loss"][0], rel=1e-3)  # the same steps, NHWC
+    assert len(written["table"]["rows"]) == 3 and any("bf16" in n for n in written["notes"])
+    assert "| **genlab** |" in (tmp_path / "README.md").read_text()

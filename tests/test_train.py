@@ -551,3 +551,73 @@ def test_same_seed_same_run_other_seed_differs(digits: ImageDataset, tmp_path: P
     assert a.history[-1]["test/loss"] != c.history[-1]["test/loss"]
     wa, wc = _weights(tmp_path / "a"), _weights(tmp_path / "c")
     assert not any(torch.equal(wa[k], wc[k]) for k in wa if wa[k].numel() > 1)
+
+
+# --- channels-last ---
+
+CONV = {"arch": "conv", "hidden": (32,), "latent_dim": 2,  # 8x8 -> 4x4 -> 2x2 and back
+        "overrides": ["model.channels=8,16"]}  # a bare `channels` would be ambiguous with data.channels
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def test_channels_last_gives_the_same_loss_and_gradients(digits: ImageDataset) -> None:
+    batch = next(digits.batches("train", BATCH))
+    runs = {}
+    for channels_last in (False, True):
+        trainer = _trainer(digits, channels_last=channels_last, **CONV)  # same seed: the same initial weights
+        model = trainer.model
+        prepared = trainer_mod._to_device(batch, trainer.device, channels_last)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same reparameterization noise
+            terms = model.loss(prepared)
+        terms["loss"].backward()
+        runs[channels_last] = ({k: v.item() for k, v in terms.items()},
+                               {n: p.grad for n, p in model.named_parameters()}, model)
+    plain, nhwc = runs[False], runs[True]
+    conv_weights = [n for n, p in nhwc[2].named_parameters() if p.ndim == 4]
+    assert len(conv_weights) == 4
+    assert all(_is_channels_last(p) for n, p in nhwc[2].named_parameters() if n in conv_weights and p.shape[1] > 1)
+    assert not any(_is_channels_last(p) for p in plain[2].parameters())
+    assert nhwc[0] == pytest.approx(plain[0], rel=1e-5)
+    assert nhwc[1].keys() == plain[1].keys()
+    for name, grad in plain[1].items():
+        torch.testing.assert_close(nhwc[1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+    rgb = torch.rand(4, 3, 5, 6)  # images with channels: stored NHWC, values unchanged; other tensors untouched
+    moved = trainer_mod._to_device({"x": rgb, "y": torch.arange(4)}, torch.device("cpu"), True)
+    assert _is_channels_last(moved["x"]) and torch.equal(moved["x"], rgb) and torch.equal(moved["y"], torch.arange(4))
+
+
+def test_channels_last_trains_an_epoch_and_leaves_eval_and_samples_alone(digits: ImageDataset, tmp_path: Path) -> None:
+    nhwc = _train(tmp_path / "nhwc", digits, epochs=1, channels_last=True, **CONV)
+    plain = _train(tmp_path / "plain", digits, epochs=1, **CONV)
+    assert json.loads((tmp_path / "nhwc" / "config.json").read_text())["train"]["channels_last"] is True
+    (rec,), (ref,) = nhwc.history, plain.history
+    assert rec["step"] == STEPS_PER_EPOCH and math.isfinite(rec["train/loss"]) and math.isfinite(rec["test/loss"])
+    assert rec["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-4)  # the same run up to float rounding
+    assert rec["test/loss"] == pytest.approx(ref["test/loss"], rel=1e-4)
+
+    loaded = genlab.load(tmp_path / "nhwc")  # saved in the usual layout, loads into a plain model
+    assert not any(_is_channels_last(p) for p in loaded.parameters())
+    for key, value in nhwc.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    assert evaluate_terms(nhwc, digits) == pytest.approx(evaluate_terms(loaded, digits), rel=1e-5)
+    torch.testing.assert_close(genlab.sample(nhwc, 8, seed=1), genlab.sample(loaded, 8, seed=1), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_resume_with_channels_last_is_bit_identical(digits: ImageDataset, tmp_path: Path) -> None:
+    """The checkpoint holds Adam's moments in the usual layout; resuming must give them the weights' layout again
+    (the fused CPU Adam pairs elements by memory order) and end exactly like an uninterrupted run."""
+    opts = {"channels_last": True, **CONV}
+    _train(tmp_path / "whole", digits, epochs=3, **opts)
+    _train(tmp_path / "split", digits, epochs=1, **opts)
+    resumed = _resume(tmp_path / "split", digits, epochs=3)
+    assert all(_is_channels_last(p) for p in resumed.parameters() if p.ndim == 4 and p.shape[1] > 1)
+    _assert_same_tensors(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+    _assert_same_tensors(_weights(tmp_path / "whole", "trainer.safetensors"),
+                         _weights(tmp_path / "split", "trainer.safetensors"))
+    assert _without_time(_metrics(tmp_path / "split")) == _without_time(_metrics(tmp_path / "whole"))

@@ -9,6 +9,7 @@ the summed loss over the split divided by its number of images, i.e. the negativ
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -66,12 +67,17 @@ def loss_function(recon_x, x, mu, logvar):
 
 
 class ExampleRun:
-    """Holds the example's model, optimizer and loaders; ``epoch()`` trains one epoch, ``test()`` scores."""
+    """Holds the example's model, optimizer and loaders; ``epoch()`` trains one epoch, ``test()`` scores.
+
+    ``model`` (a constructor) and ``loss`` (``loss(recon_x, x, mu, logvar)``, summed over the batch) default to the
+    example's own; ``peers/conv_vae_loop.py`` passes a conv VAE and its loss to the same loop."""
 
     def __init__(self, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int = 1,
-                 batch_size: int = 128):
+                 batch_size: int = 128, model: Callable[[], nn.Module] = ExampleVAE,
+                 loss: Callable[..., torch.Tensor] = loss_function):
         torch.manual_seed(seed)
-        self.model = ExampleVAE()
+        self.model = model()
+        self.loss = loss
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.train_loader = DataLoader(PILMnist(*train), batch_size=batch_size, shuffle=True)
         self.test_loader = DataLoader(PILMnist(*test), batch_size=batch_size, shuffle=False)
@@ -84,7 +90,7 @@ class ExampleRun:
         for data, _ in self.train_loader:
             self.optimizer.zero_grad()
             recon_batch, mu, logvar = self.model(data)
-            loss = loss_function(recon_batch, data, mu, logvar)
+            loss = self.loss(recon_batch, data, mu, logvar)
             loss.backward()
             train_loss += loss.item()
             self.optimizer.step()
@@ -96,5 +102,5 @@ class ExampleRun:
         test_loss = 0.0
         for data, _ in self.test_loader:
             recon_batch, mu, logvar = self.model(data)
-            test_loss += loss_function(recon_batch, data, mu, logvar).item()
+            test_loss += self.loss(recon_batch, data, mu, logvar).item()
         return test_loss / len(self.test_loader.dataset)

@@ -61,10 +61,27 @@ def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
     raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device,
+               channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """The batch on ``device``; with ``channels_last``, its 4-D tensors (images) stored NHWC (same values)."""
+    if device.type != "cpu":
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if channels_last:
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in batch.items()}
+    return batch
+
+
+def _match_param_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) the memory layout of its parameter.
+
+    A checkpoint stores them in the default layout; with channels-last weights, torch's fused CPU Adam (2.13)
+    walks parameter, gradient and moments in memory order and would silently pair the wrong elements."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # p's strides, same values
 
 
 @torch.no_grad()
@@ -102,6 +119,8 @@ class Trainer:
             raise ConfigError("train.batch_size must be >= 1 and train.epochs >= 0")
         _lr_factor(cfg, 0)  # validates the schedule name
         self.model.to(self.device)
+        if cfg.channels_last:  # conv weights NHWC; dense layers and the values are unchanged
+            self.model.to(memory_format=torch.channels_last)
         self.model.grad_clip = cfg.grad_clip
         self.optimizers = {name: make_optimizer(cfg, params) for name, params in model.param_groups().items()}
         self.epoch = 0
@@ -142,6 +161,7 @@ class Trainer:
                                   "cannot resume exactly")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+            _match_param_layouts(opt)
         torch.set_rng_state(state["rng"])
         self.epoch, self.step, self.train_time = state["epoch"], state["step"], state["train_time"]
         self.run.truncate_metrics(self.epoch)
@@ -173,7 +193,8 @@ class Trainer:
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False,
                        dynamic_ncols=True)
             for batch in bar:
-                terms = self.model.train_step(_to_device(batch, self.device), self.optimizers, self.step)
+                batch = _to_device(batch, self.device, cfg.channels_last)
+                terms = self.model.train_step(batch, self.optimizers, self.step)
                 values = torch.stack([t.float() for t in terms.values()]).tolist()
                 if not math.isfinite(values[list(terms).index("loss")]):
                     bar.close()
