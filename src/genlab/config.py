@@ -41,9 +41,9 @@ class TrainConfig:
     seed: int = 0  # seeds the weights, the data order, the noise: a run is reproducible from it
     device: str = "cpu"  # cpu | cuda | auto
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    # store conv weights and 4-D batches channels-last (NHWC) while training: oneDNN's convolutions run without
-    # layout reorders (bench/vae_conv_epoch.py measures it). Same losses up to float rounding; dense-only models
-    # gain nothing. Checkpoints, evaluation and samples are unaffected (checkpoints are saved in the usual layout)
+    # store conv weights and 4-D batches channels-last (NHWC) while training, so oneDNN's convolutions need no
+    # layout reorders (bench/vae_conv_epoch.py measures it); dense-only models gain nothing. The same steps up to
+    # float rounding; checkpoints keep the usual layout, evaluation and samples give the same numbers
     channels_last: bool = False
     eval_every: int = 1  # evaluate on the test split every N epochs (0: never)
     progress: bool = True  # show progress bars
