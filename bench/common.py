@@ -526,3 +526,20 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def add_common_arguments(ap: Any, *, data: str, epochs: int) -> None:
+    """The options every epoch benchmark takes: data, epochs, limit, seed, peak time, where results go."""
+    other = "mnist" if data == "fashion-mnist" else "fashion-mnist"
+    ap.add_argument("--data", default=data, help=f"a 28x28 grey dataset: {data} (default), {other}")
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--limit", type=int, help="use the first N training and test images only (a smoke run)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
+    ap.add_argument("--results-dir", default=str(RESULTS_DIR))
+    ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
+
+
+def check_common_arguments(ap: Any, args: Any) -> None:
+    if args.epochs < 1 or (args.limit is not None and args.limit < 1):
+        ap.error("--epochs and --limit must be >= 1")

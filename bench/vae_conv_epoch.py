@@ -69,15 +69,9 @@ def _bf16_note(flags: set[str]) -> str:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="mnist", help="a 28x28 grey dataset: mnist (default), fashion-mnist")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--limit", type=int, help="use the first N training and test images only (a smoke run)")
+    common.add_common_arguments(ap, data="mnist", epochs=2)
     ap.add_argument("--runs", default=",".join(RUNS),
                     help=f"comma-separated, genlab first, from: {', '.join(RUNS)} (default: all)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
-    ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
-    ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
     args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = [r for r in args.runs if r not in RUNS]
@@ -85,8 +79,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
     if not args.runs or args.runs[0] != "genlab" or len(set(args.runs)) != len(args.runs):
         ap.error("--runs must start with genlab (the baseline) and name each run once")
-    if args.epochs < 1 or (args.limit is not None and args.limit < 1):
-        ap.error("--epochs and --limit must be >= 1")
+    common.check_common_arguments(ap, args)
     return args
 
 

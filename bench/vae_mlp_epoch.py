@@ -71,21 +71,14 @@ def _require_pythae() -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="fashion-mnist", help="a 28x28 grey dataset: fashion-mnist (default), mnist")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--limit", type=int, help="use the first N training and test images only (a smoke run)")
+    common.add_common_arguments(ap, data="fashion-mnist", epochs=3)
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from: {', '.join(PEERS)}")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
-    ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
-    ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in args.peers if p not in PEERS]
     if unknown:
         ap.error(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
-    if args.epochs < 1 or (args.limit is not None and args.limit < 1):
-        ap.error("--epochs and --limit must be >= 1")
+    common.check_common_arguments(ap, args)
     return args
 
 
