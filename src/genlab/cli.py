@@ -111,18 +111,11 @@ def cmd_reconstruct(args: argparse.Namespace, extra: list[str]) -> int:
 
 def format_eval(result: dict[str, Any]) -> list[str]:
     """The evaluation as aligned lines for the terminal; long lists are shortened."""
+    from genlab.viz.report import short_value
+
     width = max(len(k) for k in result)
-    lines = []
-    for key, value in result.items():
-        if isinstance(value, float):
-            text = f"{value:.4f}"
-        elif isinstance(value, list):
-            shown = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value[:8])
-            text = f"[{shown}{', ...' if len(value) > 8 else ''}]"
-        else:
-            text = str(value)
-        lines.append(f"{key:<{width}}  {text}")
-    return lines
+    return [f"{key:<{width}}  " + (f"{value:.4f}" if isinstance(value, float) else str(short_value(value, 8, "{:.3f}")))
+            for key, value in result.items()]
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:

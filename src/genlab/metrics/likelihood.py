@@ -68,7 +68,8 @@ def test_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split
 
 
 def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit: int | None = None,
-             latent: bool = True, quality: bool = False, quality_n: int = 5000, progress: bool = True) -> dict[str, Any]:
+             latent: bool = True, quality: bool = False, quality_n: int = 5000,
+             progress: bool = True) -> dict[str, Any]:
     """Test-split figures, flat keys, nats per example: the loss terms (``test/elbo``, ``test/recon``,
     ``test/kl``); for likelihood models the importance-weighted NLL with k samples and its bits per dimension;
     for latent models the diagnostics of ``genlab.metrics.latent`` (``latent/...``); with ``quality`` the
@@ -102,5 +103,6 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
         if "accuracy" in net:
             out["quality/feature_net_accuracy"] = net["accuracy"]
     out["binarize"] = data.binarize
-    out["test_examples"] = len(data.split("test")[0]) if limit is None else min(limit, len(data.split("test")[0]))
+    n_test = len(data.split("test")[0])
+    out["test_examples"] = n_test if limit is None else min(limit, n_test)
     return out

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genlab.data.images import ImageDataset  # noqa: E402
-from genlab.metrics.latent import encode_split, kl_per_dim  # noqa: E402
+from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim  # noqa: E402
 from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel  # noqa: E402
 
 _CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
@@ -232,10 +232,11 @@ def interpolation_figure(model: LatentModel, data: ImageDataset, path: Path, *, 
 
 @torch.no_grad()
 def traversal_figure(model: LatentModel, data: ImageDataset, path: Path, *, values: int = 11, span: float = 3.0,
-                     max_dims: int = 16, index: int = 0) -> Path:
+                     max_dims: int = 16, index: int = 0, post: Posteriors | None = None) -> Path:
     """Rows are latent dimensions ordered by their KL (most informative on top), columns sweep that dimension over
-    [-span, span] around the code of one test image, the other dimensions held at it."""
-    post = encode_split(model, data, limit=2000)
+    [-span, span] around the code of one test image, the other dimensions held at it. ``post``: the test split
+    already encoded (by default 2,000 images are)."""
+    post = post if post is not None else encode_split(model, data, limit=2000)
     kl = kl_per_dim(post)
     order = torch.argsort(kl, descending=True)[:max_dims]
     x, y = data.split("test")
@@ -336,13 +337,13 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def manifold_choice(model: LatentModel, data: ImageDataset, index: int = 0) -> tuple[tuple[int, int],
-                                                                               torch.Tensor | None]:
+def manifold_choice(model: LatentModel, data: ImageDataset, index: int = 0,
+                    post: Posteriors | None = None) -> tuple[tuple[int, int], torch.Tensor | None]:
     """The two dimensions to sweep and the code to hold the others at: for a 2-D latent (0, 1) around the prior
     mean; otherwise the two dimensions of largest KL, the others held at the code of test image ``index``."""
     if model.latent_dim == 2:
         return (0, 1), None
-    post = encode_split(model, data, limit=2000)
+    post = post if post is not None else encode_split(model, data, limit=2000)
     top = torch.argsort(kl_per_dim(post), descending=True)[:2].tolist()
     return (top[0], top[1]), post.mu[index]
 
@@ -356,14 +357,15 @@ def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
         figs["reconstructions"] = reconstruction_figure(model, data, out_dir / "reconstructions.png")
     if isinstance(model, LatentModel):
         figs["latent_map"] = latent_map_figure(model, data, out_dir / "latent_map.png")
+        post = encode_split(model, data, limit=2000)  # one encoding for the manifold and the traversal
         if model.latent_dim >= 2:
             cond = None
             if isinstance(model, ConditionalModel):
                 cond = torch.tensor([0])
-            dims, base = manifold_choice(model, data)
+            dims, base = manifold_choice(model, data, post=post)
             figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", dims=dims, base=base, cond=cond)
         figs["interpolation"] = interpolation_figure(model, data, out_dir / "interpolation.png")
-        figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png")
+        figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png", post=post)
     if hasattr(model, "transfer") and data.spec.num_classes > 1:
         figs["transfer"] = transfer_figure(model, data, out_dir / "transfer.png")
     if history:

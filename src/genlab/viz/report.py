@@ -56,12 +56,14 @@ _SECTIONS = (
 )
 
 
-def _short(value: Any) -> Any:
+def short_value(value: Any, items: int = 10, fmt: str = "{:.3g}") -> Any:
+    """A list shortened to its first ``items`` entries (floats formatted), a dict as "key: value" pairs; other
+    values unchanged. Used by the report and by ``genlab eval``'s table."""
     if isinstance(value, list):
-        shown = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value[:10])
-        return f"[{shown}{', ...' if len(value) > 10 else ''}]"
+        shown = ", ".join(fmt.format(v) if isinstance(v, float) else str(v) for v in value[:items])
+        return f"[{shown}{', ...' if len(value) > items else ''}]"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_short(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {short_value(v, items, fmt)}" for k, v in value.items())
     return value
 
 
@@ -69,11 +71,11 @@ def _evaluation_html(evaluation: dict[str, Any]) -> str:
     parts = ["<h2>Evaluation</h2>"]
     used = set()
     for prefix, heading in _SECTIONS:
-        rows = [(k[len(prefix):], _short(v)) for k, v in evaluation.items() if k.startswith(prefix)]
+        rows = [(k[len(prefix):], short_value(v)) for k, v in evaluation.items() if k.startswith(prefix)]
         used |= {k for k in evaluation if k.startswith(prefix)}
         if rows:
             parts.append(f"<p class='muted'>{html.escape(heading)}</p>" + _table(rows))
-    rest = [(k, _short(v)) for k, v in evaluation.items() if k not in used]
+    rest = [(k, short_value(v)) for k, v in evaluation.items() if k not in used]
     if rest:
         parts.append("<p class='muted'>Protocol</p>" + _table(rest))
     return "\n".join(parts)
