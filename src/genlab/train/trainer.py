@@ -84,6 +84,11 @@ def _match_param_layouts(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # p's strides, same values
 
 
+def batch_length(batch: dict[str, torch.Tensor]) -> int:
+    """Examples in a batch: the length of its first tensor (``"x"`` for images, ``"tokens"`` for text)."""
+    return len(next(iter(batch.values())))
+
+
 @torch.no_grad()
 def evaluate_terms(model: GenerativeModel, data: ImageDataset, split: str = "test", batch_size: int = 500,
                    device: torch.device | None = None, seed: int = _EVAL_SEED) -> dict[str, float]:
@@ -96,7 +101,7 @@ def evaluate_terms(model: GenerativeModel, data: ImageDataset, split: str = "tes
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in data.batches(split, batch_size):
-            b = len(batch["x"])
+            b = batch_length(batch)
             terms = model.loss(_to_device(batch, device))
             for k, v in zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()):
                 sums[k] = sums.get(k, 0.0) + v * b
@@ -199,7 +204,7 @@ class Trainer:
                 if not math.isfinite(values[list(terms).index("loss")]):
                     bar.close()
                     raise self._diverged(f"the loss became {values[list(terms).index('loss')]}")
-                b = len(batch["x"])
+                b = batch_length(batch)
                 for k, v in zip(terms, values):
                     sums[k] = sums.get(k, 0.0) + v * b
                 seen += b
