@@ -14,7 +14,7 @@ import torch
 
 import genlab
 from genlab.data.images import ImageDataset, load_dataset
-from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel, LikelihoodModel
+from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel, LikelihoodModel, TextModel
 from genlab.registry import get_family, list_families
 from genlab.train.checkpoint import save_model
 
@@ -42,6 +42,21 @@ FAMILY_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
         "conv-class-mean": {**_CONV, "prior": "class-mean", "likelihood": "gaussian", "sigma": 0.3},
     },
 }
+
+# the text families (models/text_vae.py): they train on a tiny hand-made poem corpus instead of digits
+FAMILY_CONFIGS.update({
+    "text-vae": {
+        "conv": {"embed_dim": 8, "channels": 12, "latent_dim": 3},
+        "conv-deeper-warmup": {"embed_dim": 12, "channels": 12, "latent_dim": 3, "encoder_layers": 3,
+                               "decoder_layers": 2, "kl_warmup": 10, "temperature": 1.0},
+        "gru-bowman": {"embed_dim": 8, "channels": 8, "latent_dim": 3, "decoder": "gru", "gru_hidden": 12,
+                       "kl_warmup": 10, "word_dropout": 0.3},
+    },
+})
+TEXT_FAMILIES = {"text-vae"}
+TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。",
+              "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。", "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。",
+              "紅豆生南國，春來發幾枝。", "願君多采擷，此物最相思。"] * 2
 
 BATCH = 16
 
@@ -81,13 +96,33 @@ def test_every_registered_family_has_contract_configs() -> None:
 # --- fixtures and helpers ---
 
 @pytest.fixture(scope="module")
-def digits() -> ImageDataset:
+def digits_data() -> ImageDataset:
     return load_dataset("digits", progress=False)
 
 
 @pytest.fixture(scope="module")
-def batch(digits: ImageDataset) -> dict[str, torch.Tensor]:
+def poems_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    path = tmp_path_factory.mktemp("poems") / "tiny.txt"
+    path.write_text("\n".join(TINY_POEMS), encoding="utf-8")
+    return load_dataset(f"poems:{path}", progress=False)
+
+
+@pytest.fixture
+def digits(request: pytest.FixtureRequest, digits_data: ImageDataset, poems_data: Any) -> Any:
+    """The data of the family under test: the 8x8 digits, or the tiny poem corpus for a text family."""
+    callspec = getattr(request.node, "callspec", None)
+    family = callspec.params.get("family") if callspec is not None else None
+    return poems_data if family in TEXT_FAMILIES else digits_data
+
+
+@pytest.fixture
+def batch(digits: Any) -> dict[str, torch.Tensor]:
     return next(digits.batches("train", BATCH))
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the encoder reads: images, or token ids for text."""
+    return batch["x"] if "x" in batch else batch["tokens"]
 
 
 def _config(family: str, name: str | None) -> Any:
@@ -131,9 +166,9 @@ def _assert_same_model(a: GenerativeModel, b: GenerativeModel, batch: dict[str, 
     if isinstance(a, LatentModel):
         cond = _cond(a, batch)
         with torch.no_grad():
-            mu_a, lv_a = a.encode(batch["x"], cond)
-            mu_b, lv_b = b.encode(batch["x"], cond)
-            z = torch.randn(len(batch["x"]), a.latent_dim, generator=torch.Generator().manual_seed(5))
+            mu_a, lv_a = a.encode(_inputs(batch), cond)
+            mu_b, lv_b = b.encode(_inputs(batch), cond)
+            z = torch.randn(len(_inputs(batch)), a.latent_dim, generator=torch.Generator().manual_seed(5))
             assert torch.equal(mu_a, mu_b) and torch.equal(lv_a, lv_b)
             assert torch.equal(a.decode(z, cond), b.decode(z, cond))
 
@@ -174,8 +209,14 @@ def test_sample_shape_range_and_reproducibility(family: str, name: str | None, d
     n = 7
     a = _sample(model, n, seed=11)
     assert a.shape == (n, *digits.spec.shape)
-    assert a.dtype == torch.float32
-    assert torch.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
+    if isinstance(model, TextModel):  # token ids of the vocabulary, never BOS; they read back as text
+        assert a.dtype == torch.int64 and a.min() >= 0 and a.max() < len(digits.spec.vocab)
+        assert not (a == 2).any()
+        texts = model.tokens_to_text(a)
+        assert len(texts) == n and all(isinstance(t, str) for t in texts)
+    else:
+        assert a.dtype == torch.float32
+        assert torch.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
     assert not a.requires_grad
     torch.manual_seed(999)  # the global RNG must not matter: the generator alone fixes the draw
     b = _sample(model, n, seed=11)
@@ -193,15 +234,18 @@ def test_sample_shape_range_and_reproducibility(family: str, name: str | None, d
 def test_abilities_have_their_shapes(family: str, name: str | None, digits: ImageDataset,
                                      batch: dict[str, torch.Tensor]) -> None:
     model = _build(family, name, digits).eval()
-    b = len(batch["x"])
+    b = len(_inputs(batch))
     if isinstance(model, LatentModel):
         cond = _cond(model, batch)
         with torch.no_grad():
-            mu, logvar = model.encode(batch["x"], cond)
+            mu, logvar = model.encode(_inputs(batch), cond)
             assert mu.shape == logvar.shape == (b, model.latent_dim)
             img = model.decode(mu, cond)
         assert img.shape == (b, *digits.spec.shape)
-        assert img.min() >= 0.0 and img.max() <= 1.0
+        if isinstance(model, TextModel):  # decoded token ids
+            assert img.dtype == torch.int64 and img.min() >= 0 and img.max() < len(digits.spec.vocab)
+        else:
+            assert img.min() >= 0.0 and img.max() <= 1.0
     if isinstance(model, LikelihoodModel):
         torch.manual_seed(0)
         lw = model.log_importance_weights(batch, 5)
@@ -252,7 +296,7 @@ def test_train_one_step_then_load(family: str, name: str | None, digits: ImageDa
     cfg = _config(family, name)
     overrides = [_override(k, v) for k, v in dataclasses.asdict(cfg).items()]
     out = tmp_path / "run"
-    model = genlab.train(family, "digits", out=out, max_steps=1, epochs=1, batch_size=32, eval_every=0,
+    model = genlab.train(family, digits.spec.name, out=out, max_steps=1, epochs=1, batch_size=32, eval_every=0,
                          progress=False, dataset=digits, overrides=overrides)
     assert model.config == cfg
     assert (out / "checkpoints" / "model.safetensors").is_file() and (out / "config.json").is_file()

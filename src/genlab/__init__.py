@@ -7,6 +7,8 @@
 """
 __version__ = "0.1.0"
 
-from genlab.api import evaluate, list_models, load, load_dataset, load_run_data, sample, train  # noqa: E402
+from genlab.api import (evaluate, interpolate, list_models, load, load_dataset, load_run_data,  # noqa: E402
+                        sample, sample_text, train)
 
-__all__ = ["train", "load", "evaluate", "sample", "list_models", "load_dataset", "load_run_data", "__version__"]
+__all__ = ["train", "load", "evaluate", "sample", "sample_text", "interpolate", "list_models", "load_dataset",
+           "load_run_data", "__version__"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,8 +17,8 @@ from genlab.registry import get_family, list_families
 from genlab.train.checkpoint import load_model_files
 from genlab.train.run import RunDir
 
-__all__ = ["train", "load", "evaluate", "sample", "list_models", "load_dataset", "load_run_data",
-           "list_datasets", "build_config"]
+__all__ = ["train", "load", "evaluate", "sample", "sample_text", "interpolate", "list_models", "load_dataset",
+           "load_run_data", "list_datasets", "build_config"]
 
 
 def list_models() -> dict[str, str]:
@@ -57,6 +58,14 @@ def build_config(model: str = "vae", data: str = "mnist-5k", *, preset: str | No
 
 
 def _dataset_for(cfg: DataConfig, progress: bool = True) -> ImageDataset:
+    from genlab.data.text import is_text_dataset, load_text_dataset
+
+    if is_text_dataset(cfg.name):
+        text = load_text_dataset(cfg.name, data_dir=cfg.data_dir, forms=cfg.forms, min_count=cfg.min_count,
+                                 simplified=cfg.simplified, progress=progress)
+        if progress:
+            print(text.summary(), file=sys.stderr)
+        return text  # type: ignore[return-value]
     return load_dataset(cfg.name, data_dir=cfg.data_dir, binarize=cfg.binarize, image_size=cfg.image_size,
                         channels=cfg.channels, download=cfg.download, progress=progress)
 
@@ -147,7 +156,7 @@ def load_run_data(run_dir: str | Path, progress: bool = True) -> ImageDataset:
 
 def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0,
            cond: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, C, H, W) samples in [0, 1], reproducible from ``seed``."""
+    """(n, C, H, W) samples in [0, 1] (text models: (n, L) token ids), reproducible from ``seed``."""
     net = model if isinstance(model, GenerativeModel) else load(model)
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
@@ -155,11 +164,40 @@ def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0,
     return net.sample(n, cond=cond, generator=gen)
 
 
+def _text_model(model: GenerativeModel | str | Path, what: str) -> Any:
+    from genlab.models.base import TextModel
+
+    net = model if isinstance(model, GenerativeModel) else load(model)
+    if not isinstance(net, TextModel):
+        raise ConfigError(f"{what} needs a text model (text-vae); {net.family} models images")
+    return net
+
+
+def sample_text(model: GenerativeModel | str | Path, n: int = 20, *, seed: int = 0,
+                temperature: float | None = None) -> list[str]:
+    """n samples of a text model formatted as poems (``xxxxx，xxxxx。``), reproducible from ``seed``; temperature
+    0 takes the most likely character at each position, > 0 samples; None uses the model's default."""
+    net = _text_model(model, "sample_text")
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    gen = torch.Generator(device=net.device).manual_seed(seed)
+    return net.sample_text(n, generator=gen, temperature=temperature)
+
+
+def interpolate(model: GenerativeModel | str | Path, first: str, last: str, steps: int = 8) -> list[str]:
+    """The decoded path between two lines of a text model: ``steps`` lines, from ``first``'s posterior mean to
+    ``last``'s in equal steps (endpoints included)."""
+    net = _text_model(model, "interpolate")
+    return net.interpolate_text(first, last, steps)
+
+
 def evaluate(model: GenerativeModel | str | Path, data: ImageDataset | None = None, *, k: int = 5000,
              limit: int | None = None, latent: bool = True, quality: bool = False, quality_n: int = 5000,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, temperature: float | None = None) -> dict[str, Any]:
     """Test ELBO terms, the importance-weighted NLL (k samples; 0 skips it) in nats per example, latent
-    diagnostics and, with ``quality``, FID/KID/precision/recall in a domain feature space. See genlab.metrics."""
+    diagnostics and, with ``quality``, FID/KID/precision/recall in a domain feature space. See genlab.metrics.
+    Text models (genlab.metrics.text): reconstruction accuracy, ELBO per line and per character, KL collapse and,
+    with ``quality``, the novelty of ``quality_n`` samples drawn at ``temperature`` (None: the model's)."""
     from genlab.metrics.likelihood import evaluate as _evaluate
 
     net = model if isinstance(model, GenerativeModel) else load(model)
@@ -169,5 +207,12 @@ def evaluate(model: GenerativeModel | str | Path, data: ImageDataset | None = No
         if getattr(net, "run_dir", None) is None:
             raise ConfigError("evaluate needs data= for a model that was not loaded from a run folder")
         data = load_run_data(net.run_dir, progress)
+    from genlab.data.text import TextDataset
+
+    if isinstance(data, TextDataset):  # text: accuracy, ELBO per character, KL collapse, novelty of samples
+        from genlab.metrics.text import evaluate_text
+
+        return evaluate_text(net, data, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
+                             temperature=temperature, progress=progress)
     return _evaluate(net, data, k=k, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
                      progress=progress)

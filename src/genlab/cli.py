@@ -21,6 +21,12 @@ class _Parser(argparse.ArgumentParser):
 
 # --- commands ---
 
+def _is_text(model: Any) -> bool:
+    from genlab.models.base import TextModel
+
+    return isinstance(model, TextModel)
+
+
 def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progress: bool) -> dict[str, Path]:
     from genlab.train.checkpoint import read_json
     from genlab.train.run import RunDir
@@ -29,7 +35,14 @@ def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progres
 
     run = RunDir(run_dir)
     history = run.read_metrics()
-    figs = standard_figures(model, data, run.figures, history)
+    texts = None
+    if _is_text(model):  # the image figures do not apply; samples and paths are shown as text
+        from genlab.viz.figures import curves_figure
+
+        figs = {"curves": curves_figure(history, run.figures / "curves.png")} if history else {}
+        texts = text_sections(model, data)
+    else:
+        figs = standard_figures(model, data, run.figures, history)
     eval_path = run.path / "eval.json"
     evaluation = None
     if eval_path.exists():
@@ -45,12 +58,40 @@ def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progres
                                        evaluation["latent/posterior_mean_variance"], run.figures / "kl_per_dim.png",
                                        evaluation.get("latent/active_threshold", 0.01))
     report = write_report(run.path / "report.html", title=title, config=run.read_config(), history=history,
-                          figures=figs, evaluation=evaluation,
+                          figures=figs, evaluation=evaluation, texts=texts,
                           notes=[f"{model.family} on {data.spec.name}, {model.num_parameters():,} parameters, "
                                  f"run folder {run.path}"])
     if progress:
         print(f"figures in {run.figures}, report in {report}")
     return figs
+
+
+def text_sections(model: Any, data: Any, n: int = 20, seed: int = 0) -> dict[str, tuple[str, list[str]]]:
+    """A text model's report sections: samples, reconstructions of test lines, and one interpolation between two
+    test lines."""
+    import torch
+
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    samples = model.sample_text(n, generator=gen)
+    test = data.split("test")[0]
+    which = "held-out" if len(test) >= 2 else "training"  # a tiny corpus holds out a single line
+    test = (test if len(test) >= 2 else data.split("train")[0])[:8]
+    originals = model.tokens_to_text(test)
+    recons = model.tokens_to_text(model.reconstruct(test.to(model.device)))
+    from genlab.data.text import format_poem
+
+    out = {
+        "samples": (f"{n} samples from the prior (seed {seed}, temperature {model.config.temperature:g}: 0 is the "
+                    "most likely character at each position)", samples),
+        "reconstructions": (f"{which.capitalize()} lines (left) and their reconstructions from the posterior mean "
+                            "(right).",
+                            [f"{format_poem(a)}  ->  {format_poem(b)}" for a, b in zip(originals, recons)]),
+    }
+    if len(originals) >= 2 and len(originals[0]) and len(originals[1]):
+        a, b = originals[0], originals[1]
+        out["interpolation"] = (f"Decoded codes on the line between the posterior means of two {which} lines, "
+                                f"{format_poem(a)} and {format_poem(b)}.", model.interpolate_text(a, b, 8))
+    return out
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -81,6 +122,17 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
     from genlab.viz.figures import save_grid
 
     model = genlab.load(args.run)
+    if _is_text(model):  # print the lines (and write them to --out when given)
+        if args.label is not None:
+            raise GenlabError(f"--label needs a conditional model; {model.family} is unconditional")
+        lines = genlab.sample_text(model, args.n, seed=args.seed, temperature=args.temperature)
+        print("\n".join(lines))
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    if args.temperature is not None:
+        raise GenlabError(f"--temperature applies to text models; {model.family} samples images")
     cond = None
     if args.label is not None:
         if not hasattr(model, "num_classes"):
@@ -103,6 +155,9 @@ def cmd_reconstruct(args: argparse.Namespace, extra: list[str]) -> int:
     if not hasattr(model, "reconstruct"):
         raise GenlabError(f"{model.family} cannot reconstruct (it has no encoder)")
     data = genlab.load_run_data(model.run_dir, progress=False)
+    if _is_text(model):
+        print("\n".join(text_sections(model, data, n=1)["reconstructions"][1][:args.n]))
+        return 0
     out = Path(args.out) if args.out else Path(model.run_dir) / "figures" / "reconstructions.png"
     reconstruction_figure(model, data, out, n=args.n)
     print(f"wrote {out}")
@@ -118,13 +173,33 @@ def format_eval(result: dict[str, Any]) -> list[str]:
             for key, value in result.items()]
 
 
+def cmd_interpolate(args: argparse.Namespace, extra: list[str]) -> int:
+    import genlab
+
+    model = genlab.load(args.run)
+    if not _is_text(model):
+        raise GenlabError(f"interpolate takes two lines of text; {model.family} models images (its report shows "
+                          "figures/interpolation.png)")
+    from genlab.data.text import parse_line
+
+    for line in (args.first, args.last):
+        missing = model.vocab.unknown(parse_line(line))
+        if missing:
+            print(f"genlab: note: {''.join(missing)} not in the vocabulary of this model; encoded as unknown",
+                  file=sys.stderr)
+    print("\n".join(genlab.interpolate(model, args.first, args.last, args.steps)))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     import genlab
     from genlab.train.checkpoint import write_json
 
     model = genlab.load(args.run)
+    if args.temperature is not None and not _is_text(model):
+        raise GenlabError(f"--temperature applies to text models; {model.family} samples images")
     result = genlab.evaluate(model, k=args.k, limit=args.limit, quality=not args.no_quality, quality_n=args.n,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, temperature=args.temperature)
     write_json(Path(model.run_dir) / "eval.json", result)
     print("\n".join(format_eval(result)))
     print(f"wrote {Path(model.run_dir) / 'eval.json'}")
@@ -218,8 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, help="class to draw (conditional models)")
-    s.add_argument("--out", help="PNG path (default RUN/figures/samples-seedS.png)")
+    s.add_argument("--out", help="PNG path (default RUN/figures/samples-seedS.png); text models: a text file")
+    s.add_argument("--temperature", type=float,
+                   help="text models: 0 takes the most likely character, > 0 samples (default: the model's)")
     s.set_defaults(func=cmd_sample)
+
+    ip = sub.add_parser("interpolate", help="text models: decode the path between two lines in latent space")
+    ip.add_argument("run")
+    ip.add_argument("first", help="a line such as 白日依山盡，黃河入海流 (punctuation optional)")
+    ip.add_argument("last")
+    ip.add_argument("--steps", type=int, default=8, help="lines printed, the two endpoints included (default 8)")
+    ip.set_defaults(func=cmd_interpolate)
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
     r.add_argument("run")
@@ -232,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-k", type=int, default=5000, help="importance samples per test image (default 5000; 0 skips)")
     e.add_argument("--limit", type=int, help="evaluate only the first N test images")
     e.add_argument("-n", type=int, default=5000, help="samples for FID/KID/precision/recall (default 5000)")
-    e.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
+    e.add_argument("--no-quality", action="store_true", help="skip the sample-quality (text: novelty) metrics")
+    e.add_argument("--temperature", type=float, help="text models: the sampling temperature of the novelty samples")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 

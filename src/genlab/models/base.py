@@ -91,6 +91,22 @@ class ConditionalModel(Protocol):
     num_classes: int
 
 
+@runtime_checkable
+class TextModel(Protocol):
+    """Models of fixed-length lines of characters: batches are ``{"tokens": (B, L) int64}``, ``sample`` returns
+    (n, L) ids, and these turn ids into text and back (the vocabulary travels in ``spec.vocab``)."""
+
+    def tokens_to_text(self, tokens: torch.Tensor) -> list[str]:
+        """(B, L) ids -> B strings."""
+
+    def text_to_tokens(self, lines: "list[str]") -> torch.Tensor:
+        """Lines -> (B, L) ids."""
+
+    def sample_text(self, n: int, *, generator: torch.Generator | None = None,
+                    temperature: float | None = None) -> list[str]:
+        """n samples formatted for reading."""
+
+
 def state_dict_mismatch(err: RuntimeError) -> str:
     """The useful part of torch's load_state_dict error (which tensors are missing, unexpected or resized) on
     one line."""

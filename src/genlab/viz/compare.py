@@ -20,6 +20,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("FID", "quality/fid", "{:.2f}"),
     ("precision", "quality/precision", "{:.3f}"),
     ("recall", "quality/recall", "{:.3f}"),
+    ("new & distinct", "novelty/new_distinct_fraction", "{:.3f}"),
     ("train time (s)", "train_time_s", "{:.0f}"),
     ("parameters", "parameters", "{:,}"),
 ]
@@ -42,7 +43,7 @@ def run_row(run_dir: str | Path, *, k: int = 1000, quality: bool = True, quality
     eval_path = run.path / "eval.json"
     result = read_json(eval_path) if eval_path.exists() else {}
     wants_nll = k > 0 and hasattr(model, "log_importance_weights") and "test/nll" not in result
-    wants_quality = quality and "quality/fid" not in result
+    wants_quality = quality and not {"quality/fid", "novelty/new_fraction"} & result.keys()  # text: novelty
     if not result or wants_nll or wants_quality:
         fresh = (evaluate or genlab.evaluate)(model, k=k if ("test/nll" not in result) else 0,
                                                quality=wants_quality, quality_n=quality_n, progress=progress)
@@ -98,7 +99,15 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, k: int = 1000, quali
     rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    png = samples_figure(rows, out.with_suffix(".png"))
+    from genlab.models.base import TextModel
+
+    text_rows = [r for r in rows if isinstance(r["model"], TextModel)]  # their samples are lines, not images
+    image_rows = [r for r in rows if r not in text_rows]
+    png = samples_figure(image_rows, out.with_suffix(".png")) if image_rows else None
+    text_html = "".join(f"<h3>{html.escape(r['name'])} ({html.escape(r['family'])})</h3><pre class='poems'>"
+                        + html.escape("\n".join(r["model"].sample_text(
+                            12, generator=torch.Generator(device=r["model"].device).manual_seed(0))))
+                        + "</pre>" for r in text_rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", "family"] + [c for c, _, _ in COLUMNS])
     body = "".join("<tr><td>" + html.escape(r["name"]) + "</td><td>" + html.escape(r["family"]) + "</td>"
                    + "".join(f"<td>{html.escape(_fmt(r.get(key), fmt))}</td>" for _, key, fmt in COLUMNS)
@@ -108,7 +117,8 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, k: int = 1000, quali
              "comparable between these runs, not with published Inception-based numbers.")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{_CSS}</style>"
             f"</head><body><h1>genlab compare: {len(rows)} runs</h1><table><tr>{head}</tr>{body}</table>"
-            f"<p class='muted'>{html.escape(notes)}</p><h2>samples</h2><figure>{_img(png)}</figure></body></html>")
+            f"<p class='muted'>{html.escape(notes)}</p><h2>samples</h2>"
+            + (f"<figure>{_img(png)}</figure>" if png is not None else "") + text_html + "</body></html>")
     out.write_text(page, encoding="utf-8")
     keep = [{key: v for key, v in r.items() if key != "model"} for r in rows]
     write_json(out.with_suffix(".json"), {"runs": keep})

@@ -15,7 +15,7 @@ table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .8em;border-bo
 th{text-align:left;background:#f0f0f0}td:first-child{text-align:left}
 figure{margin:1em 0;background:#fff;padding:.6em;border:1px solid #e5e5e5;border-radius:6px;display:inline-block}
 figcaption{font-size:.85em;color:#555}img{max-width:100%}pre{background:#f4f4f4;padding:.8em;overflow:auto;
-font-size:.8em}.muted{color:#666;font-size:.9em}
+font-size:.8em}.muted{color:#666;font-size:.9em}pre.poems{font-size:1.15em;line-height:1.6}
 """
 
 CAPTIONS = {
@@ -51,6 +51,8 @@ _SECTIONS = (
               "-log p(x), bits_per_dim the same in bits per pixel)"),
     ("latent/", "Latent diagnostics (KL per dimension in nats; a unit is active when Cov_x(E_q[z_d]) > 0.01; "
                 "I(x; z) under the aggregate posterior, at most log N)"),
+    ("novelty/", "Novelty of samples (text models): the fraction not in the corpus (train and test splits), the "
+                 "fraction distinct from each other, both together, and the fraction holding an unknown character"),
     ("quality/", "Sample quality in genlab's domain feature space (a CNN classifier trained on this dataset): "
                  "comparable between genlab runs, not with Inception-based FIDs in papers"),
 )
@@ -83,8 +85,9 @@ def _evaluation_html(evaluation: dict[str, Any]) -> str:
 
 def write_report(path: Path, *, title: str, config: dict[str, Any], history: Sequence[dict[str, Any]],
                  figures: dict[str, Path], evaluation: dict[str, Any] | None = None,
-                 notes: Sequence[str] = ()) -> Path:
-    """Write the report; ``figures`` maps a name to a PNG that is embedded."""
+                 notes: Sequence[str] = (), texts: dict[str, tuple[str, Sequence[str]]] | None = None) -> Path:
+    """Write the report; ``figures`` maps a name to a PNG that is embedded; ``texts`` maps a section name to a
+    caption and lines shown as text (a text model's samples and interpolation)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p class='muted'>{html.escape(n)}</p>" for n in notes]
@@ -94,6 +97,9 @@ def write_report(path: Path, *, title: str, config: dict[str, Any], history: Seq
         parts.append("<h2>Final epoch</h2>" + _table(rows))
     if evaluation:
         parts.append(_evaluation_html(evaluation))
+    for name, (caption, lines) in (texts or {}).items():
+        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><p class='muted'>{html.escape(caption)}</p>"
+                     "<pre class='poems'>" + html.escape("\n".join(lines)) + "</pre>")
     for name, png in figures.items():
         parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure>{_img(png)}"
                      f"<figcaption>{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>")
