@@ -32,8 +32,9 @@ def _field_names(obj: Any) -> set[str]:
 
 def build_config(model: str = "vae", data: str = "mnist-5k", *, preset: str | None = None,
                  overrides: Iterable[str] = (), **options: Any) -> RunConfig:
-    """Resolve a run config: the family's defaults, then a preset, then ``options`` (field names of the model,
-    data or train config, e.g. ``epochs=5, latent_dim=2``), then dotted ``overrides`` ("train.lr=3e-4")."""
+    """Resolve a run config: the family's defaults (and its ``train_defaults``), then a preset, then ``options``
+    (field names of the model, data or train config, e.g. ``epochs=5, latent_dim=2``), then dotted ``overrides``
+    ("train.lr=3e-4")."""
     family = get_family(model)
     mcfg = family.Config()
     if preset is not None:
@@ -41,7 +42,8 @@ def build_config(model: str = "vae", data: str = "mnist-5k", *, preset: str | No
         if preset not in presets:
             raise ConfigError(f"unknown preset {preset!r} for {model}; choose one of {', '.join(presets) or 'none'}")
         mcfg = apply_overrides(mcfg, presets[preset], "model")
-    sections = {"model": mcfg, "data": DataConfig(name=data), "train": TrainConfig()}
+    train_cfg = apply_overrides(TrainConfig(), dict(getattr(family, "train_defaults", {})), "train")  # GANs: Adam(0.5)
+    sections = {"model": mcfg, "data": DataConfig(name=data), "train": train_cfg}
     routed: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
     for key, value in options.items():
         owners = [s for s, obj in sections.items() if key in _field_names(obj)]

@@ -199,7 +199,11 @@ class Trainer:
                        dynamic_ncols=True)
             for batch in bar:
                 batch = _to_device(batch, self.device, cfg.channels_last)
-                terms = self.model.train_step(batch, self.optimizers, self.step)
+                try:
+                    terms = self.model.train_step(batch, self.optimizers, self.step)
+                except TrainingDiverged as e:  # a family's own check (e.g. an exploding GAN critic)
+                    bar.close()
+                    raise self._diverged(str(e)) from None
                 values = torch.stack([t.float() for t in terms.values()]).tolist()
                 if not math.isfinite(values[list(terms).index("loss")]):
                     bar.close()
@@ -229,6 +233,9 @@ class Trainer:
             if self.run is not None:
                 self.run.append_metrics(record)
                 self.save()
+            epoch_end = getattr(self.model, "on_epoch_end", None)  # optional per-family hook
+            if epoch_end is not None:
+                epoch_end(self.epoch, None if self.run is None else self.run.path)
             if cfg.progress:
                 tqdm.write(_summary(record, cfg.epochs))
         return self.history
