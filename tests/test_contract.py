@@ -43,6 +43,38 @@ FAMILY_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+
+# the GAN families (models/adversarial.py and its subclasses)
+_GAN_MLP = {"arch": "mlp", "latent_dim": 3, "g_hidden": (16,), "d_hidden": (16,)}
+_GAN_CONV = {"arch": "conv", "latent_dim": 3, "channels": (4, 8), "g_hidden": (), "d_hidden": ()}
+FAMILY_CONFIGS.update({
+    "gan": {
+        "mlp-non-saturating": {**_GAN_MLP, "loss": "non-saturating"},
+        "mlp-minimax-normal-noise": {**_GAN_MLP, "loss": "minimax", "noise": "normal"},
+        "mlp-sn-hinge": {**_GAN_MLP, "loss": "hinge", "spectral_norm": True},
+        "conv-non-saturating": {**_GAN_CONV},
+        "conv-sn-hinge-no-batchnorm": {**_GAN_CONV, "loss": "hinge", "spectral_norm": True, "batchnorm": False},
+    },
+    "wgan-gp": {
+        "mlp-two-sided": {**_GAN_MLP},
+        "mlp-one-sided-linear": {**_GAN_MLP, "penalty": "one-sided-linear", "n_critic": 2},
+        "conv-two-sided": {**_GAN_CONV},
+    },
+    "fgan": {f"mlp-{name}": {**_GAN_MLP, "divergence": name}
+             for name in ("tv", "kl", "reverse-kl", "pearson", "neyman", "hellinger", "js", "gan", "jeffrey")}
+    | {"mlp-kl-minimax": {**_GAN_MLP, "divergence": "kl", "g_objective": "minimax"},
+       "conv-gan": {**_GAN_CONV, "divergence": "gan"}},
+    "gan-qp": {
+        "mlp-l1": {**_GAN_MLP, "distance": "l1"},
+        "mlp-l2-sn": {**_GAN_MLP, "distance": "l2", "spectral_norm": True},
+        "conv-l1": {**_GAN_CONV},
+    },
+    "bigan-qp": {
+        "mlp-l1": {**_GAN_MLP},
+        "conv-l2": {**_GAN_CONV, "distance": "l2"},
+    },
+})
+
 # the text families (models/text_vae.py): they train on a tiny hand-made poem corpus instead of digits
 FAMILY_CONFIGS.update({
     "text-vae": {

@@ -370,4 +370,9 @@ def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
         figs["transfer"] = transfer_figure(model, data, out_dir / "transfer.png")
     if history:
         figs["curves"] = curves_figure(history, out_dir / "curves.png")
+    if (out_dir / "progress").is_dir():  # rows saved during training by a model's on_epoch_end (the GANs)
+        from genlab.viz.samples import progress_figure, progress_rows
+
+        if progress_rows(out_dir / "progress"):
+            figs["progress"] = progress_figure(out_dir / "progress", out_dir / "progress.png")
     return figs

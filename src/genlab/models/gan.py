@@ -1,0 +1,64 @@
+"""The original GAN (Goodfellow et al. 2014) with its minimax and non-saturating generator losses, and the hinge loss
+(Lim & Ye 2017; Miyato et al. 2018) that usually goes with spectral normalization (the ``sn-gan`` preset).
+
+The critic D outputs a logit; sigma(D(x)) is the probability that x is real.
+
+- critic:       minimax/non-saturating: -E log sigma(D(x)) - E log(1 - sigma(D(G(z))));
+                hinge: E relu(1 - D(x)) + E relu(1 + D(G(z))).
+- generator:    minimax: E log(1 - sigma(D(G(z)))) (saturates when D wins); non-saturating: -E log sigma(D(G(z)));
+                hinge: -E D(G(z)).
+- ``js``: (log 4 - critic loss) / 2, the critic's estimate of the Jensen-Shannon divergence (exact for the optimal
+  critic, Goodfellow et al. 2014, Theorem 1); logged for the log-loss variants.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from genlab.data.images import DataSpec
+from genlab.errors import ConfigError
+from genlab.models.adversarial import ARCH_PRESETS, AdversarialConfig, AdversarialModel
+from genlab.registry import register
+
+GAN_LOSSES = ("minimax", "non-saturating", "hinge")
+
+
+@dataclass
+class GANConfig(AdversarialConfig):
+    loss: str = "non-saturating"  # minimax | non-saturating | hinge (the usual pairing with spectral_norm)
+
+
+@register("gan")
+class GAN(AdversarialModel):
+    """GAN: minimax or non-saturating log loss, or hinge loss (with spectral normalization: the sn-gan preset)."""
+
+    Config: ClassVar[type] = GANConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        **ARCH_PRESETS,
+        "sn-gan": {**ARCH_PRESETS["mlp-wide"], "spectral_norm": True, "loss": "hinge"},
+        "sn-dcgan": {**ARCH_PRESETS["dcgan"], "spectral_norm": True, "loss": "hinge"},
+    }
+
+    def __init__(self, config: GANConfig, spec: DataSpec):
+        if config.loss not in GAN_LOSSES:
+            raise ConfigError(f"unknown GAN loss {config.loss!r}; choose one of {', '.join(GAN_LOSSES)}")
+        super().__init__(config, spec)
+
+    def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor,
+                    d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.config.loss == "hinge":
+            return {"loss": F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()}
+        # -log sigma(a) = softplus(-a); -log(1 - sigma(a)) = softplus(a)
+        loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        return {"loss": loss, "js": (math.log(4.0) - loss.detach()) / 2}
+
+    def generator_loss(self, d_real: torch.Tensor | None, d_fake: torch.Tensor) -> torch.Tensor:
+        if self.config.loss == "minimax":
+            return -F.softplus(d_fake).mean()  # E log(1 - sigma(D(G(z))))
+        if self.config.loss == "non-saturating":
+            return F.softplus(-d_fake).mean()  # -E log sigma(D(G(z)))
+        return -d_fake.mean()
