@@ -57,6 +57,12 @@ def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progres
         figs["kl_per_dim"] = kl_figure(evaluation["latent/kl_per_dim"],
                                        evaluation["latent/posterior_mean_variance"], run.figures / "kl_per_dim.png",
                                        evaluation.get("latent/active_threshold", 0.01))
+    if evaluation and "quality/class_histogram" in evaluation:  # mode coverage of the samples
+        from genlab.viz.samples import class_histogram_figure
+
+        figs["class_histogram"] = class_histogram_figure(
+            evaluation["quality/class_histogram"], run.figures / "class_histogram.png",
+            class_names=data.spec.class_names, reference=evaluation.get("quality/class_histogram_test"))
     report = write_report(run.path / "report.html", title=title, config=run.read_config(), history=history,
                           figures=figs, evaluation=evaluation, texts=texts,
                           notes=[f"{model.family} on {data.spec.name}, {model.num_parameters():,} parameters, "

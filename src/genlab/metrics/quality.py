@@ -38,7 +38,7 @@ from genlab.models.base import ConditionalModel
 
 __all__ = [
     "FEATURE_NET_VERSION", "FeatureNet", "class_accuracy", "extract_features", "feature_net", "feature_net_path",
-    "fid", "frechet_distance", "inception_fid", "kid", "precision_recall", "sample_quality",
+    "class_histogram", "fid", "frechet_distance", "inception_fid", "kid", "precision_recall", "sample_quality",
 ]
 
 # Part of the cache key: bump it whenever the architecture or the training recipe changes, so old nets are not
@@ -521,6 +521,27 @@ def class_accuracy(model: ConditionalModel, net: FeatureNet, n_per_class: int = 
     return {"overall": hit.mean().item(), "per_class": hit.mean(1).tolist(), "n_per_class": n_per_class}
 
 
+# --- mode coverage ---
+
+def class_histogram(predicted: torch.Tensor, data: ImageDataset, num_classes: int) -> dict[str, Any]:
+    """Mode coverage of samples from the domain classifier's labels ``predicted`` (N,):
+
+    ``class_histogram``: the fraction of samples per class; ``class_histogram_test``: the same for the real test
+    labels; ``class_kl``: KL(samples || test) in nats over the classes (0 when the proportions match; a model
+    that drops modes scores high); ``classes_covered``: classes that receive at least a quarter of their test
+    share. Read them against the classifier's own test accuracy: its mistakes blur the histogram a little."""
+    hist = torch.bincount(predicted.long().cpu(), minlength=num_classes)[:num_classes].double()
+    hist = hist / hist.sum().clamp(min=1)
+    _, y = data.split("test")
+    ref = torch.bincount(y.long(), minlength=num_classes)[:num_classes].double() if y is not None \
+        else torch.ones(num_classes, dtype=torch.float64)
+    ref = ref / ref.sum().clamp(min=1)
+    present = hist > 0
+    kl = (hist[present] * (hist[present] / ref[present].clamp(min=1e-12)).log()).sum().item()
+    return {"class_histogram": hist.tolist(), "class_histogram_test": ref.tolist(), "class_kl": kl,
+            "classes_covered": int((hist >= 0.25 * ref).logical_and(ref > 0).sum().item())}
+
+
 # --- the summary ---
 
 # Features of real test images per feature net (dropped with the net): repeated evaluations reuse them.
@@ -546,10 +567,12 @@ def sample_quality(model: Any, data: ImageDataset, *, n: int = 10_000, net: Feat
     """Sample-quality figures of any model with ``sample(n, generator=...)`` against the TEST split of ``data``:
 
     ``{"fid", "kid", "kid_std", "precision", "recall", "n_samples", "n_real",
-       "feature_net": {"dataset", "accuracy", "task", "version"}[, "class_accuracy"]}``
+       "feature_net": {"dataset", "accuracy", "task", "version"}[, "class_histogram", "class_histogram_test",
+       "class_kl", "classes_covered"][, "class_accuracy"]}``
 
     n samples are drawn ``batch_size`` at a time from one generator seeded with ``seed``; the reference is n test
-    images (all of them when the split is smaller). ``net`` defaults to ``feature_net(data)`` (cached). Conditional
+    images (all of them when the split is smaller). ``net`` defaults to ``feature_net(data)`` (cached). A net that
+    classifies the dataset's classes also gives the class histogram of the samples (``class_histogram``). Conditional
     models also get ``class_accuracy`` (``n_per_class`` default: n // num_classes, at most 1000).
 
     These are DOMAIN metrics (``FeatureNet`` features): NOT comparable with Inception-based FID/KID in the
@@ -576,6 +599,8 @@ def sample_quality(model: Any, data: ImageDataset, *, n: int = 10_000, net: Feat
         "feature_net": {"dataset": net.spec.name, "accuracy": net.test_accuracy, "task": net.task,
                         "version": FEATURE_NET_VERSION},
     }
+    if net.task == "classes":
+        out.update(class_histogram(_predict(net, fake_x), data, net.num_outputs))
     num_classes = getattr(model, "num_classes", 0)
     if isinstance(model, ConditionalModel) and num_classes and net.task == "classes" \
             and net.num_outputs == num_classes:

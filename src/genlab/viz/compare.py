@@ -20,6 +20,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("FID", "quality/fid", "{:.2f}"),
     ("precision", "quality/precision", "{:.3f}"),
     ("recall", "quality/recall", "{:.3f}"),
+    ("classes covered", "quality/classes_covered", "{}"),
+    ("class KL", "quality/class_kl", "{:.3f}"),
     ("new & distinct", "novelty/new_distinct_fraction", "{:.3f}"),
     ("train time (s)", "train_time_s", "{:.0f}"),
     ("parameters", "parameters", "{:,}"),
@@ -113,8 +115,11 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, k: int = 1000, quali
                    + "".join(f"<td>{html.escape(_fmt(r.get(key), fmt))}</td>" for _, key, fmt in COLUMNS)
                    + "</tr>" for r in rows)
     notes = ("NLL: importance-weighted estimate of -log p(x) in nats per test image (lower is better); ELBO and KL "
-             "in nats. FID, precision and recall use genlab's domain feature network, not Inception: they are "
-             "comparable between these runs, not with published Inception-based numbers.")
+             "in nats; '-' where a model has none (GANs have no likelihood). Classes covered: classes that get at "
+             "least a quarter of their test share of the samples; class KL: KL(sample classes || test classes) in "
+             "nats; both by the domain classifier (mode coverage). FID, precision and recall use genlab's domain "
+             "feature network, not Inception: they are comparable between these runs, not with published "
+             "Inception-based numbers.")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{_CSS}</style>"
             f"</head><body><h1>genlab compare: {len(rows)} runs</h1><table><tr>{head}</tr>{body}</table>"
             f"<p class='muted'>{html.escape(notes)}</p><h2>samples</h2>"

@@ -31,6 +31,9 @@ CAPTIONS = {
     "kl_per_dim": "KL of each latent dimension (bars) and the variance of its posterior mean over the test set "
                   "(dots); dimensions above the dashed line are active.",
     "curves": "Loss terms per epoch (train solid, test dashed), nats per example.",
+    "progress": "The generator's images of one fixed noise batch at epochs from the first (top) to the last.",
+    "class_histogram": "Fraction of samples per class as the domain classifier labels them (bars) and the share "
+                       "of each class among the test images (dashes): missing bars are dropped modes.",
 }
 
 
@@ -73,6 +76,9 @@ def _evaluation_html(evaluation: dict[str, Any]) -> str:
     parts = ["<h2>Evaluation</h2>"]
     used = set()
     for prefix, heading in _SECTIONS:
+        if prefix == "test/" and "test/nll" not in evaluation and "test/elbo" not in evaluation:
+            heading = ("Objective terms on the test split (this model has no likelihood, so no NLL; for a GAN "
+                       "'loss' is the critic's loss and 'g_loss' the generator's)")
         rows = [(k[len(prefix):], short_value(v)) for k, v in evaluation.items() if k.startswith(prefix)]
         used |= {k for k in evaluation if k.startswith(prefix)}
         if rows:
