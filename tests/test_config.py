@@ -225,20 +225,42 @@ def _presets() -> list[Any]:
 @pytest.mark.parametrize("family,preset", _presets())
 def test_presets_apply(family: str, preset: str) -> None:
     values = get_family(family).presets[preset]
-    cfg = build_config(family, "digits", preset=preset)
-    default = get_family(family).Config()
-    for key, value in values.items():
-        got = getattr(cfg.model_config, key)
-        assert got == (tuple(value) if isinstance(value, list) else value), key
-        assert type(got) is type(getattr(default, key)), f"preset {preset} sets {key} to the wrong type"
-    untouched = {f.name for f in dataclasses.fields(default)} - set(values)
-    assert all(getattr(cfg.model_config, k) == getattr(default, k) for k in untouched)
+    cfg = build_config(family, "digits", preset=preset)  # an explicit dataset wins over the preset's
+    train_defaults = apply_overrides(TrainConfig(), getattr(get_family(family), "train_defaults", {}), "train")
+    defaults = {"model": get_family(family).Config(), "data": DataConfig(name="digits"), "train": train_defaults}
+    got_sections = {"model": cfg.model_config, "data": cfg.data, "train": cfg.train}
+    for dotted, value in values.items():
+        section, _, key = dotted.rpartition(".")
+        section = section or "model"
+        if (section, key) == ("data", "name"):
+            assert cfg.data.name == "digits"
+            assert build_config(family, preset=preset).data.name == value  # without one, the preset's
+            continue
+        got = getattr(got_sections[section], key)
+        assert got == (tuple(value) if isinstance(value, list) else value), dotted
+        default_value = getattr(defaults[section], key)
+        if default_value is not None:  # an Optional field's None says nothing about its type
+            assert type(got) is type(default_value), f"preset {preset} sets {dotted} to the wrong type"
+    for section, default in defaults.items():
+        set_here = {d.rpartition(".")[2] for d in values if (d.rpartition(".")[0] or "model") == section}
+        untouched = {f.name for f in dataclasses.fields(default)} - set_here - {"name"}
+        assert all(getattr(got_sections[section], k) == getattr(default, k) for k in untouched), section
 
 
 def test_preset_then_options_then_overrides() -> None:
     cfg = build_config("vae", "digits", preset="conv-small", latent_dim=5, overrides=["model.hidden=128"])
     assert (cfg.model_config.arch, cfg.model_config.channels) == ("conv", (32, 64))  # from the preset
     assert cfg.model_config.latent_dim == 5 and cfg.model_config.hidden == (128,)
+
+
+def test_time_to_quality_presets_set_data_and_training_and_yield_to_the_user() -> None:
+    cfg = build_config("vae", preset="mnist-10min")
+    assert (cfg.data.name, cfg.data.binarize) == ("mnist", "dynamic")
+    assert (cfg.train.time_limit, cfg.train.schedule, cfg.model_config.ar_hidden) == (600.0, "cosine", 500)
+    cfg = build_config("vae", "fashion-mnist", preset="mnist-1h", batch_size=64,
+                       overrides=["train.time_limit=30", "data.binarize=static"])
+    assert (cfg.data.name, cfg.data.binarize) == ("fashion-mnist", "static")
+    assert (cfg.train.time_limit, cfg.train.batch_size, cfg.model_config.hidden) == (30.0, 64, (512, 512))
 
 
 def test_unknown_preset_names_the_presets() -> None:

@@ -538,6 +538,39 @@ def test_max_steps_stops_early(digits: ImageDataset, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "checkpoints" / "model.json").read_text())["step"] == 5
 
 
+class _FakeClock:
+    """Stands in for ``time`` in the trainer: each read is ``epoch_s`` after the last, so every epoch (timed by
+    two reads) lasts ``epoch_s`` seconds."""
+
+    def __init__(self, epoch_s: float):
+        self.now, self.epoch_s = 0.0, epoch_s
+
+    def perf_counter(self) -> float:
+        self.now += self.epoch_s
+        return self.now
+
+
+def test_time_limit_stops_at_the_last_epoch_that_fits_and_drives_the_schedule(
+        digits: ImageDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer_mod, "time", _FakeClock(epoch_s=1.0))
+    model = _train(tmp_path / "run", digits, epochs=100, time_limit=4.5, schedule="cosine", lr=1e-3, eval_every=0)
+    # after 4 one-second epochs a fifth would end at 5 s > 4.5 s
+    assert [r["epoch"] for r in model.history] == [1, 2, 3, 4]
+    assert [r["time_s"] for r in model.history] == pytest.approx([1, 2, 3, 4])
+    # the cosine runs on the elapsed fraction of the budget (0, 1/4.5, ...), not on epoch / 100
+    want = [1e-3 * 0.5 * (1 + math.cos(math.pi * t / 4.5)) for t in range(4)]
+    assert [r["lr"] for r in model.history] == pytest.approx(want, rel=1e-9)
+    assert json.loads((tmp_path / "run" / "checkpoints" / "model.json").read_text())["epoch"] == 4
+
+
+def test_time_limit_runs_at_least_one_epoch_and_rejects_nonsense(digits: ImageDataset, tmp_path: Path) -> None:
+    model = _train(tmp_path / "run", digits, epochs=5, time_limit=1e-9)
+    assert [r["epoch"] for r in model.history] == [1] and "test/loss" in model.history[0]
+    for bad in (0.0, -3.0, float("nan")):
+        with pytest.raises(ConfigError, match="time_limit must be a positive"):
+            _trainer(digits, time_limit=bad)
+
+
 # --- seeds ---
 
 def test_same_seed_same_run_other_seed_differs(digits: ImageDataset, tmp_path: Path) -> None:

@@ -30,21 +30,29 @@ def _field_names(obj: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(obj)}
 
 
-def build_config(model: str = "vae", data: str = "mnist-5k", *, preset: str | None = None,
+def build_config(model: str = "vae", data: str | None = None, *, preset: str | None = None,
                  overrides: Iterable[str] = (), **options: Any) -> RunConfig:
     """Resolve a run config: the family's defaults (and its ``train_defaults``), then a preset, then ``options``
     (field names of the model, data or train config, e.g. ``epochs=5, latent_dim=2``), then dotted ``overrides``
-    ("train.lr=3e-4")."""
+    ("train.lr=3e-4").
+    ``data`` None means the preset's dataset, or mnist-5k."""
     family = get_family(model)
-    mcfg = family.Config()
+    routed: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    routed["train"].update(getattr(family, "train_defaults", {}))  # e.g. the GANs' Adam(beta1=0.5)
     if preset is not None:
         presets = getattr(family, "presets", {})
         if preset not in presets:
             raise ConfigError(f"unknown preset {preset!r} for {model}; choose one of {', '.join(presets) or 'none'}")
-        mcfg = apply_overrides(mcfg, presets[preset], "model")
-    train_cfg = apply_overrides(TrainConfig(), dict(getattr(family, "train_defaults", {})), "train")  # GANs: Adam(0.5)
-    sections = {"model": mcfg, "data": DataConfig(name=data), "train": train_cfg}
-    routed: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+        for key, value in presets[preset].items():  # "train.epochs"/"data.binarize" keys; plain keys are model's
+            section, _, name = key.rpartition(".")
+            routed[section or "model"][name] = value
+    if data is None:
+        data = routed["data"].pop("name", "mnist-5k")
+    else:
+        routed["data"].pop("name", None)
+    sections = {"model": family.Config(), "data": DataConfig(name=data), "train": TrainConfig()}
+    sections = {s: apply_overrides(obj, routed[s], s) for s, obj in sections.items()}
+    routed = {"model": {}, "data": {}, "train": {}}
     for key, value in options.items():
         owners = [s for s, obj in sections.items() if key in _field_names(obj)]
         if not owners:
@@ -72,7 +80,7 @@ def _dataset_for(cfg: DataConfig, progress: bool = True) -> ImageDataset:
                         channels=cfg.channels, download=cfg.download, progress=progress)
 
 
-def train(model: str = "vae", data: str = "mnist-5k", *, out: str | Path | None = None, preset: str | None = None,
+def train(model: str = "vae", data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
           resume: bool = False, overrides: Iterable[str] = (), dataset: ImageDataset | None = None,
           **options: Any) -> GenerativeModel:
     """Train a model and return it; ``model.run_dir`` is its run folder and ``model.history`` its metrics.

@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model. Any config field can be set as --model.KEY=V, --data.KEY=V or "
                                    "--train.KEY=V (e.g. --model.hidden=512,256 --train.schedule=cosine).")
     t.add_argument("model", help="model family (see `genlab list`)")
-    t.add_argument("--data", default="mnist-5k", help="dataset name or folder:PATH (default mnist-5k)")
+    t.add_argument("--data", help="dataset name or folder:PATH (default: the preset's, else mnist-5k)")
     t.add_argument("--data-dir", help="folder holding the dataset files (searched first)")
     t.add_argument("--binarize", choices=["none", "static", "dynamic", "threshold"])
     t.add_argument("--latent-dim", type=int)

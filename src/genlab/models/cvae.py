@@ -15,7 +15,7 @@ from torch import nn
 
 from genlab.data.images import DataSpec
 from genlab.errors import ConfigError, DatasetError
-from genlab.models.vae import VAE, VAEConfig
+from genlab.models.vae import VAE, VAEConfig, _default_generator
 from genlab.registry import register
 
 PRIORS = ("concat", "class-mean")
@@ -73,8 +73,8 @@ class ConditionalVAE(VAE):
         if self.config.prior == "concat":
             if cond is None:
                 raise ValueError("the concat cvae decodes with labels: decode(z, cond=labels)")
-            return self.likelihood.mean(self._decoder_params(z, self.one_hot(cond)))
-        return self.likelihood.mean(self._decoder_params(z, None))
+            return self._mean_images(z, self.one_hot(cond))
+        return self._mean_images(z, None)
 
     def reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         mu, _ = self.encode(x, cond)
@@ -92,6 +92,9 @@ class ConditionalVAE(VAE):
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         if self.config.prior == "class-mean":
             z = z + self.class_means[cond]
+        if self.ar is not None:  # a chain drawn from the generator, not the greedy one of decode()
+            code_cond = self._labels_to_cond(cond)
+            return self._mean_images(z, code_cond, generator=generator or _default_generator(self.device))
         return self.decode(z, cond)
 
     @torch.no_grad()

@@ -50,14 +50,18 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
-    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+def _lr_factor(cfg: TrainConfig, epoch: int, train_time: float = 0.0) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based), which starts after ``train_time`` seconds
+    of training; with a time limit the schedule runs on whichever of epochs and time is further along."""
+    progress = epoch / max(1, cfg.epochs)
+    if cfg.time_limit:
+        progress = max(progress, min(1.0, train_time / cfg.time_limit))
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
     if cfg.schedule == "exponential":
-        return cfg.lr_gamma ** epoch
+        return cfg.lr_gamma ** (progress * cfg.epochs if cfg.time_limit else epoch)
     raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
@@ -122,6 +126,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.batch_size < 1 or cfg.epochs < 0:
             raise ConfigError("train.batch_size must be >= 1 and train.epochs >= 0")
+        if cfg.time_limit is not None and not cfg.time_limit > 0:
+            raise ConfigError(f"train.time_limit must be a positive number of seconds, got {cfg.time_limit}")
         _lr_factor(cfg, 0)  # validates the schedule name
         self.model.to(self.device)
         if cfg.channels_last:  # conv weights NHWC; dense layers and the values are unchanged
@@ -181,11 +187,21 @@ class Trainer:
         return TrainingDiverged(f"{what} at {where}; {kept}. Try a lower --lr (now {self.cfg.lr:g}) "
                                 "or --train.grad_clip=1")
 
+    def _out_of_time(self) -> bool:
+        """True when another epoch (as long as the average one so far) would overrun ``train.time_limit``."""
+        limit = self.cfg.time_limit
+        return limit is not None and self.epoch > 0 and self.train_time * (self.epoch + 1) / self.epoch > limit
+
+    def _done(self) -> bool:
+        cfg = self.cfg
+        return (self.epoch >= cfg.epochs or (cfg.max_steps is not None and self.step >= cfg.max_steps)
+                or self._out_of_time())
+
     def fit(self) -> list[dict[str, Any]]:
         cfg = self.cfg
         total_batches = self.data.num_batches("train", cfg.batch_size)
-        while self.epoch < cfg.epochs and (cfg.max_steps is None or self.step < cfg.max_steps):
-            factor = _lr_factor(cfg, self.epoch)
+        while not self._done():
+            factor = _lr_factor(cfg, self.epoch, self.train_time)
             for opt in self.optimizers.values():
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * factor
@@ -194,8 +210,9 @@ class Trainer:
             sums: dict[str, float] = {}
             seen = 0
             start = time.perf_counter()
+            desc = f"epoch {self.epoch + 1}" + ("" if cfg.time_limit else f"/{cfg.epochs}")
             bar = tqdm(self.data.batches("train", cfg.batch_size, shuffle=True, generator=gen), total=total_batches,
-                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False,
+                       desc=desc, disable=not cfg.progress, leave=False,
                        dynamic_ncols=True)
             for batch in bar:
                 batch = _to_device(batch, self.device, cfg.channels_last)
@@ -225,7 +242,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "time_s": round(self.train_time, 3),
                                       "lr": cfg.lr * factor}
             record.update({f"train/{k}": v / max(seen, 1) for k, v in sums.items()})
-            last = self.epoch == cfg.epochs or (cfg.max_steps is not None and self.step >= cfg.max_steps)
+            last = self._done()
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or last):
                 test = evaluate_terms(self.model, self.data, "test", device=self.device)
                 record.update({f"test/{k}": v for k, v in test.items()})
@@ -237,16 +254,16 @@ class Trainer:
             if epoch_end is not None:
                 epoch_end(self.epoch, None if self.run is None else self.run.path)
             if cfg.progress:
-                tqdm.write(_summary(record, cfg.epochs))
+                tqdm.write(_summary(record, cfg))
         return self.history
 
 
-def _summary(record: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}"]
+def _summary(record: dict[str, Any], cfg: TrainConfig) -> str:
+    parts = [f"epoch {record['epoch']}" + ("" if cfg.time_limit else f"/{cfg.epochs}")]
     for key in ("train/loss", "test/loss", "test/elbo", "test/kl"):
         if key in record:
             parts.append(f"{key} {record[key]:.3f}")
-    parts.append(f"({record['time_s']:.1f} s)")
+    parts.append(f"({record['time_s']:.1f}" + (f"/{cfg.time_limit:g} s)" if cfg.time_limit else " s)"))
     return "  ".join(parts)
 
 

@@ -1,0 +1,175 @@
+"""The autoregressive decoder head (genlab.nn.autoregressive) and the VAE that uses it: causality, exact
+normalisation, the pixel-by-pixel chain against the joint, and the VAE's bound, sampling and config checks."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from genlab.api import build_config
+from genlab.data.images import ImageDataset, load_dataset
+from genlab.errors import ConfigError
+from genlab.metrics.likelihood import importance_weighted_log_likelihood
+from genlab.models.vae import VAE
+from genlab.nn.autoregressive import AutoregressiveBernoulli, made_degrees
+
+
+def _head(dim: int = 10, hidden: int = 7, context: int = 3, direct: bool = True, seed: int = 0
+          ) -> AutoregressiveBernoulli:
+    torch.manual_seed(seed)
+    head = AutoregressiveBernoulli(dim, hidden, context, direct=direct)
+    with torch.no_grad():  # the output weights start at zero; give every weight a value so the tests see them
+        for p in head.parameters():
+            p.normal_()
+    return head
+
+
+def _all_images(dim: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=dim)))  # (2^D, D)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_each_logit_depends_only_on_earlier_pixels(direct: bool) -> None:
+    dim = 12
+    head = _head(dim, hidden=9, direct=direct)
+    base, ctx = torch.randn(4, dim), torch.randn(4, 3)
+    x = (torch.rand(4, dim) < 0.5).float().requires_grad_()
+    logits = head.logits(base, ctx, x)
+    for i in range(dim):
+        (grad,) = torch.autograd.grad(logits[:, i].sum(), x, retain_graph=True)
+        assert torch.count_nonzero(grad[:, i:]) == 0, f"pixel {i} sees itself or a later pixel"
+        if i > 0:
+            assert torch.count_nonzero(grad[:, :i]) > 0, f"pixel {i} ignores every earlier pixel"
+
+
+def test_degrees_cover_one_to_d_minus_one() -> None:
+    deg = made_degrees(784, 500)
+    assert deg.min() == 1 and deg.max() <= 783 and len(deg) == 500
+    assert torch.all(deg[1:] >= deg[:-1])
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_probabilities_over_every_image_sum_to_one(direct: bool) -> None:
+    dim = 10
+    head = _head(dim, direct=direct)
+    xs = _all_images(dim)
+    base, ctx = torch.randn(1, dim).expand(len(xs), dim), torch.randn(1, 3).expand(len(xs), 3)
+    total = torch.logsumexp(head.log_prob(base, ctx, xs).double(), 0)
+    assert abs(total.item()) < 1e-5
+
+
+def test_log_prob_broadcasts_over_leading_sample_dims() -> None:
+    head = _head()
+    x = (torch.rand(5, 10) < 0.5).float()
+    base, ctx = torch.randn(4, 5, 10), torch.randn(4, 5, 3)
+    joint = head.log_prob(base, ctx, x)
+    assert joint.shape == (4, 5)
+    for k in range(4):
+        assert torch.allclose(joint[k], head.log_prob(base[k], ctx[k], x), atol=1e-5)
+
+
+def test_fresh_head_is_the_plain_bernoulli_decoder() -> None:
+    torch.manual_seed(0)
+    head = AutoregressiveBernoulli(10, 7, 3)  # w_out and w_direct start at zero
+    base, ctx = torch.randn(6, 10), torch.randn(6, 3)
+    x = (torch.rand(6, 10) < 0.5).float()
+    plain = -torch.nn.functional.binary_cross_entropy_with_logits(base, x, reduction="none").sum(-1)
+    assert torch.allclose(head.log_prob(base, ctx, x), plain, atol=1e-5)
+
+
+def test_chain_probabilities_are_the_conditionals_of_the_joint() -> None:
+    head = _head()
+    base, ctx = torch.randn(8, 10), torch.randn(8, 3)
+    x, probs = head.chain(base, ctx, generator=torch.Generator().manual_seed(1))
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(probs, torch.sigmoid(head.logits(base, ctx, x)), atol=1e-5)
+    greedy, gprobs = head.chain(base, ctx, greedy=True)
+    assert torch.equal(greedy, (gprobs > 0.5).float())
+
+
+def test_chain_draws_from_the_model_distribution() -> None:
+    dim, n = 3, 40_000
+    head = _head(dim, hidden=4, seed=2)
+    base, ctx = torch.randn(1, dim), torch.randn(1, 3)
+    xs = _all_images(dim)
+    exact = head.log_prob(base.expand(len(xs), dim), ctx.expand(len(xs), 3), xs).exp()  # (8,)
+    draws, _ = head.chain(base.expand(n, dim), ctx.expand(n, 3), generator=torch.Generator().manual_seed(0))
+    codes = (draws * torch.tensor([4.0, 2.0, 1.0])).sum(-1).long()
+    freq = torch.bincount(codes, minlength=8).double() / n
+    se = (exact * (1 - exact) / n).sqrt()
+    assert torch.all((freq - exact).abs() < 5 * se + 1e-4), (freq, exact)
+
+
+def test_chain_is_reproducible_from_its_generator() -> None:
+    head = _head()
+    base, ctx = torch.randn(4, 10), torch.randn(4, 3)
+    a = head.chain(base, ctx, generator=torch.Generator().manual_seed(5))
+    b = head.chain(base, ctx, generator=torch.Generator().manual_seed(5))
+    c = head.chain(base, ctx, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
+
+
+# --- the VAE with the head ---
+
+@pytest.fixture(scope="module")
+def digits() -> ImageDataset:
+    return load_dataset("digits", binarize="static", progress=False)
+
+
+def _ar_vae(digits: ImageDataset, **options: object) -> VAE:
+    cfg = build_config("vae", "digits", hidden=(16,), latent_dim=2, ar_hidden=12, **options)
+    torch.manual_seed(0)
+    model = VAE(cfg.model_config, digits.spec)
+    with torch.no_grad():
+        model.ar.w_out.normal_(std=0.3)
+        model.ar.w_direct.normal_(std=0.3)
+    return model.eval()
+
+
+def test_vae_bound_with_the_head(digits: ImageDataset) -> None:
+    model = _ar_vae(digits)
+    x = digits.split("test")[0][:16]
+    torch.manual_seed(0)
+    terms = model.loss({"x": x})
+    torch.manual_seed(0)
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    code_logits = model.decoder(z).flatten(1)
+    recon = -model.ar.log_prob(code_logits, z, x.flatten(1))
+    assert terms["recon"].item() == pytest.approx(recon.mean().item(), rel=1e-5)
+    elbo = terms["elbo"].item()
+    iwae = importance_weighted_log_likelihood(model, {"x": x}, k=200, chunk=64).mean().item()
+    assert iwae > elbo  # the importance-weighted bound is tighter
+    assert iwae < 0 and math.isfinite(iwae)
+
+
+def test_vae_head_changes_the_likelihood_and_trains(digits: ImageDataset) -> None:
+    import genlab
+
+    plain = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, epochs=3, progress=False,
+                         threads=1, eval_every=1)
+    ar = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, ar_hidden=32, epochs=3,
+                      progress=False, threads=1, eval_every=1)
+    assert ar.history[-1]["test/elbo"] > plain.history[-1]["test/elbo"]  # the head models what z does not
+    assert ar.history[-1]["test/elbo"] > ar.history[0]["test/elbo"]
+
+
+def test_vae_with_head_samples_and_decodes(digits: ImageDataset) -> None:
+    model = _ar_vae(digits)
+    a, b, c = (model.sample(6, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2))
+    assert a.shape == (6, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    z = torch.randn(3, 2)
+    assert torch.equal(model.decode(z), model.decode(z))  # the greedy chain: deterministic
+
+
+@pytest.mark.parametrize("options,expected", [
+    ({"likelihood": "gaussian"}, "needs binary pixels"),
+    ({"ar_hidden": -1}, "ar_hidden must be >= 0"),
+])
+def test_vae_head_config_errors(digits: ImageDataset, options: dict, expected: str) -> None:
+    cfg = build_config("vae", "digits", **{"ar_hidden": 8, **options})
+    with pytest.raises(ConfigError, match=expected):
+        VAE(cfg.model_config, digits.spec)
