@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlab-installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: $(STAMP)
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_mlp_epoch.py --epochs $(BENCH_EPOCHS)
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_conv_epoch.py
 	$(PY) bench/common.py
+
+# Time to quality (bench/time_to_quality.py): train a time-budgeted preset, then its k=5000 test NLL; the
+# training alone takes the preset's budget (mnist-10min: 10 minutes, mnist-1h: one hour).
+PRESET ?= mnist-10min
+bench-quality: $(STAMP)
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/time_to_quality.py --preset $(PRESET)
 
 clean:
 	rm -rf runs build .pytest_cache

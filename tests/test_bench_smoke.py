@@ -178,3 +178,21 @@ def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
     assert cl["test_loss"][0] == pytest.approx(cl["default_test_loss"][0], rel=1e-3)  # the same steps, NHWC
     assert len(written["table"]["rows"]) == 3 and any("bf16" in n for n in written["notes"])
     assert "| **genlab** |" in (tmp_path / "README.md").read_text()
+
+
+# --- time to quality: a smoke run of the preset pipeline (train under a time limit, then the k-sample NLL) ---
+
+def test_time_to_quality_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    import time_to_quality
+
+    out = tmp_path / "results"
+    result = time_to_quality.main(["--time-limit", "0.5", "--k", "4", "--limit", "256", "--results-dir", str(out),
+                                   "--readme", str(tmp_path / "README.md"), "--runs-dir", str(tmp_path / "runs")])
+    written = json.loads((out / "time_to_quality-mnist-10min-limit256.json").read_text())
+    assert written["command"] == result["command"] and written["reference_nats"] == 86.76
+    (run,) = written["runs"]
+    assert run["epochs"] >= 1 and run["nll_images"] == 256 and run["k"] == 4
+    assert run["nll"] < -run["test_elbo"] + 5  # k=4 already about as tight as the ELBO, on a different draw of z
+    assert 100 < run["nll"] < 600 and run["nll_se"] > 0 and written["peak_rss_gb"] > 0
+    assert (tmp_path / "runs").is_dir() and "| **genlab** |" in (tmp_path / "README.md").read_text()
