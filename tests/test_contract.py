@@ -14,7 +14,8 @@ import torch
 
 import genlab
 from genlab.data.images import ImageDataset, load_dataset
-from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel, LikelihoodModel, TextModel
+from genlab.models.base import (ConditionalModel, ExactLikelihoodModel, GenerativeModel, LatentModel,
+                                LikelihoodModel, TextModel)
 from genlab.registry import get_family, list_families
 from genlab.train.checkpoint import save_model
 
@@ -83,6 +84,26 @@ FAMILY_CONFIGS.update({
                                "decoder_layers": 2, "kl_warmup": 10, "temperature": 1.0},
         "gru-bowman": {"embed_dim": 8, "channels": 8, "latent_dim": 3, "decoder": "gru", "gru_hidden": 12,
                        "kl_warmup": 10, "word_dropout": 0.3},
+    },
+})
+
+# the autoregressive image families (models/pixel_base.py and its subclasses); on the 17-level digits the default
+# output is a 17-way softmax
+_PIX = {"features": 8, "layers": 2, "out_hidden": 8}
+FAMILY_CONFIGS.update({
+    "pixelcnn": {
+        "softmax": {**_PIX},
+        "logistic-mixture": {**_PIX, "output": "logistic-mixture", "mixtures": 2, "first_kernel": 5},
+    },
+    "gated-pixelcnn": {
+        "softmax": {**_PIX, "kernel": 3},
+        "conditional-logistic-mixture": {**_PIX, "conditional": True, "output": "logistic-mixture", "mixtures": 2},
+    },
+    "pixelrnn": {
+        "softmax": {"features": 4, "layers": 1, "out_hidden": 8},
+        "logistic-mixture": {"features": 4, "layers": 2, "out_hidden": 8, "output": "logistic-mixture",
+                             "mixtures": 2},
+        "diagonal-bilstm": {"features": 4, "layers": 1, "out_hidden": 8, "arch": "diagonal-bilstm"},
     },
 })
 TEXT_FAMILIES = {"text-vae"}
@@ -282,6 +303,9 @@ def test_abilities_have_their_shapes(family: str, name: str | None, digits: Imag
         torch.manual_seed(0)
         lw = model.log_importance_weights(batch, 5)
         assert lw.shape == (5, b) and torch.isfinite(lw).all()
+    if isinstance(model, ExactLikelihoodModel):  # exact log p(x) of discrete pixels: finite and at most 0
+        lp = model.log_prob(batch)
+        assert lp.shape == (b,) and torch.isfinite(lp).all() and (lp <= 0).all()
     if isinstance(model, ConditionalModel):
         assert model.num_classes == digits.spec.num_classes
 

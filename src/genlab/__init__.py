@@ -7,8 +7,8 @@
 """
 __version__ = "0.1.0"
 
-from genlab.api import (evaluate, interpolate, list_models, load, load_dataset, load_run_data,  # noqa: E402
-                        sample, sample_text, train)
+from genlab.api import (complete, evaluate, interpolate, list_models, load, load_dataset,  # noqa: E402
+                        load_run_data, sample, sample_text, train)
 
-__all__ = ["train", "load", "evaluate", "sample", "sample_text", "interpolate", "list_models", "load_dataset",
+__all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "list_models", "load_dataset",
            "load_run_data", "__version__"]

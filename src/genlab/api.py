@@ -17,7 +17,7 @@ from genlab.registry import get_family, list_families
 from genlab.train.checkpoint import load_model_files
 from genlab.train.run import RunDir
 
-__all__ = ["train", "load", "evaluate", "sample", "sample_text", "interpolate", "list_models", "load_dataset",
+__all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "list_models", "load_dataset",
            "load_run_data", "list_datasets", "build_config"]
 
 
@@ -77,7 +77,7 @@ def _dataset_for(cfg: DataConfig, progress: bool = True) -> ImageDataset:
             print(text.summary(), file=sys.stderr)
         return text  # type: ignore[return-value]
     return load_dataset(cfg.name, data_dir=cfg.data_dir, binarize=cfg.binarize, image_size=cfg.image_size,
-                        channels=cfg.channels, download=cfg.download, progress=progress)
+                        channels=cfg.channels, download=cfg.download, progress=progress, palette=cfg.palette)
 
 
 def train(model: str = "vae", data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
@@ -164,14 +164,61 @@ def load_run_data(run_dir: str | Path, progress: bool = True) -> ImageDataset:
     return _dataset_for(cfg.data, progress)
 
 
+def _is_autoregressive(net: GenerativeModel) -> bool:
+    """Image models drawn one pixel at a time (the pixelcnn, gated-pixelcnn and pixelrnn families)."""
+    from genlab.models.pixel_base import PixelModel
+
+    return isinstance(net, PixelModel)
+
+
 def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0,
-           cond: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, C, H, W) samples in [0, 1] (text models: (n, L) token ids), reproducible from ``seed``."""
+           cond: torch.Tensor | None = None, temperature: float | None = None,
+           progress: bool = False) -> torch.Tensor:
+    """(n, C, H, W) samples in [0, 1] (text models: (n, L) token ids), reproducible from ``seed``.
+    ``temperature`` and ``progress`` (a bar over the pixels) apply to the autoregressive image models, which draw
+    one pixel at a time: 1 is the model itself, lower is more conservative, 0 the most likely pixel each time."""
     net = model if isinstance(model, GenerativeModel) else load(model)
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     gen = torch.Generator(device=net.device).manual_seed(seed)
+    if _is_autoregressive(net):
+        return net.sample(n, cond=cond, generator=gen, temperature=1.0 if temperature is None else temperature,
+                          progress=progress)
+    if temperature is not None:
+        raise ConfigError(f"temperature applies to the autoregressive image models and text models; {net.family} "
+                          "samples images in one pass")
     return net.sample(n, cond=cond, generator=gen)
+
+
+def complete(model: GenerativeModel | str | Path, images: torch.Tensor | None = None, *, hide: float = 0.5,
+             n: int = 4, count: int = 8, seed: int = 0, temperature: float = 1.0,
+             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image completion with an autoregressive model: hide the bottom fraction ``hide`` of the rows of ``images``
+    (B, C, H, W) (default: ``count`` test images of the run's data, a fixed seeded pick) and draw them ``n`` times.
+    Returns the originals (B, C, H, W) and the completions (B, n, C, H, W); the kept rows are copied unchanged."""
+    net = model if isinstance(model, GenerativeModel) else load(model)
+    if not _is_autoregressive(net):
+        raise ConfigError(f"completion needs an autoregressive image model (pixelcnn, gated-pixelcnn, pixelrnn); "
+                          f"{net.family} does not draw one pixel at a time")
+    cond = None
+    if images is None:
+        if getattr(net, "run_dir", None) is None:
+            raise ConfigError("complete needs images= for a model that was not loaded from a run folder")
+        images, cond = completion_images(load_run_data(net.run_dir, progress=False), count, seed)
+        if not getattr(net, "num_classes", 0):
+            cond = None
+    gen = torch.Generator(device=net.device).manual_seed(seed)
+    return images, net.complete(images, hide=hide, n=n, cond=cond, generator=gen, temperature=temperature,
+                                progress=progress)
+
+
+def completion_images(data: ImageDataset, count: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``count`` test images (and their labels, or None), a fixed spread picked with ``seed``."""
+    if count < 1:
+        raise ConfigError(f"the number of images to complete must be >= 1, got {count}")
+    x, y = data.split("test")
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:count]
+    return x[pick], None if y is None else y[pick]
 
 
 def _text_model(model: GenerativeModel | str | Path, what: str) -> Any:

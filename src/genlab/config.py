@@ -23,6 +23,9 @@ class DataConfig:
     binarize: str = "none"  # none | static | dynamic | threshold (for Bernoulli likelihoods)
     image_size: int | None = None  # folder datasets: resize to this square size (pixels)
     channels: int | None = None  # folder datasets: 1 (grey) or 3 (RGB); None keeps what the files have
+    # K > 0: quantize the images to K colours found by k-means over the training split, for models with a palette
+    # output (each pixel one of K colours instead of C grey levels); 0 keeps the images as they are
+    palette: int = 0
     download: bool = True  # allow a checksummed download when the files are not found locally
     # text datasets (poems, poems:PATH; see genlab.data.text)
     forms: tuple[str, ...] = ("couplet5",)  # couplet5 | couplet7 | quatrain5 | quatrain7 (several: padded)

@@ -37,6 +37,8 @@ class DataSpec:
     class_names: tuple[str, ...] = ()
     levels: int = 256  # number of grey levels of the source data (8-bit: 256); for discretized likelihoods
     vocab: tuple[str, ...] = ()  # text: the token of each id (specials first, see genlab.data.text); () for images
+    # palette-quantized images: the K colours (each C values in [0, 1]) every pixel is one of; () otherwise
+    palette: tuple[tuple[float, ...], ...] = ()
 
     @property
     def dim(self) -> int:
@@ -51,6 +53,7 @@ class DataSpec:
         d["shape"] = tuple(d["shape"])
         d["class_names"] = tuple(d.get("class_names", ()))
         d["vocab"] = tuple(d.get("vocab", ()))
+        d["palette"] = tuple(tuple(float(v) for v in colour) for colour in d.get("palette", ()))
         return cls(**d)
 
 
@@ -120,6 +123,57 @@ class ImageDataset:
     def num_batches(self, split: str, batch_size: int, drop_last: bool = False) -> int:
         n = len(self.train_x if split == "train" else self.test_x)
         return n // batch_size if drop_last else -(-n // batch_size)
+
+
+# --- colour palettes ---
+
+def build_palette(images: torch.Tensor, k: int, *, seed: int = 0, max_pixels: int = 200_000,
+                  iters: int = 25) -> torch.Tensor:
+    """K colours that summarise the pixels of (N, C, H, W) images, by k-means (k-means++ seeding, then Lloyd
+    steps) over at most ``max_pixels`` pixels drawn with ``seed``: (K, C) in [0, 1], most frequent first.
+    Fewer distinct colours than K gives just those colours."""
+    if k < 2:
+        raise DatasetError(f"a palette needs at least 2 colours, got {k}")
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1]).float()  # (M, C)
+    distinct = torch.unique(pixels, dim=0)
+    if len(distinct) <= k:
+        centres = distinct
+    else:
+        g = torch.Generator().manual_seed(seed)
+        if len(pixels) > max_pixels:
+            pixels = pixels[torch.randperm(len(pixels), generator=g)[:max_pixels]]
+        centres = pixels[torch.randint(len(pixels), (1,), generator=g)]
+        d2 = torch.cdist(pixels, centres).pow(2)[:, 0]  # (M,) squared distance to the nearest centre
+        for _ in range(k - 1):  # k-means++: each new centre drawn with probability proportional to d^2
+            pick = torch.multinomial(d2 + 1e-12, 1, generator=g)
+            centres = torch.cat([centres, pixels[pick]])
+            d2 = torch.minimum(d2, (pixels - pixels[pick]).pow(2).sum(1))
+        for _ in range(iters):
+            assign = torch.cdist(pixels, centres).argmin(1)  # (M,)
+            sums = torch.zeros_like(centres).index_add_(0, assign, pixels)
+            counts = torch.bincount(assign, minlength=len(centres)).float()
+            empty = counts == 0
+            moved = torch.where(empty[:, None], centres, sums / counts.clamp(min=1)[:, None])
+            if torch.allclose(moved, centres):
+                break
+            centres = moved
+    assign = torch.cdist(pixels, centres).argmin(1)
+    counts = torch.bincount(assign, minlength=len(centres))
+    return centres[torch.argsort(counts, descending=True, stable=True)].clamp(0, 1).contiguous()
+
+
+def palette_indices(images: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, H, W) int64 index of each pixel's nearest palette colour (K, C)."""
+    n, c, h, w = images.shape
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, c).float()  # (M, C)
+    chunk = max(1, 4_000_000 // max(1, len(palette)))  # pixels per (chunk, K) distance matrix
+    idx = [torch.cdist(pixels[s:s + chunk], palette.float()).argmin(1) for s in range(0, len(pixels), chunk)]
+    return (torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long)).view(n, h, w)
+
+
+def quantize_to_palette(images: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images with every pixel replaced by its nearest palette colour."""
+    return palette[palette_indices(images, palette)].permute(0, 3, 1, 2).contiguous()
 
 
 # --- named datasets ---
@@ -258,10 +312,11 @@ def list_datasets() -> dict[str, str]:
 
 def load_dataset(name: str = "mnist-5k", *, data_dir: str | os.PathLike | None = None, binarize: str = "none",
                  image_size: int | None = None, channels: int | None = None, download: bool = True,
-                 progress: bool = True, **text_options: Any) -> ImageDataset:
+                 progress: bool = True, palette: int = 0, **text_options: Any) -> ImageDataset:
     """Load a dataset by name into memory. See ``list_datasets()`` for the names. Text datasets (``poems``,
     ``poems:PATH``) return a ``genlab.data.text.TextDataset`` and take ``text_options`` (forms, min_count,
-    simplified, test_fraction)."""
+    simplified, test_fraction). ``palette`` K > 0 quantizes the images to K colours found by k-means over the
+    training split (``build_palette``); the colours travel in ``spec.palette``."""
     if name == "poems" or name.startswith("poems:"):
         from genlab.data.text import load_text_dataset
 
@@ -292,4 +347,11 @@ def load_dataset(name: str = "mnist-5k", *, data_dir: str | os.PathLike | None =
         train_x = torch.nn.functional.interpolate(train_x, size=size, mode="bilinear", align_corners=False)
         test_x = torch.nn.functional.interpolate(test_x, size=size, mode="bilinear", align_corners=False)
         spec = dataclasses.replace(spec, shape=(spec.shape[0], image_size, image_size))
+    if palette:
+        if binarize != "none":
+            raise DatasetError("a palette and a binarization do not combine; choose one of --data.palette and "
+                               "--data.binarize")
+        colours = build_palette(train_x, palette)
+        train_x, test_x = quantize_to_palette(train_x, colours), quantize_to_palette(test_x, colours)
+        spec = dataclasses.replace(spec, palette=tuple(tuple(c) for c in colours.tolist()))
     return ImageDataset(spec, train_x, train_y, test_x, test_y, binarize=binarize)

@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from genlab.data.images import ImageDataset
-from genlab.models.base import GenerativeModel, LikelihoodModel
+from genlab.models.base import ExactLikelihoodModel, GenerativeModel, LikelihoodModel
 
 
 _CHUNK_FLOATS = 2_000_000
@@ -42,10 +42,34 @@ def importance_weighted_log_likelihood(model: LikelihoodModel, batch: dict[str, 
 
 
 @torch.no_grad()
+def exact_nll(model: ExactLikelihoodModel, data: ImageDataset, *, split: str = "test", batch_size: int = 100,
+              limit: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Per-example -log p(x) in nats for a split, (N,), from a model whose likelihood is exact (autoregressive
+    models): no sampling, no bound."""
+    model.eval()
+    n = data.num_batches(split, batch_size) if limit is None else -(-limit // batch_size)
+    out = []
+    for batch in tqdm(data.batches(split, batch_size, limit=limit), total=n, desc="log p(x), exact",
+                      disable=not progress, leave=False):
+        batch = {key: v.to(model.device) for key, v in batch.items()}
+        out.append(-model.log_prob(batch).double().cpu())
+    return torch.cat(out)
+
+
+def has_likelihood(model: object) -> bool:
+    """True for models with an exact log p(x) or an importance-weighted bound on it."""
+    return isinstance(model, (ExactLikelihoodModel, LikelihoodModel))
+
+
+@torch.no_grad()
 def test_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split: str = "test",
              batch_size: int | None = None, limit: int | None = None, seed: int = 0,
              progress: bool = True) -> torch.Tensor:
-    """Per-example importance-weighted estimate of -log p(x) in nats for a split, (N,)."""
+    """Per-example estimate of -log p(x) in nats for a split, (N,): exact for an ``ExactLikelihoodModel`` (``k``
+    is then unused), otherwise the importance-weighted bound with ``k`` samples."""
+    if isinstance(model, ExactLikelihoodModel):
+        return exact_nll(model, data, split=split, batch_size=batch_size or 100, limit=limit,
+                         progress=progress).float()
     if not isinstance(model, LikelihoodModel):
         raise TypeError(f"{type(model).__name__} has no likelihood (it is not a LikelihoodModel)")
     model.eval()
@@ -71,20 +95,26 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
              latent: bool = True, quality: bool = False, quality_n: int = 5000,
              progress: bool = True) -> dict[str, Any]:
     """Test-split figures, flat keys, nats per example: the loss terms (``test/elbo``, ``test/recon``,
-    ``test/kl``); for likelihood models the importance-weighted NLL with k samples and its bits per dimension;
+    ``test/kl``); for likelihood models the NLL and its bits per dimension: exact for autoregressive models
+    (``nll_exact``), otherwise the importance-weighted estimate with k samples (``nll_k``);
     for latent models the diagnostics of ``genlab.metrics.latent`` (``latent/...``); with ``quality`` the
     sample-quality metrics of ``genlab.metrics.quality`` against the test split (``quality/...``)."""
     from genlab.models.base import LatentModel
     from genlab.train.trainer import evaluate_terms
 
-    terms = evaluate_terms(model, data, "test")
+    exact = isinstance(model, ExactLikelihoodModel)
+    # an exact model's loss terms are its NLL and bits/dim, computed below per example: one pass, not two
+    terms = {} if exact and k > 0 else evaluate_terms(model, data, "test")
     out: dict[str, Any] = {f"test/{key}": v for key, v in terms.items()}
-    if k > 0 and isinstance(model, LikelihoodModel):
+    if k > 0 and has_likelihood(model):
         nll = test_nll(model, data, k, limit=limit, progress=progress)
         out["test/nll"] = nll.mean().item()
         out["test/nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item() if len(nll) > 1 else 0.0
         out["test/bits_per_dim"] = bits_per_dim(out["test/nll"], data.spec.dim)
-        out["nll_k"] = k
+        if exact:
+            out["nll_exact"] = True  # the exact -log p(x), not an importance-weighted bound
+        else:
+            out["nll_k"] = k
         out["nll_examples"] = len(nll)
     if latent and isinstance(model, LatentModel):
         from genlab.metrics.latent import latent_diagnostics

@@ -87,6 +87,14 @@ class LikelihoodModel(Protocol):
 
 
 @runtime_checkable
+class ExactLikelihoodModel(Protocol):
+    """Models whose log p(x) is computed exactly (the autoregressive families), not bounded by sampling."""
+
+    def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) log p(x) of each example, nats."""
+
+
+@runtime_checkable
 class ConditionalModel(Protocol):
     num_classes: int
 

@@ -74,7 +74,8 @@ def sample_figure(model: GenerativeModel, path: Path, *, n: int = 64, seed: int 
         x = model.sample(len(cond), cond=cond, generator=gen)
         return save_grid(x, path, nrow=per, title=f"samples of {model.family}: one row per class")
     x = model.sample(n, generator=gen)
-    return save_grid(x, path, title=f"{n} samples of {model.family} (decoder means, seed {seed})")
+    what = "drawn pixel by pixel" if hasattr(model, "complete") else "decoder means"
+    return save_grid(x, path, title=f"{n} samples of {model.family} ({what}, seed {seed})")
 
 
 @torch.no_grad()
@@ -286,6 +287,34 @@ def transfer_figure(model: Any, data: ImageDataset, path: Path, *, n: int = 8, s
     return _save(fig, path)
 
 
+@torch.no_grad()
+def completion_figure(model: Any, data: ImageDataset, path: Path, *, hides: Sequence[float] = (0.5, 0.75),
+                      n: int = 4, count: int = 6, seed: int = 0, temperature: float = 1.0,
+                      progress: bool = False) -> Path:
+    """Image completion by an autoregressive model: for each fraction in ``hides``, a panel whose rows are test
+    images: the original, the image with its bottom rows hidden (grey), then ``n`` completions."""
+    from genlab.api import completion_images
+
+    x, y = completion_images(data, count, seed)
+    cond = y if getattr(model, "num_classes", 0) else None
+    _, _, h, w = x.shape
+    cols = n + 2
+    fig, axes = plt.subplots(len(hides), 1, figsize=_grid_figsize(count * len(hides), cols, h, w, (0.6, 0.9)),
+                             squeeze=False)
+    for ax, hide in zip(axes[:, 0], hides):
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        done = model.complete(x, hide=hide, n=n, cond=cond, generator=gen, temperature=temperature,
+                              progress=progress).cpu()  # (count, n, C, H, W)
+        masked = x.clone()
+        masked[:, :, model.kept_rows(hide):] = 0.5  # hidden rows in grey
+        rows = torch.cat([x[:, None], masked[:, None], done], dim=1).flatten(0, 1)  # (count * cols, C, H, W)
+        _show(ax, image_grid(rows, cols))
+        ax.set_xticks([(c + 0.5) * (w + 1) for c in range(cols)],
+                      ["original", "masked"] + [f"#{i + 1}" for i in range(n)], fontsize=7)
+        ax.set_title(f"bottom {hide:.0%} hidden, {n} completions each (temperature {temperature:g})", fontsize=9)
+    return _save(fig, path)
+
+
 def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path: Path,
               threshold: float = 0.01) -> Path:
     """KL per latent dimension as bars, the variance of the posterior mean (activity) as dots on a log axis."""
@@ -366,6 +395,8 @@ def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
             figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", dims=dims, base=base, cond=cond)
         figs["interpolation"] = interpolation_figure(model, data, out_dir / "interpolation.png")
         figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png", post=post)
+    if hasattr(model, "complete"):  # autoregressive models: the bottom half and quarter of test images redrawn
+        figs["completion"] = completion_figure(model, data, out_dir / "completion.png")
     if hasattr(model, "transfer") and data.spec.num_classes > 1:
         figs["transfer"] = transfer_figure(model, data, out_dir / "transfer.png")
     if history:

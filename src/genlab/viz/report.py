@@ -32,6 +32,8 @@ CAPTIONS = {
                   "(dots); dimensions above the dashed line are active.",
     "curves": "Loss terms per epoch (train solid, test dashed), nats per example.",
     "progress": "The generator's images of one fixed noise batch at epochs from the first (top) to the last.",
+    "completion": "Image completion: test images (left), their bottom rows hidden (grey), and completions drawn "
+                  "pixel by pixel by the model from the rows it was given, which stay unchanged.",
     "class_histogram": "Fraction of samples per class as the domain classifier labels them (bars) and the share "
                        "of each class among the test images (dashes): missing bars are dropped modes.",
 }
@@ -50,8 +52,8 @@ def _table(rows: Sequence[tuple[str, Any]]) -> str:
 
 
 _SECTIONS = (
-    ("test/", "Likelihood on the test split (nats per example; nll is the importance-weighted estimate of "
-              "-log p(x), bits_per_dim the same in bits per pixel)"),
+    ("test/", "Likelihood on the test split (nats per example; nll is -log p(x): exact for autoregressive "
+              "models (nll_exact), else the importance-weighted estimate; bits_per_dim the same in bits per pixel)"),
     ("latent/", "Latent diagnostics (KL per dimension in nats; a unit is active when Cov_x(E_q[z_d]) > 0.01; "
                 "I(x; z) under the aggregate posterior, at most log N)"),
     ("novelty/", "Novelty of samples (text models): the fraction not in the corpus (train and test splits), the "

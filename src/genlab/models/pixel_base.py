@@ -1,0 +1,164 @@
+"""What the autoregressive image families (pixelcnn, gated-pixelcnn, pixelrnn) share: the exact likelihood, sampling
+one unit at a time with a temperature, and image completion. A family only supplies ``_network``, the map from
+an image (B, C, H, W) to output parameters (B, P * G, H, W) in which unit g at (r, c) depends only on units
+before it in raster order (see ``genlab.nn.masked`` for the ordering and the masks).
+
+    log p(x) = sum over rows r, columns c, units g of log p(x[r, c, g] | everything before it)
+
+computed in one pass of the network (the masks make every conditional see only its past), and drawn one unit at a
+time, feeding each drawn value back in (one network pass per unit: that is the model).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from genlab.data.images import DataSpec
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel
+from genlab.nn.masked import OUTPUTS, PixelOutput
+
+
+def resolve_output(name: str, spec: DataSpec) -> str:
+    """The output distribution for ``name`` on ``spec``'s data: ``auto`` picks bernoulli for binary data, the
+    palette for palette-quantized data and a 256-way (``levels``-way) softmax otherwise."""
+    if name == "auto":
+        return "bernoulli" if spec.binary else "palette" if spec.palette else "softmax"
+    if name not in OUTPUTS:
+        raise ConfigError(f"unknown model.output {name!r}; choose one of auto, {', '.join(OUTPUTS)}")
+    if name == "bernoulli" and not spec.binary:
+        raise ConfigError("model.output=bernoulli needs binary pixels: add --data.binarize=static (or dynamic)")
+    if name == "palette" and not spec.palette:
+        raise ConfigError("model.output=palette needs a palette-quantized dataset: add --data.palette=K")
+    if spec.palette and name != "palette":
+        raise ConfigError(f"palette-quantized data is modelled by palette index; use model.output=palette, not {name}")
+    return name
+
+
+class PixelModel(GenerativeModel):
+    """Base of the autoregressive image families; subclasses set ``Config`` and implement ``_network``."""
+
+    def __init__(self, config: Any, spec: DataSpec):
+        super().__init__(config, spec)
+        if len(spec.shape) != 3:
+            raise ConfigError(f"{type(self).__name__} models images (C, H, W), not data of shape {spec.shape}")
+        kind = resolve_output(config.output, spec)
+        palette = torch.tensor(spec.palette, dtype=torch.float32) if kind == "palette" else None
+        self.output = PixelOutput(kind, levels=spec.levels, mixtures=config.mixtures, palette=palette)
+        # a palette index is one unit per pixel; otherwise each channel is its own unit, in order (R, G, B)
+        self.groups = 1 if kind == "palette" else spec.shape[0]
+        self.params_per_unit = self.output.params_per_unit
+        self.out_channels = self.params_per_unit * self.groups
+
+    def _width(self, name: str, value: int) -> int:
+        """A layer width checked to be a positive multiple of the number of units per pixel."""
+        if value < 1 or value % self.groups:
+            raise ConfigError(f"model.{name} must be a positive multiple of {self.groups} (one share per colour "
+                              f"channel), got {value}")
+        return value
+
+    # --- the network (per family) ---
+
+    def _network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, H, W) inputs in [-1, 1] and labels (B,) or None -> (B, P * G, H, W) output parameters."""
+        raise NotImplementedError
+
+    def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return batch["y"] if getattr(self, "num_classes", 0) else None
+
+    def unit_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] -> (B, G, H, W, P): the parameters of every unit's conditional given the
+        units before it in ``x``."""
+        out = self._network(2.0 * x - 1.0, y)  # (B, P*G, H, W), parameter p of unit g at channel p*G + g
+        b, _, h, w = out.shape
+        return out.view(b, self.params_per_unit, self.groups, h, w).permute(0, 2, 3, 4, 1)
+
+    def unit_log_probs(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, G, H, W): log p(unit | the units before it), nats."""
+        return self.output.log_prob(self.unit_params(x, y), self.output.targets(x))
+
+    # --- likelihood ---
+
+    def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Exact log p(x) per example, (B,), nats (ExactLikelihoodModel)."""
+        return self.unit_log_probs(batch["x"], self._labels(batch)).flatten(1).sum(1)
+
+    def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
+        nll = -self.log_prob(batch)  # (B,)
+        loss = nll.mean()
+        return {"loss": loss, "nll": loss.detach(),
+                "bits_per_dim": loss.detach() / (self.spec.dim * math.log(2))}
+
+    # --- drawing ---
+
+    def _check_temperature(self, temperature: float) -> None:
+        if not temperature >= 0 or not math.isfinite(temperature):
+            raise ConfigError(f"temperature must be >= 0 (0 takes the most likely value), got {temperature}")
+
+    def _draw_labels(self, n: int, cond: torch.Tensor | None,
+                     generator: torch.Generator | None) -> torch.Tensor | None:
+        if not getattr(self, "num_classes", 0):
+            return None
+        if cond is None:  # a conditional model asked for unconditional samples: classes drawn uniformly
+            return torch.randint(0, self.num_classes, (n,), generator=generator, device=self.device)
+        return cond.to(self.device).long()
+
+    @torch.no_grad()
+    def _fill(self, canvas: torch.Tensor, start_row: int, y: torch.Tensor | None, temperature: float,
+              generator: torch.Generator | None, progress: bool, desc: str) -> torch.Tensor:
+        """Draw every unit of ``canvas`` (N, C, H, W) from row ``start_row`` on, in raster order, in place.
+
+        Row r's conditionals depend on rows <= r only, so the network runs on the rows drawn so far (about half
+        the work of running it on the whole canvas each time)."""
+        _, _, h, w = canvas.shape
+        steps = (h - start_row) * w * self.groups
+        bar = tqdm(total=steps, desc=desc, unit="px", disable=not progress, leave=False, dynamic_ncols=True)
+        for r in range(start_row, h):
+            for c in range(w):
+                for g in range(self.groups):
+                    params = self.unit_params(canvas[:, :, :r + 1], y)[:, g, r, c]  # (N, P)
+                    t = self.output.draw(params, temperature, generator)  # (N,)
+                    if self.output.kind == "palette":
+                        canvas[:, :, r, c] = self.output.values(t[:, None])
+                    else:
+                        canvas[:, g, r, c] = self.output.values(t)
+                    bar.update(1)
+        bar.close()
+        return canvas
+
+    @torch.no_grad()
+    def sample(self, n: int, *, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0, progress: bool = False) -> torch.Tensor:
+        """(n, C, H, W) images in [0, 1], drawn one unit at a time at ``temperature`` (1: the model itself; lower
+        is more conservative; 0 takes the most likely value each time)."""
+        self._check_temperature(temperature)
+        y = self._draw_labels(n, cond, generator)
+        canvas = torch.zeros(n, *self.spec.shape, device=self.device)
+        return self._fill(canvas, 0, y, temperature, generator, progress, "sampling")
+
+    @torch.no_grad()
+    def complete(self, x: torch.Tensor, *, hide: float = 0.5, n: int = 4, cond: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, temperature: float = 1.0,
+                 progress: bool = False) -> torch.Tensor:
+        """Image completion: keep the top rows of each image (B, C, H, W), hide the bottom fraction ``hide`` of
+        the rows and draw them ``n`` times -> (B, n, C, H, W); the kept rows are copied, never redrawn."""
+        self._check_temperature(temperature)
+        if not 0 < hide < 1:
+            raise ConfigError(f"hide must be a fraction of the rows between 0 and 1, got {hide}")
+        if n < 1:
+            raise ConfigError(f"n must be >= 1 completions per image, got {n}")
+        b, ch, h, w = x.shape
+        keep = h - round(h * hide)
+        canvas = x.to(self.device).float().repeat_interleave(n, 0)  # (B*n, C, H, W)
+        canvas[:, :, keep:] = 0.0
+        y = None if cond is None else cond.to(self.device).long().repeat_interleave(n, 0)
+        y = self._draw_labels(b * n, y, generator)
+        self._fill(canvas, keep, y, temperature, generator, progress, "completing")
+        return canvas.view(b, n, ch, h, w)
+
+    def kept_rows(self, hide: float) -> int:
+        """Rows of an image that completion keeps when it hides the fraction ``hide``."""
+        return self.spec.shape[1] - round(self.spec.shape[1] * hide)
