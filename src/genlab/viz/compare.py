@@ -44,7 +44,8 @@ def run_row(run_dir: str | Path, *, k: int = 1000, quality: bool = True, quality
     model = genlab.load(run.path)
     eval_path = run.path / "eval.json"
     result = read_json(eval_path) if eval_path.exists() else {}
-    wants_nll = k > 0 and hasattr(model, "log_importance_weights") and "test/nll" not in result
+    has_nll = hasattr(model, "log_importance_weights") or hasattr(model, "log_prob")  # a bound, or exact
+    wants_nll = k > 0 and has_nll and "test/nll" not in result
     wants_quality = quality and not {"quality/fid", "novelty/new_fraction"} & result.keys()  # text: novelty
     if not result or wants_nll or wants_quality:
         fresh = (evaluate or genlab.evaluate)(model, k=k if ("test/nll" not in result) else 0,
