@@ -93,8 +93,11 @@ def text_sections(model: Any, data: Any, n: int = 20, seed: int = 0) -> dict[str
                             "(right).",
                             [f"{format_poem(a)}  ->  {format_poem(b)}" for a, b in zip(originals, recons)]),
     }
-    if len(originals) >= 2 and len(originals[0]) and len(originals[1]):
-        a, b = originals[0], originals[1]
+    from genlab.data.text import UNK_CHAR
+
+    known = [t for t in originals if t and UNK_CHAR not in t]  # lines that read back as typed text
+    if len(known) >= 2:
+        a, b = known[0], known[1]
         out["interpolation"] = (f"Decoded codes on the line between the posterior means of two {which} lines, "
                                 f"{format_poem(a)} and {format_poem(b)}.", model.interpolate_text(a, b, 8))
     return out

@@ -325,8 +325,6 @@ class TextDataset:
     stats: dict[str, int] = field(default_factory=dict)
     forms: tuple[str, ...] = ("couplet5",)
 
-    binarize = "none"  # images-only option; here so code that reports it needs no branch
-
     def __len__(self) -> int:
         return len(self.train_tokens)
 
