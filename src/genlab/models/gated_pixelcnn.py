@@ -30,8 +30,9 @@ class GatedPixelCNNConfig:
 
 @register("gated-pixelcnn")
 class GatedPixelCNN(PixelModel):
-    """Gated PixelCNN: vertical and horizontal stacks without a blind spot, gated activations, optional class
-    conditioning; exact likelihood, sampling and completion."""
+    """Gated PixelCNN: vertical and horizontal stacks (no blind spot), gated activations, optional class labels.
+
+    Exact likelihood; samples and completions drawn one pixel at a time."""
 
     Config: ClassVar[type] = GatedPixelCNNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {

@@ -46,8 +46,9 @@ class _ResidualBlock(nn.Module):
 
 @register("pixelcnn")
 class PixelCNN(PixelModel):
-    """PixelCNN: masked convolutions (mask A, then residual mask-B blocks), exact likelihood, pixel-by-pixel
-    sampling and image completion."""
+    """PixelCNN: masked convolutions (mask A, then residual mask-B blocks); exact likelihood, completion.
+
+    Samples and completions are drawn one pixel (and colour channel) at a time."""
 
     Config: ClassVar[type] = PixelCNNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {

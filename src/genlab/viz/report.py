@@ -19,7 +19,8 @@ font-size:.8em}.muted{color:#666;font-size:.9em}pre.poems{font-size:1.15em;line-
 """
 
 CAPTIONS = {
-    "samples": "Samples from the prior, decoded (decoder means).",
+    "samples": "Samples: decoder means of codes drawn from the prior (VAEs), generator outputs (GANs), or images "
+               "drawn pixel by pixel (autoregressive models).",
     "reconstructions": "Test images and their reconstructions from the posterior mean.",
     "latent_map": "Posterior means of test images, coloured by class (PCA and t-SNE when the latent has more than "
                   "2 dimensions).",
