@@ -244,6 +244,9 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     model = genlab.load(args.run)
     if args.temperature is not None and not _is_text(model):
         raise GenlabError(f"--temperature applies to text models; {model.family} samples images")
+    if hasattr(model, "complete") and not args.no_quality:  # autoregressive: one network pass per pixel
+        print(f"genlab: note: the sample-quality metrics draw {args.n} images pixel by pixel, which takes long; "
+              "--no-quality skips them, -n N draws fewer", file=sys.stderr)
     result = genlab.evaluate(model, k=args.k, limit=args.limit, quality=not args.no_quality, quality_n=args.n,
                              progress=not args.no_progress, temperature=args.temperature)
     write_json(Path(model.run_dir) / "eval.json", result)
