@@ -78,12 +78,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--time-limit", type=float, help="seconds of training (default: the preset's budget)")
     ap.add_argument("--k", type=int, default=5000, help="importance samples per test image")
     ap.add_argument("--limit", type=int, help="use the first N training and test images only (a smoke run)")
+    ap.add_argument("--threads", type=int, help="torch threads for training and evaluation (default: torch's)")
     ap.add_argument("--with-plain", action="store_true",
                     help="also train the plain 784-400-20 VAE (no autoregressive head) for the same budget")
     ap.add_argument("--runs-dir", help="keep the run folders here (default: a temporary folder)")
     ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
     ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     if args.k < 1 or (args.limit is not None and args.limit < 1) or (args.time_limit is not None
                                                                     and not args.time_limit > 0):
         ap.error("--k and --limit must be >= 1 and --time-limit > 0")
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     machine = common.machine_info()
     overrides = [] if args.time_limit is None else [f"train.time_limit={args.time_limit}"]
+    overrides += [] if args.threads is None else [f"train.threads={args.threads}"]
     cfg = build_config("vae", preset=args.preset, overrides=overrides)
     data = _dataset(cfg, args.limit)
     reference, reference_label = REFERENCES[args.preset]

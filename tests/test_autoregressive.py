@@ -85,8 +85,12 @@ def test_chain_probabilities_are_the_conditionals_of_the_joint() -> None:
     x, probs = head.chain(base, ctx, generator=torch.Generator().manual_seed(1))
     assert set(x.unique().tolist()) <= {0.0, 1.0}
     assert torch.allclose(probs, torch.sigmoid(head.logits(base, ctx, x)), atol=1e-5)
-    greedy, gprobs = head.chain(base, ctx, greedy=True)
-    assert torch.equal(greedy, (gprobs > 0.5).float())
+    # common noise: rows with the same code draw the same image; rows with other codes may not
+    same = head.chain(base[:1].expand(4, 10), ctx[:1].expand(4, 3), torch.Generator().manual_seed(2),
+                      common_noise=True)[0]
+    assert torch.equal(same, same[:1].expand(4, 10))
+    own = head.chain(base[:1].expand(64, 10), ctx[:1].expand(64, 3), torch.Generator().manual_seed(2))[0]
+    assert len(own.unique(dim=0)) > 1
 
 
 def test_chain_draws_from_the_model_distribution() -> None:
@@ -162,7 +166,9 @@ def test_vae_with_head_samples_and_decodes(digits: ImageDataset) -> None:
     assert a.shape == (6, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     z = torch.randn(3, 2)
-    assert torch.equal(model.decode(z), model.decode(z))  # the greedy chain: deterministic
+    assert torch.equal(model.decode(z), model.decode(z))  # fixed noise: deterministic
+    # the same code decodes to the same image in any batch (up to the rounding of a different batch size)
+    assert torch.allclose(model.decode(z[:1].expand(3, 2)), model.decode(z[:1]).expand(3, 1, 8, 8), atol=1e-5)
 
 
 @pytest.mark.parametrize("options,expected", [

@@ -40,6 +40,9 @@ class VAEConfig:
     ar_direct: bool = True  # the head's direct pixel-to-pixel connections (D^2 weights); False keeps only MADE units
 
 
+_DECODE_SEED = 0  # the uniforms of decode()'s chains with the autoregressive head
+
+
 def _default_generator(device: torch.device) -> torch.Generator:
     """A generator seeded from torch's global RNG, for sampling calls that were given none."""
     return torch.Generator(device=device).manual_seed(int(torch.randint(0, 2 ** 62, ()).item()))
@@ -137,12 +140,16 @@ class VAE(GenerativeModel):
     def _mean_images(self, z: torch.Tensor, cond: torch.Tensor | None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, L) codes -> (B, C, H, W) images in [0, 1]: the likelihood's mean; with the autoregressive head,
-        p(x_i = 1 | x_<i, z) along a chain drawn with ``generator`` (greedy, x_i = [p_i > 1/2], without one)."""
+        p(x_i = 1 | x_<i, z) along a chain drawn with ``generator``. Without one, every code's chain uses the same
+        fixed uniforms (common random numbers), so decoding is deterministic and nearby codes decode alike."""
         code = self._code(z, cond)
         params = self.decoder(code)
         if self.ar is None:
             return self.likelihood.mean(params)
-        _, probs = self.ar.chain(params.flatten(1), code, generator=generator, greedy=generator is None)
+        common = generator is None
+        if common:
+            generator = torch.Generator(device=params.device).manual_seed(_DECODE_SEED)
+        _, probs = self.ar.chain(params.flatten(1), code, generator=generator, common_noise=common)
         return probs.view_as(params)
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +157,8 @@ class VAE(GenerativeModel):
         return self._posterior(x, cond)
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) -> (B, C, H, W) mean images in [0, 1] (with the autoregressive head: along the greedy chain)."""
+        """(B, L) -> (B, C, H, W) mean images in [0, 1] (with the autoregressive head: along a chain drawn with
+        the same fixed noise for every code)."""
         return self._mean_images(z, cond)
 
     def reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

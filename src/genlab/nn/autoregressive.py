@@ -61,9 +61,11 @@ class AutoregressiveBernoulli(nn.Module):
 
     @torch.no_grad()
     def chain(self, base: torch.Tensor, context: torch.Tensor, generator: torch.Generator | None = None,
-              greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              common_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw x one pixel at a time for (N, D) base logits and (N, C) contexts: returns the pixels (N, D) and
-        the probabilities p(x_i = 1 | x_<i, z) along the way (N, D). ``greedy`` takes x_i = [p_i > 1/2]."""
+        the probabilities p(x_i = 1 | x_<i, z) along the way (N, D). x_i = [u_i < p_i] with uniforms u from
+        ``generator``; ``common_noise`` uses one u for all N rows (common random numbers: nearby codes then give
+        nearby images, which is what a latent grid or an interpolation should show)."""
         d = base.shape[1]
         w_in = (self.w_in * self.mask_in).t().contiguous()  # (D, H): row i is what pixel i adds to the hidden units
         w_out = self.w_out * self.mask_out  # (D, H)
@@ -73,11 +75,12 @@ class AutoregressiveBernoulli(nn.Module):
         extra = torch.zeros_like(base)  # direct-connection logits accumulated so far (N, D)
         x = torch.zeros_like(base)
         probs = torch.zeros_like(base)
-        u = None if greedy else torch.rand(base.shape, generator=generator, device=base.device)
+        u = torch.rand((1 if common_noise else base.shape[0], d), generator=generator, device=base.device)
+        u = u.expand_as(base)
         for i in range(d):
             logit = base[:, i] + extra[:, i] + torch.relu(pre) @ w_out[i]  # (N,)
             p = torch.sigmoid(logit)
-            xi = (p > 0.5).to(base.dtype) if u is None else (u[:, i] < p).to(base.dtype)
+            xi = (u[:, i] < p).to(base.dtype)
             probs[:, i], x[:, i] = p, xi
             pre += xi[:, None] * w_in[i]
             if w_direct is not None:
