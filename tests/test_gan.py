@@ -472,3 +472,17 @@ def test_cli_gan_config_errors_are_one_line(capsys: pytest.CaptureFixture[str], 
     code, _, err = _cli(capsys, *args, "--out", cli_env / "bad", *_CLI_SMALL)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+
+
+def test_resume_continues_the_two_player_schedule_exactly(tmp_path: Path) -> None:
+    """12 steps an epoch and a generator step every 5th: the schedule crosses the epoch boundary, and a resumed run
+    must end with the same weights (both optimizers and the step count come back from the checkpoint)."""
+    digits = load_dataset("digits", progress=False)
+    small = ["model.g_hidden=16", "model.d_hidden=16"]
+    opts = dict(dataset=digits, batch_size=128, progress=False)
+    straight = genlab.train("wgan-gp", "digits", out=tmp_path / "a", epochs=2, overrides=small, **opts)
+    genlab.train("wgan-gp", "digits", out=tmp_path / "b", epochs=1, overrides=small, **opts)
+    resumed = genlab.train("wgan-gp", "digits", out=tmp_path / "b", epochs=2, resume=True, **opts)
+    assert resumed.history[-1]["step"] == 24
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key

@@ -93,7 +93,7 @@ class AdversarialModel(GenerativeModel):
 
     train_defaults: ClassVar[dict[str, Any]] = GAN_TRAIN_DEFAULTS
     generator_needs_real: ClassVar[bool] = False  # generator_loss reads the critic's scores of real images
-    critic_extra_dim: ClassVar[int] = 0  # size of the code a joint critic T(x, z) also reads (BiGAN-QP)
+    joint_critic: ClassVar[bool] = False  # the critic also reads the code: T(x, z) (BiGAN-QP)
 
     def __init__(self, config: AdversarialConfig, spec: DataSpec):
         super().__init__(config, spec)
@@ -102,7 +102,7 @@ class AdversarialModel(GenerativeModel):
         self.generator = build_generator(config.arch, config.latent_dim, spec.shape, hidden=config.g_hidden,
                                          channels=config.channels, act=config.g_activation,
                                          batchnorm=config.batchnorm)
-        extra = config.latent_dim if self.critic_extra_dim else 0
+        extra = config.latent_dim if self.joint_critic else 0
         self.critic = Critic(spec.shape, arch=config.arch, hidden=config.d_hidden, channels=config.channels,
                              act=config.d_activation, extra_dim=extra)
         if config.spectral_norm:

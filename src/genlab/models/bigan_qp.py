@@ -50,7 +50,7 @@ class BiGANQP(AdversarialModel):
     """BiGAN-QP: generator, encoder and joint critic T(x, z) with the GAN-QP objective plus two reconstructions."""
 
     Config: ClassVar[type] = BiGANQPConfig
-    critic_extra_dim: ClassVar[int] = 1  # the critic reads (x, z)
+    joint_critic: ClassVar[bool] = True  # the critic reads (x, z)
     # the noise stays N(0, I) and latent_dim 16 unless set: the encoder's codes are compared with it
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         name: {k: v for k, v in preset.items() if k not in ("noise", "latent_dim")}
