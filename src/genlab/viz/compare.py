@@ -120,7 +120,8 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, k: int = 1000, quali
              "least a quarter of their test share of the samples; class KL: KL(sample classes || test classes) in "
              "nats; both by the domain classifier (mode coverage). FID, precision and recall use genlab's domain "
              "feature network, not Inception: they are comparable between these runs, not with published "
-             "Inception-based numbers.")
+             "Inception-based numbers. New & distinct (text models): the fraction of samples that are distinct "
+             "and not in the corpus.")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{_CSS}</style>"
             f"</head><body><h1>genlab compare: {len(rows)} runs</h1><table><tr>{head}</tr>{body}</table>"
             f"<p class='muted'>{html.escape(notes)}</p><h2>samples</h2>"
