@@ -486,3 +486,21 @@ def test_resume_continues_the_two_player_schedule_exactly(tmp_path: Path) -> Non
     assert resumed.history[-1]["step"] == 24
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+def test_curves_call_gan_losses_by_their_names_not_nats(tmp_path, monkeypatch):
+    from genlab.viz import figures
+
+    labels: dict[str, list[str]] = {}
+
+    def keep_labels(fig, path):
+        labels[Path(path).stem] = [ax.get_ylabel() for ax in fig.axes if ax.get_title()]
+        return Path(path)
+
+    monkeypatch.setattr(figures, "_save", keep_labels)
+    gan = [{"epoch": e, "train/loss": 1.0 / e, "train/g_loss": 0.5} for e in (1, 2)]
+    vae = [{"epoch": e, "train/loss": 100.0 / e, "test/elbo": -90.0} for e in (1, 2)]
+    figures.curves_figure(gan, tmp_path / "gan.png")
+    figures.curves_figure(vae, tmp_path / "vae.png")
+    assert labels["gan"] == ["loss", "g_loss"]
+    assert labels["vae"] == ["nats per example", "nats per example"]

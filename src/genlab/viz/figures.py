@@ -347,6 +347,8 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
             if "/" in k and k.split("/", 1)[1] not in keys:
                 keys.append(k.split("/", 1)[1])
     keys = keys or ["loss"]
+    # likelihood models log an ELBO and their terms are nats; a GAN's losses and estimates are not
+    in_nats = "elbo" in keys
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -357,7 +359,7 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
                 ax.plot(*zip(*pts), style, marker="o", ms=3, label=split)
         ax.set_title(key)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("nats per example" if key in ("loss", "recon", "kl", "elbo", "iwae") else key)
+        ax.set_ylabel("nats per example" if in_nats and key in ("loss", "recon", "kl", "elbo", "iwae") else key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
