@@ -115,7 +115,8 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, k: int = 1000, quali
     body = "".join("<tr><td>" + html.escape(r["name"]) + "</td><td>" + html.escape(r["family"]) + "</td>"
                    + "".join(f"<td>{html.escape(_fmt(r.get(key), fmt))}</td>" for _, key, fmt in COLUMNS)
                    + "</tr>" for r in rows)
-    notes = ("NLL: importance-weighted estimate of -log p(x) in nats per test image (lower is better); ELBO and KL "
+    notes = ("NLL: -log p(x) in nats per test image (lower is better), exact for autoregressive models (pixelcnn, "
+             "gated-pixelcnn, pixelrnn), an importance-weighted estimate for VAEs; ELBO and KL "
              "in nats; '-' where a model has none (GANs have no likelihood). Classes covered: classes that get at "
              "least a quarter of their test share of the samples; class KL: KL(sample classes || test classes) in "
              "nats; both by the domain classifier (mode coverage). FID, precision and recall use genlab's domain "
