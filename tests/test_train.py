@@ -561,6 +561,11 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_drives_the_schedule(
     want = [1e-3 * 0.5 * (1 + math.cos(math.pi * t / 4.5)) for t in range(4)]
     assert [r["lr"] for r in model.history] == pytest.approx(want, rel=1e-9)
     assert json.loads((tmp_path / "run" / "checkpoints" / "model.json").read_text())["epoch"] == 4
+    # the exponential schedule still decays once per epoch
+    monkeypatch.setattr(trainer_mod, "time", _FakeClock(epoch_s=1.0))
+    model = _train(tmp_path / "exp", digits, epochs=100, time_limit=3.5, schedule="exponential", lr_gamma=0.5,
+                   lr=1e-3, eval_every=0)
+    assert [r["lr"] for r in model.history] == pytest.approx([1e-3, 5e-4, 2.5e-4], rel=1e-12)
 
 
 def test_time_limit_runs_at_least_one_epoch_and_rejects_nonsense(digits: ImageDataset, tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ class TrainConfig:
     epochs: int = 10  # passes over the training split
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when reached first)
     # seconds of training (evaluation excluded): the run stops at the last epoch boundary that fits, and the
-    # cosine/exponential schedules follow the elapsed fraction of this budget instead of the epoch count
+    # cosine schedule follows the elapsed fraction of this budget instead of the epoch count
     time_limit: float | None = None
     batch_size: int = 128
     optimizer: str = "adam"  # adam | adamw | rmsprop

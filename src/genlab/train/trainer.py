@@ -52,7 +52,7 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 def _lr_factor(cfg: TrainConfig, epoch: int, train_time: float = 0.0) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based), which starts after ``train_time`` seconds
-    of training; with a time limit the schedule runs on whichever of epochs and time is further along."""
+    of training; with a time limit the cosine runs on whichever of epochs and time is further along."""
     progress = epoch / max(1, cfg.epochs)
     if cfg.time_limit:
         progress = max(progress, min(1.0, train_time / cfg.time_limit))
@@ -61,7 +61,7 @@ def _lr_factor(cfg: TrainConfig, epoch: int, train_time: float = 0.0) -> float:
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if cfg.schedule == "exponential":
-        return cfg.lr_gamma ** (progress * cfg.epochs if cfg.time_limit else epoch)
+        return cfg.lr_gamma ** epoch  # per epoch, with or without a time limit
     raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
