@@ -149,13 +149,13 @@ def test_vae_bound_with_the_head(digits: ImageDataset) -> None:
     assert iwae < 0 and math.isfinite(iwae)
 
 
-def test_vae_head_changes_the_likelihood_and_trains(digits: ImageDataset) -> None:
+def test_vae_head_changes_the_likelihood_and_trains(digits: ImageDataset, tmp_path) -> None:
     import genlab
 
     plain = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, epochs=3, progress=False,
-                         threads=1, eval_every=1)
+                         threads=1, eval_every=1, out=tmp_path / "plain")
     ar = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, ar_hidden=32, epochs=3,
-                      progress=False, threads=1, eval_every=1)
+                      progress=False, threads=1, eval_every=1, out=tmp_path / "ar")
     assert ar.history[-1]["test/elbo"] > plain.history[-1]["test/elbo"]  # the head models what z does not
     assert ar.history[-1]["test/elbo"] > ar.history[0]["test/elbo"]
 

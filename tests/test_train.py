@@ -659,3 +659,16 @@ def test_resume_with_channels_last_is_bit_identical(digits: ImageDataset, tmp_pa
     _assert_same_tensors(_weights(tmp_path / "whole", "trainer.safetensors"),
                          _weights(tmp_path / "split", "trainer.safetensors"))
     assert _without_time(_metrics(tmp_path / "split")) == _without_time(_metrics(tmp_path / "whole"))
+
+
+def test_runs_without_out_get_distinct_folders_in_the_same_second(digits: ImageDataset, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import genlab.api as api_mod
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(api_mod.time, "strftime", lambda fmt: "20260101-000000")
+    runs = [genlab.train("vae", "digits", dataset=digits, epochs=1, progress=False, **TINY).run_dir
+            for _ in range(3)]
+    names = [Path(r).name for r in runs]
+    assert names == ["vae-digits-20260101-000000", "vae-digits-20260101-000000-2", "vae-digits-20260101-000000-3"]
+    assert all((tmp_path / "runs" / n / "checkpoints" / "model.json").exists() for n in names)

@@ -104,9 +104,13 @@ def train(model: str = "vae", data: str | None = None, *, out: str | Path | None
         cfg.train = apply_overrides(cfg.train, changes["train"], "train")
     else:
         cfg = build_config(model, data, preset=preset, overrides=overrides, **options)
-        if out is None:
-            out = Path("runs") / f"{cfg.model}-{cfg.data.name.replace(':', '-').replace('/', '-')}-" \
-                                 f"{time.strftime('%Y%m%d-%H%M%S')}"
+        if out is None:  # a fresh folder named by the time; a second run in the same second gets a suffix
+            stem = Path("runs") / f"{cfg.model}-{cfg.data.name.replace(':', '-').replace('/', '-')}-" \
+                                  f"{time.strftime('%Y%m%d-%H%M%S')}"
+            out, n = stem, 1
+            while out.exists():
+                n += 1
+                out = stem.with_name(f"{stem.name}-{n}")
         run = RunDir(out)
         if run.has_checkpoint():
             raise CheckpointError(f"{run.path} already holds a run; pass --resume to continue it or choose another "
