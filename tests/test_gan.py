@@ -18,7 +18,6 @@ from torch import nn
 
 import genlab
 from genlab.api import build_config
-from genlab.cli import main
 from genlab.config import TrainConfig
 from genlab.data.images import DataSpec, ImageDataset, load_dataset
 from genlab.errors import ConfigError, TrainingDiverged
@@ -383,13 +382,7 @@ def test_class_histogram_by_hand() -> None:
 
 # --- the command line ---
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+from test_cli import run_cli as _cli  # noqa: E402  (genlab ARGS in-process, argparse exits caught)
 
 
 @pytest.fixture

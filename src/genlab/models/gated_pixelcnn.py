@@ -12,7 +12,7 @@ from torch import nn
 
 from genlab.data.images import DataSpec
 from genlab.errors import ConfigError
-from genlab.models.pixel_base import PixelModel
+from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel
 from genlab.nn.masked import GatedPixelLayer, MaskedConv2d
 from genlab.registry import register
 
@@ -36,11 +36,8 @@ class GatedPixelCNN(PixelModel):
 
     Config: ClassVar[type] = GatedPixelCNNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # the short run of the README's measured table (250 steps of 64 statically binarized digits, 1 thread)
-        "mnist-quick": {"features": 16, "layers": 5, "out_hidden": 32,
-                        "data.name": "mnist", "data.binarize": "static", "train.batch_size": 64,
-                        "train.lr": 2e-3, "train.epochs": 1, "train.max_steps": 250, "train.eval_every": 0,
-                        "train.threads": 1},
+        # the short run of the README's measured table
+        "mnist-quick": {"features": 16, "layers": 5, "out_hidden": 32, **MNIST_QUICK_TRAINING},
     }
 
     def __init__(self, config: GatedPixelCNNConfig, spec: DataSpec):

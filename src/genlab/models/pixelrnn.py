@@ -23,7 +23,7 @@ from torch import nn
 
 from genlab.data.images import DataSpec
 from genlab.errors import ConfigError
-from genlab.models.pixel_base import PixelModel
+from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel
 from genlab.nn.masked import MaskedConv2d, shift_down
 from genlab.registry import register
 
@@ -126,11 +126,8 @@ class PixelRNN(PixelModel):
 
     Config: ClassVar[type] = PixelRNNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # the short run of the README's measured table (250 steps of 64 statically binarized digits, 1 thread)
-        "mnist-quick": {"features": 16, "layers": 2, "out_hidden": 32,
-                        "data.name": "mnist", "data.binarize": "static", "train.batch_size": 64,
-                        "train.lr": 2e-3, "train.epochs": 1, "train.max_steps": 250, "train.eval_every": 0,
-                        "train.threads": 1},
+        # the short run of the README's measured table
+        "mnist-quick": {"features": 16, "layers": 2, "out_hidden": 32, **MNIST_QUICK_TRAINING},
     }
 
     def __init__(self, config: PixelRNNConfig, spec: DataSpec):

@@ -26,7 +26,7 @@ from genlab.data.images import DataSpec
 from genlab.data.text import Vocabulary, format_poem, parse_line
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
-from genlab.nn.gaussian import kl_normal_std
+from genlab.nn.gaussian import kl_normal_std, kl_weight
 from genlab.registry import register
 
 DECODERS = ("conv", "gru")
@@ -185,10 +185,7 @@ class TextVAE(GenerativeModel):
     # --- objective ---
 
     def _kl_weight(self, step: int | None) -> float:
-        cfg = self.config
-        if step is None or cfg.kl_warmup == 0:
-            return cfg.beta
-        return cfg.beta * min(1.0, step / cfg.kl_warmup)
+        return kl_weight(self.config.beta, self.config.kl_warmup, step)
 
     def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
         x = batch["tokens"]  # (B, L)

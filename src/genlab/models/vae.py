@@ -12,7 +12,7 @@ from genlab.data.images import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
 from genlab.nn.autoregressive import AutoregressiveBernoulli
-from genlab.nn.gaussian import kl_normal, kl_normal_std, log_normal
+from genlab.nn.gaussian import kl_normal, kl_normal_std, kl_weight, log_normal
 from genlab.nn.likelihoods import build_likelihood
 from genlab.nn.stacks import build_decoder, build_encoder
 from genlab.registry import register
@@ -167,10 +167,7 @@ class VAE(GenerativeModel):
         return self.decode(mu, cond)
 
     def _kl_weight(self, step: int | None) -> float:
-        cfg = self.config
-        if step is None or cfg.kl_warmup == 0:
-            return cfg.beta
-        return cfg.beta * min(1.0, step / cfg.kl_warmup)
+        return kl_weight(self.config.beta, self.config.kl_warmup, step)
 
     def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]

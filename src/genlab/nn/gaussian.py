@@ -32,3 +32,11 @@ def log_normal(x: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Te
     """Elementwise log N(x; mu, exp(logvar)) in nats (not summed)."""
     logvar_t = torch.as_tensor(logvar, dtype=x.dtype)
     return -0.5 * (LOG_2PI + logvar_t + (x - mu).pow(2) * torch.exp(-logvar_t))
+
+
+def kl_weight(beta: float, warmup: int, step: int | None) -> float:
+    """The KL term's weight after ``step`` optimizer steps: beta, reached linearly over ``warmup`` steps (KL
+    annealing, Bowman et al. 2016); ``step`` None (evaluation) or no warm-up gives beta."""
+    if step is None or warmup == 0:
+        return beta
+    return beta * min(1.0, step / warmup)
