@@ -40,6 +40,9 @@ class ConditionalVAE(VAE):
             raise DatasetError(f"cvae needs a labelled dataset; {spec.name} has no classes")
         if config.prior not in PRIORS:
             raise ConfigError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
+        if config.latent_prior != "normal":
+            raise ConfigError("cvae's prior is set by model.prior (concat or class-mean); model.latent_prior is "
+                              "for the unconditional vae")
         self.num_classes = spec.num_classes
         concat = config.prior == "concat"
         super().__init__(config, spec, cond_dim=spec.num_classes if concat else 0)

@@ -14,6 +14,13 @@ from genlab.models.base import GenerativeModel
 from genlab.nn.autoregressive import AutoregressiveBernoulli
 from genlab.nn.gaussian import kl_normal, kl_normal_std, kl_weight, log_normal
 from genlab.nn.likelihoods import build_likelihood
+from genlab.nn.priors import (
+    PRIORS,
+    Mixture,
+    build_prior,
+    mixture_log_prob,
+    mixture_sample,
+)
 from genlab.nn.stacks import build_decoder, build_encoder
 from genlab.registry import register
 
@@ -38,6 +45,11 @@ class VAEConfig:
     # and sampling then run one pixel at a time
     ar_hidden: int = 0
     ar_direct: bool = True  # the head's direct pixel-to-pixel connections (D^2 weights); False keeps only MADE units
+    # p(z): normal (N(0, I), analytic KL) | mog (a learned mixture of prior_components diagonal Gaussians) | vamp
+    # (the VampPrior: the encoder's posteriors of prior_components learned pseudo-inputs); the learned priors'
+    # KL is estimated from the decoded z (nn/priors.py)
+    latent_prior: str = "normal"
+    prior_components: int = 500
 
 
 _DECODE_SEED = 0  # the uniforms of decode()'s chains with the autoregressive head
@@ -63,13 +75,21 @@ def _check_config(cfg: VAEConfig) -> None:
     if cfg.ar_hidden and cfg.likelihood != "bernoulli":
         raise ConfigError("model.ar_hidden (the autoregressive decoder head) needs binary pixels: use "
                           "--model.likelihood=bernoulli with --data.binarize=dynamic (or static)")
+    if cfg.latent_prior not in PRIORS:
+        raise ConfigError(f"model.latent_prior must be one of {', '.join(PRIORS)}, not {cfg.latent_prior!r}")
+    if cfg.latent_prior != "normal" and cfg.prior_components < 1:
+        raise ConfigError(f"model.prior_components must be >= 1, got {cfg.prior_components}")
+    if cfg.latent_prior != "normal" and cfg.free_bits > 0:
+        raise ConfigError("model.free_bits needs the per-dimension KL of the normal prior; a learned prior "
+                          f"({cfg.latent_prior}) has no such split: leave free_bits at 0")
     if cfg.beta < 0 or cfg.free_bits < 0 or cfg.kl_warmup < 0:
         raise ConfigError("model.beta, model.free_bits and model.kl_warmup must be >= 0")
 
 
 @register("vae")
 class VAE(GenerativeModel):
-    """q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), p(x|z) from the chosen likelihood."""
+    """q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I) or a learned prior, p(x|z) from the chosen
+    likelihood."""
 
     Config: ClassVar[type] = VAEConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -103,6 +123,7 @@ class VAE(GenerativeModel):
                                      hidden=config.hidden, channels=config.channels, act=config.activation)
         self.ar = (AutoregressiveBernoulli(math.prod(spec.shape), config.ar_hidden, config.latent_dim + cond_dim,
                                            direct=config.ar_direct) if config.ar_hidden else None)
+        self.prior = build_prior(config.latent_prior, config.prior_components, config.latent_dim, spec.shape)
 
     # --- conditioning hooks (the conditional family overrides these two) ---
 
@@ -169,37 +190,58 @@ class VAE(GenerativeModel):
     def _kl_weight(self, step: int | None) -> float:
         return kl_weight(self.config.beta, self.config.kl_warmup, step)
 
+    def _mixture(self) -> Mixture | None:
+        """The learned prior's components (None for N(0, I)); the VampPrior encodes its pseudo-inputs here."""
+        if self.prior is None:
+            return None
+        return self.prior.mixture(lambda u: self._posterior(u, None))
+
+    def _log_pz(self, z: torch.Tensor, prior_mu: torch.Tensor | None, mix: Mixture | None) -> torch.Tensor:
+        """log p(z) for codes (..., B, L): shape (..., B)."""
+        if mix is not None:
+            return mixture_log_prob(z, mix)
+        return log_normal(z, 0.0 if prior_mu is None else prior_mu).sum(-1)
+
     def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
         cond, prior_mu = self._cond(batch), self._prior_mean(batch)
         mu, logvar = self._posterior(x, cond)
-        kl_dims = kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)  # (B, L)
-        kl = kl_dims.sum(-1)  # (B,)
+        mix = self._mixture()
         cfg = self.config
         if cfg.iwae_k == 1:
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
             recon = -self._log_px(z, cond, x)  # (B,)
-            if cfg.free_bits > 0:  # KL of each dimension, averaged over the batch, is floored at free_bits
-                kl_term = kl_dims.mean(0).clamp(min=cfg.free_bits).sum()
-            else:
+            if mix is not None:  # no closed form: log q(z|x) - log p(z) at the decoded z, unbiased
+                kl = log_normal(z, mu, logvar).sum(-1) - mixture_log_prob(z, mix)  # (B,)
                 kl_term = kl.mean()
+            else:
+                kl_dims = kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)
+                kl = kl_dims.sum(-1)  # (B,)
+                if cfg.free_bits > 0:  # KL of each dimension, averaged over the batch, is floored at free_bits
+                    kl_term = kl_dims.mean(0).clamp(min=cfg.free_bits).sum()
+                else:
+                    kl_term = kl.mean()
             loss = recon.mean() + self._kl_weight(step) * kl_term
             elbo = -(recon + kl)
             return {"loss": loss, "recon": recon.mean(), "kl": kl.mean(), "elbo": elbo.mean()}
-        log_w, recon0 = self._log_weights(x, cond, prior_mu, mu, logvar, cfg.iwae_k)
+        log_w, recon0, kl0 = self._log_weights(x, cond, prior_mu, mu, logvar, cfg.iwae_k, mix)
         iwae = torch.logsumexp(log_w, dim=0) - math.log(cfg.iwae_k)  # (B,)
-        return {"loss": -iwae.mean(), "iwae": iwae.mean(), "recon": recon0.mean(), "kl": kl.mean(),
-                "elbo": (-(recon0 + kl)).mean()}
+        if mix is None:
+            kl0 = (kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)).sum(-1)
+        return {"loss": -iwae.mean(), "iwae": iwae.mean(), "recon": recon0.mean(), "kl": kl0.mean(),
+                "elbo": (-(recon0 + kl0)).mean()}
 
     def _log_weights(self, x: torch.Tensor, cond: torch.Tensor | None, prior_mu: torch.Tensor | None,
-                     mu: torch.Tensor, logvar: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k, B) log p(x|z) + log p(z) - log q(z|x) for z ~ q, and the reconstruction NLL of the first draw."""
+                     mu: torch.Tensor, logvar: torch.Tensor, k: int,
+                     mix: Mixture | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(k, B) log p(x|z) + log p(z) - log q(z|x) for z ~ q; the reconstruction NLL and the KL estimate
+        log q(z|x) - log p(z) of the first draw, (B,) each."""
         eps = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
         z = mu + torch.exp(0.5 * logvar) * eps
         log_px = self._log_px(z, cond, x)  # (k, B)
-        log_pz = log_normal(z, 0.0 if prior_mu is None else prior_mu).sum(-1)
+        log_pz = self._log_pz(z, prior_mu, mix)
         log_qz = log_normal(z, mu, logvar).sum(-1)
-        return log_px + log_pz - log_qz, -log_px[0]
+        return log_px + log_pz - log_qz, -log_px[0], log_qz[0] - log_pz[0]
 
     @torch.no_grad()
     def log_importance_weights(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
@@ -207,14 +249,18 @@ class VAE(GenerativeModel):
         x = batch["x"]
         cond, prior_mu = self._cond(batch), self._prior_mean(batch)
         mu, logvar = self._posterior(x, cond)
-        return self._log_weights(x, cond, prior_mu, mu, logvar, k)[0]
+        return self._log_weights(x, cond, prior_mu, mu, logvar, k, self._mixture())[0]
 
     @torch.no_grad()
     def sample(self, n: int, *, cond: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode n draws from the prior: (n, C, H, W) mean images in [0, 1] (with the autoregressive head, the
         pixel probabilities along a chain drawn from ``generator``)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        mix = self._mixture()
+        if mix is None:
+            z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        else:
+            z = mixture_sample(n, mix, generator=generator)
         if self.ar is not None:
             return self._mean_images(z, None, generator=generator or _default_generator(self.device))
         return self.decode(z)
