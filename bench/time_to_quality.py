@@ -72,6 +72,55 @@ def run_one(label: str, preset: str, data: Any, overrides: list[str], k: int, ou
             "parameters": model.num_parameters()}
 
 
+def evaluate_run(label: str, run: Path, preset: str, want: Any, k: int, limit: int | None) -> dict[str, Any]:
+    """The test NLL with k samples of a run folder already trained with ``genlab train vae --preset PRESET``; its
+    epochs, training time and last test ELBO come from the folder's metrics.jsonl. Refuses a run whose model or
+    training settings are not the preset's (``want``: its config, with the --time-limit given)."""
+    import json
+
+    import genlab
+    from genlab.metrics.likelihood import test_nll
+
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise SystemExit(f"error: {run} is not a run folder (no config.json); train one with "
+                         f"genlab train vae --preset {preset} --out {run}")
+    stored = json.loads(config_path.read_text())
+    keys = ("batch_size", "lr", "optimizer", "weight_decay", "schedule", "time_limit")
+    model_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["model_config"].items()}
+    if (model_cfg != vars(want.model_config) or stored["data"]["binarize"] != want.data.binarize
+            or any(stored["train"][key] != getattr(want.train, key) for key in keys)):
+        raise SystemExit(f"error: {run} was not trained with --preset {preset}'s settings; train it with "
+                         f"genlab train vae --preset {preset} --out RUN")
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = lines[-1]
+    model = genlab.load(run)
+    data = genlab.load_run_data(run, progress=False)
+    if limit:
+        data.test_x = data.test_x[:limit]
+        data.test_y = None if data.test_y is None else data.test_y[:limit]
+    start = time.perf_counter()
+    nll = test_nll(model, data, k=k)
+    eval_s = time.perf_counter() - start
+    return {"label": label, "run": str(run), "epochs": last["epoch"], "train_s": last["time_s"],
+            "test_elbo": last.get("test/elbo"), "test_kl": last.get("test/kl"), "nll": nll.mean().item(),
+            "nll_se": (nll.std() / len(nll) ** 0.5).item(), "nll_images": len(nll), "k": k, "nll_eval_s": eval_s,
+            "parameters": model.num_parameters()}
+
+
+def _train_and_evaluate(args: argparse.Namespace, cfg: Any, overrides: list[str]) -> list[dict[str, Any]]:
+    """Train the preset (and with --with-plain the plain VAE) into run folders, then evaluate each."""
+    data = _dataset(cfg, args.limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(args.runs_dir or tmp)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        runs = [run_one("genlab", args.preset, data, overrides, args.k, runs_dir / f"{args.preset}-{stamp}")]
+        if args.with_plain:
+            runs.append(run_one("plain 784-400-20 VAE", args.preset, data, overrides, args.k,
+                                runs_dir / f"{args.preset}-plain-{stamp}", PLAIN))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="mnist-10min", choices=sorted(REFERENCES))
@@ -82,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--with-plain", action="store_true",
                     help="also train the plain 784-400-20 VAE (no autoregressive head) for the same budget")
     ap.add_argument("--runs-dir", help="keep the run folders here (default: a temporary folder)")
+    ap.add_argument("--run", help="do not train: evaluate this run folder, trained earlier with "
+                                  "'genlab train vae --preset PRESET --out RUN' (its training time and epochs are "
+                                  "read from the folder)")
     ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
     ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
@@ -98,15 +150,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = [] if args.time_limit is None else [f"train.time_limit={args.time_limit}"]
     overrides += [] if args.threads is None else [f"train.threads={args.threads}"]
     cfg = build_config("vae", preset=args.preset, overrides=overrides)
-    data = _dataset(cfg, args.limit)
     reference, reference_label = REFERENCES[args.preset]
-    with tempfile.TemporaryDirectory() as tmp:
-        runs_dir = Path(args.runs_dir or tmp)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        runs = [run_one("genlab", args.preset, data, overrides, args.k, runs_dir / f"{args.preset}-{stamp}")]
+    if args.run:
         if args.with_plain:
-            runs.append(run_one("plain 784-400-20 VAE", args.preset, data, overrides, args.k,
-                                runs_dir / f"{args.preset}-plain-{stamp}", PLAIN))
+            ap.error("--run evaluates a finished run; --with-plain needs training")
+        runs = [evaluate_run("genlab", Path(args.run), args.preset, cfg, args.k, args.limit)]
+    else:
+        runs = _train_and_evaluate(args, cfg, overrides)
     name = f"{BENCHMARK}-{args.preset}" + (f"-limit{args.limit}" if args.limit else "")
     rows = [[f"**{r['label']}**" if r["label"] == "genlab" else r["label"], f"{r['train_s']:.0f} s", str(r["epochs"]),
              f"{r['test_elbo']:.2f}" if r["test_elbo"] is not None else "-",
@@ -122,7 +172,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               f"margin to {reference:.2f}"], "rows": rows},
         "notes": [f"Reference: {reference:.2f} nats, {reference_label}; a positive margin beats it.",
                   f"NLL on {runs[0]['nll_images']} test images; training time excludes the per-epoch test "
-                  f"ELBO. Peak resident memory of the whole process: {_peak_rss_gb():.2f} GB."],
+                  f"ELBO. Peak resident memory of the whole process: {_peak_rss_gb():.2f} GB"
+                  + (" (evaluation only: the training ran in its own process)." if args.run else ".")]
+        + ([f"Trained earlier by `genlab train vae --preset {args.preset} --out {args.run}`."] if args.run else []),
     }
     common.publish(name, result, args.results_dir, args.readme)
     return result

@@ -196,3 +196,15 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
     assert run["nll"] < -run["test_elbo"] + 5  # k=4 already about as tight as the ELBO, on a different draw of z
     assert 100 < run["nll"] < 600 and run["nll_se"] > 0 and written["peak_rss_gb"] > 0
     assert (tmp_path / "runs").is_dir() and "| **genlab** |" in (tmp_path / "README.md").read_text()
+    # --run evaluates that run folder again without training, and refuses one trained with another preset
+    again = time_to_quality.main(["--run", run["run"], "--time-limit", "0.5", "--k", "4", "--limit", "256",
+                                  "--results-dir", str(out), "--readme", ""])
+    (rerun,) = again["runs"]
+    assert (rerun["epochs"], rerun["train_s"], rerun["test_elbo"]) == (run["epochs"], run["train_s"], run["test_elbo"])
+    assert abs(rerun["nll"] - run["nll"]) < 5 * run["nll_se"] + 1.0  # another draw of the same estimate
+    assert any("Trained earlier by" in n for n in again["notes"])
+    with pytest.raises(SystemExit, match="was not trained with --preset mnist-1h"):
+        time_to_quality.main(["--run", run["run"], "--preset", "mnist-1h", "--time-limit", "0.5", "--k", "4",
+                              "--results-dir", str(out), "--readme", ""])
+    with pytest.raises(SystemExit, match="is not a run folder"):
+        time_to_quality.main(["--run", str(tmp_path), "--k", "4", "--results-dir", str(out), "--readme", ""])
