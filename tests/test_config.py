@@ -261,6 +261,7 @@ def test_time_to_quality_presets_set_data_and_training_and_yield_to_the_user() -
                        overrides=["train.time_limit=30", "data.binarize=static"])
     assert (cfg.data.name, cfg.data.binarize) == ("fashion-mnist", "static")
     assert (cfg.train.time_limit, cfg.train.batch_size, cfg.model_config.hidden) == (30.0, 64, (512, 512))
+    assert (cfg.train.optimizer, cfg.train.weight_decay, cfg.model_config.ar_hidden) == ("adamw", 0.05, 2000)
 
 
 def test_unknown_preset_names_the_presets() -> None:

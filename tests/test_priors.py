@@ -165,3 +165,35 @@ def test_cvae_refuses_a_learned_latent_prior(digits: ImageDataset) -> None:
     cfg = build_config("cvae", "digits", latent_prior="mog")
     with pytest.raises(ConfigError, match="model.latent_prior is for the unconditional vae"):
         ConditionalVAE(cfg.model_config, digits.spec)
+
+
+@pytest.mark.parametrize("family,options", [
+    ("vae", {"ar_hidden": 12}),
+    ("vae", {"latent_prior": "vamp", "prior_components": 5}),
+    ("cvae", {"prior": "class-mean"}),
+    ("cvae", {"prior": "concat", "ar_hidden": 6}),
+])
+def test_importance_sampler_gives_the_weights_of_repeated_calls(digits: ImageDataset, family: str,
+                                                                 options: dict) -> None:
+    """The chunked evaluation computes q(z|x), the prior's components and the head's pixel part once per batch;
+    its chunks must be exactly the log-weights of calling log_importance_weights once per chunk."""
+    from genlab.registry import get_family
+
+    cfg = build_config(family, "digits", hidden=(16,), latent_dim=2, **options)
+    torch.manual_seed(0)
+    model = get_family(family)(cfg.model_config, digits.spec).eval()
+    x, y = digits.split("test")
+    batch = {"x": x[:6], "y": y[:6]}
+    torch.manual_seed(5)
+    draw = model.importance_sampler(batch)
+    chunks = [draw(k) for k in (3, 4, 1)]
+    torch.manual_seed(5)
+    calls = [model.log_importance_weights(batch, k) for k in (3, 4, 1)]
+    for a, b in zip(chunks, calls):
+        torch.testing.assert_close(a, b)
+    torch.manual_seed(9)
+    streamed = importance_weighted_log_likelihood(model, batch, k=8, chunk=3)
+    torch.manual_seed(9)
+    weights = torch.cat([model.log_importance_weights(batch, k) for k in (3, 3, 2)]).double()
+    direct = torch.logsumexp(weights, 0) - math.log(8)
+    torch.testing.assert_close(streamed.double(), direct, rtol=0, atol=1e-5)

@@ -10,7 +10,6 @@ from tqdm import tqdm
 from genlab.data.images import ImageDataset
 from genlab.models.base import ExactLikelihoodModel, GenerativeModel, LikelihoodModel
 
-
 _CHUNK_FLOATS = 2_000_000
 
 
@@ -27,9 +26,12 @@ def importance_weighted_log_likelihood(model: LikelihoodModel, batch: dict[str, 
     running_max = None
     running_sum = None
     done = 0
+    # a model may compute what the chunks share (the encoder, the decoder's pixel part) once per batch
+    sampler = getattr(model, "importance_sampler", None)
+    draw = sampler(batch) if sampler is not None else (lambda kc: model.log_importance_weights(batch, kc))
     while done < k:
         kc = min(chunk, k - done)
-        lw = model.log_importance_weights(batch, kc).double()  # (kc, B)
+        lw = draw(kc).double()  # (kc, B)
         m = lw.max(dim=0).values
         if running_max is None:
             running_max, running_sum = m, torch.exp(lw - m).sum(0)

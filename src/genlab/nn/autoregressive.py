@@ -48,15 +48,22 @@ class AutoregressiveBernoulli(nn.Module):
             return pre, torch.zeros((), dtype=x.dtype, device=x.device)
         return pre, F.linear(x, self.w_direct * self.mask_direct)
 
-    def logits(self, base: torch.Tensor, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def pixel_part(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``logits`` needs of the pixels alone, (B, D) -> ((B, H), (B, D)): compute it once and pass it as
+        ``pixels`` to score many latent samples of the same images."""
+        return self._from_pixels(x)
+
+    def logits(self, base: torch.Tensor, context: torch.Tensor, x: torch.Tensor,
+               pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """base (..., B, D) and context (..., B, C) from z; x (B, D) -> logits (..., B, D) given x_<i."""
-        pre_x, direct = self._from_pixels(x)
+        pre_x, direct = self._from_pixels(x) if pixels is None else pixels
         h = torch.relu(pre_x + self.context(context))  # (..., B, H)
         return base + direct + F.linear(h, self.w_out * self.mask_out)
 
-    def log_prob(self, base: torch.Tensor, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, base: torch.Tensor, context: torch.Tensor, x: torch.Tensor,
+                 pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """log p(x | z) summed over pixels: shape base.shape[:-1]."""
-        logits = self.logits(base, context, x)
+        logits = self.logits(base, context, x, pixels)
         return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
     @torch.no_grad()
