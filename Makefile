@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -c "import pythae" 2>/dev/null || $(PY) -m pip install --quiet pythae
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_mlp_epoch.py --epochs $(BENCH_EPOCHS)
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_conv_epoch.py
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/nll_eval.py
 	$(PY) bench/common.py
 
 # Time to quality (bench/time_to_quality.py): train a time-budgeted preset, then its k=5000 test NLL; the

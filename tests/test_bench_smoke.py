@@ -208,3 +208,15 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
                               "--results-dir", str(out), "--readme", ""])
     with pytest.raises(SystemExit, match="is not a run folder"):
         time_to_quality.main(["--run", str(tmp_path), "--k", "4", "--results-dir", str(out), "--readme", ""])
+
+
+def test_nll_eval_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    import nll_eval
+
+    out = tmp_path / "results"
+    result = nll_eval.main(["--preset", "mnist-10min", "--k", "7", "--limit", "3", "--repeats", "1",
+                            "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "nll_eval-mnist-10min.json").read_text())
+    assert written["identical_estimates"] is True and written["command"] == result["command"]
+    assert len(written["times_s"]["per batch"]) == 1 and all(t > 0 for t in written["median_s"].values())
