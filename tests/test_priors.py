@@ -197,3 +197,12 @@ def test_importance_sampler_gives_the_weights_of_repeated_calls(digits: ImageDat
     weights = torch.cat([model.log_importance_weights(batch, k) for k in (3, 3, 2)]).double()
     direct = torch.logsumexp(weights, 0) - math.log(8)
     torch.testing.assert_close(streamed.double(), direct, rtol=0, atol=1e-5)
+
+
+def test_vamp_report_shows_the_pseudo_inputs(digits: ImageDataset, tmp_path) -> None:
+    from genlab.viz.figures import standard_figures
+
+    model = _vae(digits, latent_dim=2, latent_prior="vamp", prior_components=10)
+    figs = standard_figures(model, digits, tmp_path)
+    assert figs["pseudo_inputs"].exists()
+    assert "pseudo_inputs" not in standard_figures(_vae(digits, latent_dim=2), digits, tmp_path / "plain")

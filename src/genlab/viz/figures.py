@@ -397,6 +397,12 @@ def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
             figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", dims=dims, base=base, cond=cond)
         figs["interpolation"] = interpolation_figure(model, data, out_dir / "interpolation.png")
         figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png", post=post)
+    pseudo = getattr(getattr(model, "prior", None), "pseudo_inputs", None)  # the VampPrior's learned images
+    if pseudo is not None:
+        with torch.no_grad():
+            u = pseudo()[:64].cpu()
+        figs["pseudo_inputs"] = save_grid(u, out_dir / "pseudo_inputs.png",
+                                          title=f"VampPrior: {min(64, len(u))} of {len(pseudo())} pseudo-inputs")
     if hasattr(model, "complete"):  # autoregressive models: the bottom half and quarter of test images redrawn
         figs["completion"] = completion_figure(model, data, out_dir / "completion.png")
     if hasattr(model, "transfer") and data.spec.num_classes > 1:

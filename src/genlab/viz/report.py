@@ -31,6 +31,8 @@ CAPTIONS = {
     "transfer": "Style transfer: each test image encoded with its own label and decoded with every label.",
     "kl_per_dim": "KL of each latent dimension (bars) and the variance of its posterior mean over the test set "
                   "(dots); dimensions above the dashed line are active.",
+    "pseudo_inputs": "The VampPrior's learned pseudo-inputs: p(z) is the mixture of the encoder's posteriors of these "
+                     "images.",
     "curves": "Loss terms per epoch (train solid, test dashed), nats per example.",
     "progress": "The generator's images of one fixed noise batch at epochs from the first (top) to the last.",
     "completion": "Image completion: test images (left), their bottom rows hidden (grey), and completions drawn "
