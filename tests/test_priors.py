@@ -206,3 +206,14 @@ def test_vamp_report_shows_the_pseudo_inputs(digits: ImageDataset, tmp_path) -> 
     figs = standard_figures(model, digits, tmp_path)
     assert figs["pseudo_inputs"].exists()
     assert "pseudo_inputs" not in standard_figures(_vae(digits, latent_dim=2), digits, tmp_path / "plain")
+
+
+def test_latent_diagnostics_name_what_the_kl_bars_are_against(digits: ImageDataset, tmp_path) -> None:
+    from genlab.metrics.latent import latent_diagnostics
+    from genlab.viz.figures import kl_figure
+
+    mog = latent_diagnostics(_vae(digits, latent_dim=2, latent_prior="mog", prior_components=3), digits, limit=50)
+    plain = latent_diagnostics(_vae(digits, latent_dim=2), digits, limit=50)
+    assert (mog["kl_per_dim_against"], plain["kl_per_dim_against"]) == ("N(0, I)", "p(z)")
+    assert kl_figure(mog["kl_per_dim"], mog["posterior_mean_variance"], tmp_path / "kl.png",
+                     against=mog["kl_per_dim_against"]).exists()

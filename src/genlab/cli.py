@@ -56,7 +56,8 @@ def _write_run_outputs(model: Any, data: Any, run_dir: Path, title: str, progres
 
         figs["kl_per_dim"] = kl_figure(evaluation["latent/kl_per_dim"],
                                        evaluation["latent/posterior_mean_variance"], run.figures / "kl_per_dim.png",
-                                       evaluation.get("latent/active_threshold", 0.01))
+                                       evaluation.get("latent/active_threshold", 0.01),
+                                       evaluation.get("latent/kl_per_dim_against", "p(z)"))
     if evaluation and "quality/class_histogram" in evaluation:  # mode coverage of the samples
         from genlab.viz.samples import class_histogram_figure
 

@@ -102,4 +102,6 @@ def latent_diagnostics(model: LatentModel, data: ImageDataset, *, split: str = "
         "mutual_information": mutual_information(post, generator=g),
         "mutual_information_max": math.log(len(post.mu)),
         "images": len(post.mu),
+        # a learned prior (mog, vamp) has no per-dimension KL: the bars are then taken against N(0, I)
+        "kl_per_dim_against": "N(0, I)" if getattr(model, "prior", None) is not None else "p(z)",
     }

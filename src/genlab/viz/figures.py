@@ -316,8 +316,9 @@ def completion_figure(model: Any, data: ImageDataset, path: Path, *, hides: Sequ
 
 
 def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path: Path,
-              threshold: float = 0.01) -> Path:
-    """KL per latent dimension as bars, the variance of the posterior mean (activity) as dots on a log axis."""
+              threshold: float = 0.01, against: str = "p(z)") -> Path:
+    """KL per latent dimension as bars, the variance of the posterior mean (activity) as dots on a log axis;
+    ``against``: the distribution the KL is taken against, named in the title unless it is the prior p(z)."""
     kl = np.asarray(kl_per_dim, dtype=float)
     var = np.asarray(mean_variance, dtype=float)
     order = np.argsort(-kl)
@@ -334,7 +335,8 @@ def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path:
     active = int((var > threshold).sum())
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
-    ax.set_title(f"KL per dimension; {active} of {len(kl)} units active", fontsize=10)
+    vs = "" if against == "p(z)" else f" against {against}"
+    ax.set_title(f"KL per dimension{vs}; {active} of {len(kl)} units active", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
