@@ -54,22 +54,27 @@ def _dataset(cfg: Any, limit: int | None) -> Any:
     return data
 
 
+def _score(label: str, run: Path, model: Any, data: Any, last: dict[str, Any], k: int) -> dict[str, Any]:
+    """The test NLL with k samples of a trained model, beside its last epoch's record ``last``."""
+    from genlab.metrics.likelihood import test_nll
+
+    start = time.perf_counter()
+    nll = test_nll(model, data, k=k)
+    eval_s = time.perf_counter() - start
+    return {"label": label, "run": str(run), "epochs": last["epoch"], "train_s": last["time_s"],
+            "test_elbo": last.get("test/elbo"), "test_kl": last.get("test/kl"), "nll": nll.mean().item(),
+            "nll_se": (nll.std() / len(nll) ** 0.5).item(), "nll_images": len(nll), "k": k, "nll_eval_s": eval_s,
+            "parameters": model.num_parameters()}
+
+
 def run_one(label: str, preset: str, data: Any, overrides: list[str], k: int, out: Path,
             model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``preset`` (with ``model_options`` on top) into ``out``, then its test NLL with k samples."""
     import genlab
-    from genlab.metrics.likelihood import test_nll
 
     model = genlab.train("vae", preset=preset, out=out, dataset=data, overrides=overrides,
                          **(model_options or {}))
-    last = model.history[-1]
-    start = time.perf_counter()
-    nll = test_nll(model, data, k=k)
-    eval_s = time.perf_counter() - start
-    return {"label": label, "run": str(out), "epochs": last["epoch"], "train_s": last["time_s"],
-            "test_elbo": last.get("test/elbo"), "test_kl": last.get("test/kl"), "nll": nll.mean().item(),
-            "nll_se": (nll.std() / len(nll) ** 0.5).item(), "nll_images": len(nll), "k": k, "nll_eval_s": eval_s,
-            "parameters": model.num_parameters()}
+    return _score(label, out, model, data, model.history[-1], k)
 
 
 def evaluate_run(label: str, run: Path, preset: str, want: Any, k: int, limit: int | None) -> dict[str, Any]:
@@ -79,7 +84,7 @@ def evaluate_run(label: str, run: Path, preset: str, want: Any, k: int, limit: i
     import json
 
     import genlab
-    from genlab.metrics.likelihood import test_nll
+    from genlab.train.run import RunDir
 
     config_path = run / "config.json"
     if not config_path.is_file():
@@ -92,20 +97,13 @@ def evaluate_run(label: str, run: Path, preset: str, want: Any, k: int, limit: i
             or any(stored["train"][key] != getattr(want.train, key) for key in keys)):
         raise SystemExit(f"error: {run} was not trained with --preset {preset}'s settings; train it with "
                          f"genlab train vae --preset {preset} --out RUN")
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = lines[-1]
+    last = RunDir(run).read_metrics()[-1]
     model = genlab.load(run)
     data = genlab.load_run_data(run, progress=False)
     if limit:
         data.test_x = data.test_x[:limit]
         data.test_y = None if data.test_y is None else data.test_y[:limit]
-    start = time.perf_counter()
-    nll = test_nll(model, data, k=k)
-    eval_s = time.perf_counter() - start
-    return {"label": label, "run": str(run), "epochs": last["epoch"], "train_s": last["time_s"],
-            "test_elbo": last.get("test/elbo"), "test_kl": last.get("test/kl"), "nll": nll.mean().item(),
-            "nll_se": (nll.std() / len(nll) ** 0.5).item(), "nll_images": len(nll), "k": k, "nll_eval_s": eval_s,
-            "parameters": model.num_parameters()}
+    return _score(label, run, model, data, last, k)
 
 
 def _train_and_evaluate(args: argparse.Namespace, cfg: Any, overrides: list[str]) -> list[dict[str, Any]]:
