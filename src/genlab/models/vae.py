@@ -207,6 +207,11 @@ class VAE(GenerativeModel):
             return mixture_log_prob(z, mix)
         return log_normal(z, 0.0 if prior_mu is None else prior_mu).sum(-1)
 
+    @staticmethod
+    def _kl_dims(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor | None) -> torch.Tensor:
+        """KL(q(z|x) || N(prior_mu or 0, I)) per dimension, (B, L)."""
+        return kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)
+
     def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
         cond, prior_mu = self._cond(batch), self._prior_mean(batch)
@@ -220,7 +225,7 @@ class VAE(GenerativeModel):
                 kl = log_normal(z, mu, logvar).sum(-1) - mixture_log_prob(z, mix)  # (B,)
                 kl_term = kl.mean()
             else:
-                kl_dims = kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)
+                kl_dims = self._kl_dims(mu, logvar, prior_mu)  # (B, L), closed form
                 kl = kl_dims.sum(-1)  # (B,)
                 if cfg.free_bits > 0:  # KL of each dimension, averaged over the batch, is floored at free_bits
                     kl_term = kl_dims.mean(0).clamp(min=cfg.free_bits).sum()
@@ -232,7 +237,7 @@ class VAE(GenerativeModel):
         log_w, recon0, kl0 = self._log_weights(x, cond, prior_mu, mu, logvar, cfg.iwae_k, mix)
         iwae = torch.logsumexp(log_w, dim=0) - math.log(cfg.iwae_k)  # (B,)
         if mix is None:
-            kl0 = (kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)).sum(-1)
+            kl0 = self._kl_dims(mu, logvar, prior_mu).sum(-1)
         return {"loss": -iwae.mean(), "iwae": iwae.mean(), "recon": recon0.mean(), "kl": kl0.mean(),
                 "elbo": (-(recon0 + kl0)).mean()}
 
