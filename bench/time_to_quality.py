@@ -46,7 +46,11 @@ def _peak_rss_gb() -> float:
 def _dataset(cfg: Any, limit: int | None) -> Any:
     import genlab
 
-    data = genlab.load_dataset(cfg.data.name, binarize=cfg.data.binarize, progress=False)
+    return _limited(genlab.load_dataset(cfg.data.name, binarize=cfg.data.binarize, progress=False), limit)
+
+
+def _limited(data: Any, limit: int | None) -> Any:
+    """``data`` cut to its first ``limit`` training and test images (None: all)."""
     if limit:
         data.train_x, data.test_x = data.train_x[:limit], data.test_x[:limit]
         data.train_y = None if data.train_y is None else data.train_y[:limit]
@@ -81,29 +85,23 @@ def evaluate_run(label: str, run: Path, preset: str, want: Any, k: int, limit: i
     """The test NLL with k samples of a run folder already trained with ``genlab train vae --preset PRESET``; its
     epochs, training time and last test ELBO come from the folder's metrics.jsonl. Refuses a run whose model or
     training settings are not the preset's (``want``: its config, with the --time-limit given)."""
-    import json
-
     import genlab
     from genlab.train.run import RunDir
 
-    config_path = run / "config.json"
-    if not config_path.is_file():
+    folder = RunDir(run)
+    if not folder.config_path.is_file():
         raise SystemExit(f"error: {run} is not a run folder (no config.json); train one with "
                          f"genlab train vae --preset {preset} --out {run}")
-    stored = json.loads(config_path.read_text())
+    stored = folder.read_config()
     keys = ("batch_size", "lr", "optimizer", "weight_decay", "schedule", "time_limit")
     model_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["model_config"].items()}
     if (model_cfg != vars(want.model_config) or stored["data"]["binarize"] != want.data.binarize
             or any(stored["train"][key] != getattr(want.train, key) for key in keys)):
         raise SystemExit(f"error: {run} was not trained with --preset {preset}'s settings; train it with "
                          f"genlab train vae --preset {preset} --out RUN")
-    last = RunDir(run).read_metrics()[-1]
-    model = genlab.load(run)
-    data = genlab.load_run_data(run, progress=False)
-    if limit:
-        data.test_x = data.test_x[:limit]
-        data.test_y = None if data.test_y is None else data.test_y[:limit]
-    return _score(label, run, model, data, last, k)
+    last = folder.read_metrics()[-1]
+    data = _limited(genlab.load_run_data(run, progress=False), limit)
+    return _score(label, run, genlab.load(run), data, last, k)
 
 
 def _train_and_evaluate(args: argparse.Namespace, cfg: Any, overrides: list[str]) -> list[dict[str, Any]]:

@@ -257,10 +257,7 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def log_importance_weights(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         """(k, B) importance log-weights with q(z|x) as the proposal (LikelihoodModel)."""
-        x = batch["x"]
-        cond, prior_mu = self._cond(batch), self._prior_mean(batch)
-        mu, logvar = self._posterior(x, cond)
-        return self._log_weights(x, cond, prior_mu, mu, logvar, k, self._mixture())[0]
+        return self.importance_sampler(batch)(k)
 
     @torch.no_grad()
     def importance_sampler(self, batch: dict[str, torch.Tensor]) -> Callable[[int], torch.Tensor]:

@@ -41,22 +41,18 @@ class AutoregressiveBernoulli(nn.Module):
         # (D, D), strictly lower triangular in use; D^2 multiply-adds per image, as many as the MADE layer's two
         self.w_direct = nn.Parameter(torch.zeros(dim, dim)) if direct else None
 
-    def _from_pixels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, D) pixels -> the per-image parts: hidden pre-activations (B, H) and direct logits (B, D)."""
+    def pixel_part(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) pixels -> the per-image parts: hidden pre-activations (B, H) and direct logits (B, D). Compute it
+        once and pass it as ``pixels`` to score many latent samples of the same images."""
         pre = F.linear(x, self.w_in * self.mask_in, self.b_in)
         if self.w_direct is None:
             return pre, torch.zeros((), dtype=x.dtype, device=x.device)
         return pre, F.linear(x, self.w_direct * self.mask_direct)
 
-    def pixel_part(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What ``logits`` needs of the pixels alone, (B, D) -> ((B, H), (B, D)): compute it once and pass it as
-        ``pixels`` to score many latent samples of the same images."""
-        return self._from_pixels(x)
-
     def logits(self, base: torch.Tensor, context: torch.Tensor, x: torch.Tensor,
                pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """base (..., B, D) and context (..., B, C) from z; x (B, D) -> logits (..., B, D) given x_<i."""
-        pre_x, direct = self._from_pixels(x) if pixels is None else pixels
+        pre_x, direct = self.pixel_part(x) if pixels is None else pixels
         h = torch.relu(pre_x + self.context(context))  # (..., B, H)
         return base + direct + F.linear(h, self.w_out * self.mask_out)
 
