@@ -15,7 +15,7 @@ from genlab.cli import main
 from genlab.data.images import DataSpec, build_palette, load_dataset, palette_indices, quantize_to_palette
 from genlab.errors import ConfigError
 from genlab.models.base import ConditionalModel, ExactLikelihoodModel
-from genlab.nn.masked import PixelOutput, causal_mask
+from genlab.nn.masked import MaskedConv2d, PixelOutput, causal_mask
 from genlab.registry import get_family
 
 FAMILIES = ("pixelcnn", "gated-pixelcnn", "pixelrnn")
@@ -104,6 +104,18 @@ def test_channel_masks_order_the_colours() -> None:
     assert centre_b[0].tolist() == [1, 0, 0] and centre_b[2].tolist() == [1, 1, 1]
     assert (m_a[:, :, 0] == 1).all() and (m_a[:, :, 1, 0] == 1).all() and (m_a[:, :, 1, 2] == 0).all()
     assert (m_a[:, :, 2] == 0).all()
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, (1, 3), (1, 5), (3, 1)])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_masked_conv_cut_to_its_mask_equals_the_full_masked_convolution(kernel: Any, mask_type: str) -> None:
+    # the layer convolves with the kernel cut to the rows (and, for one row, the columns) its mask leaves;
+    # it must give exactly what the full kernel times its mask gives, for colour groups too
+    torch.manual_seed(0)
+    conv = MaskedConv2d(6, 9, kernel, mask_type, groups=3)
+    x = torch.randn(2, 6, 7, 8)
+    full = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=conv.padding)
+    torch.testing.assert_close(conv(x), full, rtol=1e-5, atol=1e-5)
 
 
 def test_gated_pixelcnn_has_no_blind_spot_and_pixelcnn_has_one() -> None:

@@ -61,7 +61,16 @@ class MaskedConv2d(nn.Conv2d):
             self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        # the kernel rows below the centre are always masked, and so are the columns right of the centre when
+        # the kernel is one row: convolving with the kernel cut to what the mask leaves (padded on the top and
+        # left only) gives the same output for less work (3x3: 6 of 9 taps, 7x7: 28 of 49)
+        kh, kw = self.kernel_size
+        ch, cw = kh // 2, kw // 2
+        cols = cw + 1 if kh == 1 else kw
+        w = self.weight[:, :, :ch + 1, :cols] * self.mask[:, :, :ch + 1, :cols]
+        if ch or cw:
+            x = F.pad(x, (cw, cols - 1 - cw, ch, 0))
+        return F.conv2d(x, w, self.bias)
 
 
 def shift_down(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
