@@ -30,6 +30,7 @@ bench: $(STAMP)
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_mlp_epoch.py --epochs $(BENCH_EPOCHS)
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_conv_epoch.py
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/nll_eval.py
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/pixelcnn_step.py
 	$(PY) bench/common.py
 
 # Time to quality (bench/time_to_quality.py): train a time-budgeted preset, then its k=5000 test NLL; the

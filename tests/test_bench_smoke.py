@@ -220,3 +220,15 @@ def test_nll_eval_smoke(tmp_path, monkeypatch):
     written = json.loads((out / "nll_eval-mnist-10min.json").read_text())
     assert written["identical_estimates"] is True and written["command"] == result["command"]
     assert len(written["times_s"]["per batch"]) == 1 and all(t > 0 for t in written["median_s"].values())
+
+
+def test_pixelcnn_step_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    import pixelcnn_step
+
+    out = tmp_path / "results"
+    result = pixelcnn_step.main(["--preset", "mnist-quick", "--steps", "1", "--threads", "1",
+                                 "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "pixelcnn_step-mnist-quick.json").read_text())
+    assert written["same_loss"] is True and written["command"] == result["command"]
+    assert all(len(t) == 1 and t[0] > 0 for t in written["times_s"].values())
