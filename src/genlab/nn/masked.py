@@ -59,18 +59,18 @@ class MaskedConv2d(nn.Conv2d):
         with torch.no_grad():
             self.weight.normal_(0.0, 1.0 / math.sqrt(fan_in))
             self.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the kernel rows below the centre are always masked, and so are the columns right of the centre when
         # the kernel is one row: convolving with the kernel cut to what the mask leaves (padded on the top and
         # left only) gives the same output for less work (3x3: 6 of 9 taps, 7x7: 28 of 49)
-        kh, kw = self.kernel_size
         ch, cw = kh // 2, kw // 2
-        cols = cw + 1 if kh == 1 else kw
-        w = self.weight[:, :, :ch + 1, :cols] * self.mask[:, :, :ch + 1, :cols]
-        if ch or cw:
-            x = F.pad(x, (cw, cols - 1 - cw, ch, 0))
-        return F.conv2d(x, w, self.bias)
+        self._rows, self._cols = ch + 1, (cw + 1 if kh == 1 else kw)
+        self._pad = (cw, self._cols - 1 - cw, ch, 0)  # left, right, top, bottom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, c = self._rows, self._cols
+        if any(self._pad):
+            x = F.pad(x, self._pad)
+        return F.conv2d(x, self.weight[:, :, :r, :c] * self.mask[:, :, :r, :c], self.bias)
 
 
 def shift_down(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
