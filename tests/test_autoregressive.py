@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from genlab.api import build_config
-from genlab.data.images import ImageDataset, load_dataset
+from genlab.config import build_config
+from genlab.data import load_dataset
+from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.vae import VAE
@@ -117,24 +118,19 @@ def test_chain_is_reproducible_from_its_generator() -> None:
 
 # --- the VAE with the head ---
 
-@pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    return load_dataset("digits", binarize="static", progress=False)
-
-
-def _ar_vae(digits: ImageDataset, **options: object) -> VAE:
+def _ar_vae(digits_static: ImageDataset, **options: object) -> VAE:
     cfg = build_config("vae", "digits", hidden=(16,), latent_dim=2, ar_hidden=12, **options)
     torch.manual_seed(0)
-    model = VAE(cfg.model_config, digits.spec)
+    model = VAE(cfg.model_config, digits_static.spec)
     with torch.no_grad():
         model.ar.w_out.normal_(std=0.3)
         model.ar.w_direct.normal_(std=0.3)
     return model.eval()
 
 
-def test_vae_bound_with_the_head(digits: ImageDataset) -> None:
-    model = _ar_vae(digits)
-    x = digits.split("test")[0][:16]
+def test_vae_bound_with_the_head(digits_static: ImageDataset) -> None:
+    model = _ar_vae(digits_static)
+    x = digits_static.split("test")[0][:16]
     torch.manual_seed(0)
     terms = model.loss({"x": x})
     torch.manual_seed(0)
@@ -149,19 +145,19 @@ def test_vae_bound_with_the_head(digits: ImageDataset) -> None:
     assert iwae < 0 and math.isfinite(iwae)
 
 
-def test_vae_head_changes_the_likelihood_and_trains(digits: ImageDataset, tmp_path) -> None:
+def test_vae_head_changes_the_likelihood_and_trains(digits_static: ImageDataset, tmp_path) -> None:
     import genlab
 
-    plain = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, epochs=3, progress=False,
+    plain = genlab.train("vae", "digits", dataset=digits_static, hidden=(16,), latent_dim=2, epochs=3, progress=False,
                          threads=1, eval_every=1, out=tmp_path / "plain")
-    ar = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, ar_hidden=32, epochs=3,
+    ar = genlab.train("vae", "digits", dataset=digits_static, hidden=(16,), latent_dim=2, ar_hidden=32, epochs=3,
                       progress=False, threads=1, eval_every=1, out=tmp_path / "ar")
     assert ar.history[-1]["test/elbo"] > plain.history[-1]["test/elbo"]  # the head models what z does not
     assert ar.history[-1]["test/elbo"] > ar.history[0]["test/elbo"]
 
 
-def test_vae_with_head_samples_and_decodes(digits: ImageDataset) -> None:
-    model = _ar_vae(digits)
+def test_vae_with_head_samples_and_decodes(digits_static: ImageDataset) -> None:
+    model = _ar_vae(digits_static)
     a, b, c = (model.sample(6, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2))
     assert a.shape == (6, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -175,7 +171,7 @@ def test_vae_with_head_samples_and_decodes(digits: ImageDataset) -> None:
     ({"likelihood": "gaussian"}, "needs binary pixels"),
     ({"ar_hidden": -1}, "ar_hidden must be >= 0"),
 ])
-def test_vae_head_config_errors(digits: ImageDataset, options: dict, expected: str) -> None:
+def test_vae_head_config_errors(digits_static: ImageDataset, options: dict, expected: str) -> None:
     cfg = build_config("vae", "digits", **{"ar_hidden": 8, **options})
     with pytest.raises(ConfigError, match=expected):
-        VAE(cfg.model_config, digits.spec)
+        VAE(cfg.model_config, digits_static.spec)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+from helpers import SHARED_DATA  # noqa: E402
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
@@ -113,14 +113,14 @@ def test_vae_mlp_epoch_smoke_pythae(tmp_path, monkeypatch):
 
 def _conv_small_pair(seed: int = 0):
     """genlab's conv-small VAE on 28x28 grey images and the peer's ConvVAE, each built right after ``seed``."""
-    from genlab.api import build_config
-    from genlab.data.images import DataSpec
-    from genlab.registry import get_family
+    from genlab.config import build_config
+    from genlab.data import DataSpec
+    from genlab.registry import MODELS
     from peers.conv_vae_loop import ConvVAE
 
     cfg = build_config("vae", "mnist", preset="conv-small")
     torch.manual_seed(seed)
-    genlab_model = get_family("vae")(cfg.model_config, DataSpec("mnist", (1, 28, 28)))
+    genlab_model = MODELS.get("vae")(cfg.model_config, DataSpec("mnist", (1, 28, 28)))
     torch.manual_seed(seed)
     peer = ConvVAE(cfg.model_config.latent_dim)
     return genlab_model, peer

@@ -25,9 +25,9 @@ from safetensors.torch import load_file
 
 import genlab
 from genlab.cli import main
-from genlab.registry import list_families
+from genlab.registry import MODELS
 
-SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+from helpers import SHARED_DATA, assert_user_error, png_pixels, run_cli  # noqa: E402
 QUIET = ("--no-progress",)
 # A small MLP VAE with a 2-D latent (its latent map needs no t-SNE), on one torch thread: tiny steps gain nothing
 # from more, and on a busy machine spinning threads made them 30 times slower.
@@ -35,35 +35,6 @@ SMALL = ("--model.hidden=64", "--model.latent_dim=2", "--train.threads=1")
 
 
 # --- helpers ---
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """Run ``genlab ARGS`` in-process; argparse errors exit through SystemExit, which is caught here."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], *needles: str) -> str:
-    """Exit code 2, exactly one non-empty line on stderr, no traceback; the line names each of ``needles``."""
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err and "Traceback" not in out
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("genlab"), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
-def png_pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return np.asarray(im.convert("RGB"), dtype=np.int16)
-
 
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
@@ -74,16 +45,7 @@ def train_args(out: Path, *extra: object) -> list[object]:
     return ["train", "vae", "--data", "digits", "--out", out, *QUIET, *extra]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Anything written to a default path lands in tmp_path; named datasets come from the shared data only; the
-    torch thread count that ``--train.threads`` sets is restored for the tests that follow."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +205,7 @@ def test_list_prints_the_families_and_datasets(capsys: pytest.CaptureFixture[str
     assert models_at < datasets_at
     listed_models = re.findall(r"^  (\S+)", out[models_at:datasets_at], re.M)
     listed_data = re.findall(r"^  (\S+)", out[datasets_at:], re.M)
-    assert listed_models == list(genlab.list_models()) and set(listed_models) == set(list_families())
+    assert listed_models == list(genlab.list_models()) and set(listed_models) == set(MODELS.names())
     assert listed_data == list(genlab.api.list_datasets())
     assert "digits" in listed_data
 
@@ -321,7 +283,7 @@ def test_train_option_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path,
 def test_unknown_model_family(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     line = assert_user_error(run_cli(capsys, "train", "vea", "--data", "digits", "--out", tmp_path / "r", *QUIET),
                              "vea", "did you mean 'vae'")
-    assert all(name in line for name in list_families())
+    assert all(name in line for name in MODELS.names())
 
 
 def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -9,14 +9,14 @@ from typing import Any, Optional
 
 import pytest
 
-from genlab.api import build_config
+from genlab.config import build_config
 from genlab.config import (DataConfig, RunConfig, TrainConfig, apply_overrides, build, parse_value,
                            split_overrides)
 from genlab.errors import ConfigError, GenlabError
-from genlab.registry import get_family, list_families
+from genlab.registry import MODELS
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
-VAE_KEYS = [f.name for f in dataclasses.fields(get_family("vae").Config)]
+VAE_KEYS = [f.name for f in dataclasses.fields(MODELS.get("vae").Config)]
 
 
 def _one_line(err: BaseException) -> str:
@@ -126,7 +126,7 @@ def test_apply_overrides_accepts_python_values() -> None:
 
 
 def test_model_overrides_through_split_and_apply() -> None:
-    vae_config = get_family("vae").Config
+    vae_config = MODELS.get("vae").Config
     changes = split_overrides(["--model.latent-dim=2", "--model.hidden=(64, 32)", "--model.learn_sigma=yes",
                                "--model.beta=4"])["model"]
     cfg = apply_overrides(vae_config(), changes, "model")
@@ -137,7 +137,7 @@ def test_model_overrides_through_split_and_apply() -> None:
     ("train", TrainConfig(), "epoch", "epochs"),
     ("train", TrainConfig(), "learning_rate", None),
     ("data", DataConfig(), "nmae", "name"),
-    ("model", get_family("vae").Config(), "latent", "latent_dim"),
+    ("model", MODELS.get("vae").Config(), "latent", "latent_dim"),
 ])
 def test_unknown_keys_name_the_valid_ones(section: str, obj: Any, key: str, close: str | None) -> None:
     with pytest.raises(ConfigError) as info:
@@ -190,7 +190,7 @@ def test_build_config_routes_options_to_their_section() -> None:
     assert cfg.train.epochs == 3 and cfg.train.lr == 0.01 and cfg.data.binarize == "static"
     assert cfg.model_config.latent_dim == 2 and cfg.model_config.hidden == (16,)
     default = build_config("vae", "digits")
-    assert default.train == TrainConfig() and default.model_config == get_family("vae").Config()
+    assert default.train == TrainConfig() and default.model_config == MODELS.get("vae").Config()
 
 
 def test_build_config_dotted_overrides_win_over_options() -> None:
@@ -219,15 +219,15 @@ def test_build_config_errors() -> None:
 
 def _presets() -> list[Any]:
     return [pytest.param(family, name, id=f"{family}-{name}")
-            for family in list_families() for name in getattr(get_family(family), "presets", {})]
+            for family in MODELS.names() for name in getattr(MODELS.get(family), "presets", {})]
 
 
 @pytest.mark.parametrize("family,preset", _presets())
 def test_presets_apply(family: str, preset: str) -> None:
-    values = get_family(family).presets[preset]
+    values = MODELS.get(family).presets[preset]
     cfg = build_config(family, "digits", preset=preset)  # an explicit dataset wins over the preset's
-    train_defaults = apply_overrides(TrainConfig(), getattr(get_family(family), "train_defaults", {}), "train")
-    defaults = {"model": get_family(family).Config(), "data": DataConfig(name="digits"), "train": train_defaults}
+    train_defaults = apply_overrides(TrainConfig(), getattr(MODELS.get(family), "train_defaults", {}), "train")
+    defaults = {"model": MODELS.get(family).Config(), "data": DataConfig(name="digits"), "train": train_defaults}
     got_sections = {"model": cfg.model_config, "data": cfg.data, "train": cfg.train}
     for dotted, value in values.items():
         section, _, key = dotted.rpartition(".")
@@ -268,13 +268,13 @@ def test_unknown_preset_names_the_presets() -> None:
     with pytest.raises(ConfigError) as info:
         build_config("vae", "digits", preset="huge")
     msg = _one_line(info.value)
-    assert "'huge'" in msg and all(name in msg for name in get_family("vae").presets)
+    assert "'huge'" in msg and all(name in msg for name in MODELS.get("vae").presets)
 
 
 # --- RunConfig <-> JSON ---
 
 def _round_trip_cases() -> list[Any]:
-    cases = [pytest.param(f, None, {}, id=f"{f}-default") for f in list_families()]
+    cases = [pytest.param(f, None, {}, id=f"{f}-default") for f in MODELS.names()]
     cases += [pytest.param(f, p, {}, id=f"{f}-{p}") for f, p in
               [(param.values[0], param.values[1]) for param in _presets()]]
     cases.append(pytest.param("vae", None, {"epochs": 3, "lr": 2e-4, "betas": (0.5, 0.9), "grad_clip": 1.0,
@@ -295,7 +295,7 @@ def test_run_config_round_trips_through_json(family: str, preset: str | None, op
     # tuple fields (hidden widths, channels, text forms...) come back as tuples, not JSON lists, in every family
     for section in (back.model_config, back.data):
         assert not any(isinstance(getattr(section, f.name), list) for f in dataclasses.fields(section))
-    assert type(back.model_config) is get_family(family).Config
+    assert type(back.model_config) is MODELS.get(family).Config
 
 
 def test_from_dict_fills_defaults_and_checks_keys() -> None:

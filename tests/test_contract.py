@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import genlab
-from genlab.data.images import ImageDataset, load_dataset
-from genlab.models.base import (ConditionalModel, ExactLikelihoodModel, GenerativeModel, LatentModel,
-                                LikelihoodModel, TextModel)
-from genlab.registry import get_family, list_families
+from genlab.data.images import ImageDataset
+from genlab.models.abilities import (ConditionalModel, ExactLikelihoodModel, LatentModel, LikelihoodModel,
+                                     TextModel)
+from genlab.models.base import GenerativeModel
+from genlab.registry import MODELS
 from genlab.train.checkpoint import save_model
 
 # --- the tiny configs, per family ---
@@ -76,15 +77,21 @@ FAMILY_CONFIGS.update({
     },
 })
 
-# the text families (models/text_vae.py): they train on a tiny hand-made poem corpus instead of digits
+
+
+class OnText(dict):
+    """The configs of a text family: its cases train on the tiny poem corpus instead of the digits."""
+
+
+# the text families (models/text_vae.py)
 FAMILY_CONFIGS.update({
-    "text-vae": {
+    "text-vae": OnText({
         "conv": {"embed_dim": 8, "channels": 12, "latent_dim": 3},
         "conv-deeper-warmup": {"embed_dim": 12, "channels": 12, "latent_dim": 3, "encoder_layers": 3,
                                "decoder_layers": 2, "kl_warmup": 10, "temperature": 1.0},
         "gru-bowman": {"embed_dim": 8, "channels": 8, "latent_dim": 3, "decoder": "gru", "gru_hidden": 12,
                        "kl_warmup": 10, "word_dropout": 0.3},
-    },
+    }),
 })
 
 # the autoregressive image families (models/pixel_base.py and its subclasses); on the 17-level digits the default
@@ -106,17 +113,23 @@ FAMILY_CONFIGS.update({
         "diagonal-bilstm": {"features": 4, "layers": 1, "out_hidden": 8, "arch": "diagonal-bilstm"},
     },
 })
-TEXT_FAMILIES = {"text-vae"}
-TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。",
-              "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。", "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。",
-              "紅豆生南國，春來發幾枝。", "願君多采擷，此物最相思。"] * 2
+# the toy families of tests/families: how a new family joins the contract (one entry each)
+FAMILY_CONFIGS.update({
+    "toy-pixels": {"plain": {}, "smoothed": {"smoothing": 0.5}},
+    "toy-positions": OnText({"top3": {}}),
+})
+
+
+def on_text(family: str) -> bool:
+    return isinstance(FAMILY_CONFIGS.get(family), OnText)
+
 
 BATCH = 16
 
 
 def _cases() -> list[Any]:
     cases = []
-    for family in list_families():
+    for family in MODELS.names():
         configs = FAMILY_CONFIGS.get(family)
         if not configs:  # still a case, so the gap shows up as a failing test of that family
             cases.append(pytest.param(family, None, id=f"{family}-MISSING"))
@@ -139,38 +152,26 @@ def _first_cases() -> list[Any]:
 
 
 def test_every_registered_family_has_contract_configs() -> None:
-    missing = [f for f in list_families() if not FAMILY_CONFIGS.get(f)]
+    missing = [f for f in MODELS.names() if not FAMILY_CONFIGS.get(f)]
     assert not missing, (f"model families {missing} have no entry in FAMILY_CONFIGS of tests/test_contract.py; "
                          "add a few tiny configs for each so the shared contract is checked for them")
-    stale = set(FAMILY_CONFIGS) - set(list_families())
+    stale = set(FAMILY_CONFIGS) - set(MODELS.names())
     assert not stale, f"FAMILY_CONFIGS names unregistered families {sorted(stale)}"
 
 
 # --- fixtures and helpers ---
 
-@pytest.fixture(scope="module")
-def digits_data() -> ImageDataset:
-    return load_dataset("digits", progress=False)
-
-
-@pytest.fixture(scope="module")
-def poems_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    path = tmp_path_factory.mktemp("poems") / "tiny.txt"
-    path.write_text("\n".join(TINY_POEMS), encoding="utf-8")
-    return load_dataset(f"poems:{path}", progress=False)
-
-
 @pytest.fixture
-def digits(request: pytest.FixtureRequest, digits_data: ImageDataset, poems_data: Any) -> Any:
+def family_data(request: pytest.FixtureRequest, digits: ImageDataset, poems: Any) -> Any:
     """The data of the family under test: the 8x8 digits, or the tiny poem corpus for a text family."""
     callspec = getattr(request.node, "callspec", None)
     family = callspec.params.get("family") if callspec is not None else None
-    return poems_data if family in TEXT_FAMILIES else digits_data
+    return poems if family is not None and on_text(family) else digits
 
 
 @pytest.fixture
-def batch(digits: Any) -> dict[str, torch.Tensor]:
-    return next(digits.batches("train", BATCH))
+def batch(family_data: Any) -> dict[str, torch.Tensor]:
+    return next(family_data.batches("train", BATCH))
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -182,13 +183,13 @@ def _config(family: str, name: str | None) -> Any:
     if name is None:
         pytest.fail(f"model family {family!r} is registered but has no entry in FAMILY_CONFIGS "
                     "(tests/test_contract.py); add tiny configs for it")
-    return get_family(family).Config(**FAMILY_CONFIGS[family][name])
+    return MODELS.get(family).Config(**FAMILY_CONFIGS[family][name])
 
 
-def _build(family: str, name: str | None, digits: ImageDataset, seed: int = 0) -> GenerativeModel:
+def _build(family: str, name: str | None, family_data: ImageDataset, seed: int = 0) -> GenerativeModel:
     cfg = _config(family, name)
     torch.manual_seed(seed)
-    return get_family(family)(cfg, digits.spec)
+    return MODELS.get(family)(cfg, family_data.spec)
 
 
 def _cond(model: GenerativeModel, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -229,12 +230,12 @@ def _assert_same_model(a: GenerativeModel, b: GenerativeModel, batch: dict[str, 
 # --- build ---
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_builds_from_config_and_spec(family: str, name: str | None, digits: ImageDataset) -> None:
-    model = _build(family, name, digits)
+def test_builds_from_config_and_spec(family: str, name: str | None, family_data: ImageDataset) -> None:
+    model = _build(family, name, family_data)
     assert isinstance(model, GenerativeModel)
-    assert type(model).family == family and get_family(family) is type(model)
+    assert type(model).family == family and MODELS.get(family) is type(model)
     assert dataclasses.is_dataclass(model.config) and isinstance(model.config, type(model).Config)
-    assert model.spec == digits.spec
+    assert model.spec == family_data.spec
     assert model.num_parameters() > 0
     assert set(model.param_groups()) and all(list(ps) for ps in model.param_groups().values())
 
@@ -242,9 +243,9 @@ def test_builds_from_config_and_spec(family: str, name: str | None, digits: Imag
 # --- loss ---
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_loss_terms_are_finite_scalars(family: str, name: str | None, digits: ImageDataset,
+def test_loss_terms_are_finite_scalars(family: str, name: str | None, family_data: ImageDataset,
                                        batch: dict[str, torch.Tensor]) -> None:
-    model = _build(family, name, digits)
+    model = _build(family, name, family_data)
     for step in (None, 0, 5):
         terms = model.loss(batch, step=step)
         assert isinstance(terms, dict) and "loss" in terms
@@ -257,13 +258,13 @@ def test_loss_terms_are_finite_scalars(family: str, name: str | None, digits: Im
 # --- sample ---
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_sample_shape_range_and_reproducibility(family: str, name: str | None, digits: ImageDataset) -> None:
-    model = _build(family, name, digits).eval()
+def test_sample_shape_range_and_reproducibility(family: str, name: str | None, family_data: ImageDataset) -> None:
+    model = _build(family, name, family_data).eval()
     n = 7
     a = _sample(model, n, seed=11)
-    assert a.shape == (n, *digits.spec.shape)
+    assert a.shape == (n, *family_data.spec.shape)
     if isinstance(model, TextModel):  # token ids of the vocabulary, never BOS; they read back as text
-        assert a.dtype == torch.int64 and a.min() >= 0 and a.max() < len(digits.spec.vocab)
+        assert a.dtype == torch.int64 and a.min() >= 0 and a.max() < len(family_data.spec.vocab)
         assert not (a == 2).any()
         texts = model.tokens_to_text(a)
         assert len(texts) == n and all(isinstance(t, str) for t in texts)
@@ -284,9 +285,9 @@ def test_sample_shape_range_and_reproducibility(family: str, name: str | None, d
 # --- optional abilities ---
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_abilities_have_their_shapes(family: str, name: str | None, digits: ImageDataset,
+def test_abilities_have_their_shapes(family: str, name: str | None, family_data: ImageDataset,
                                      batch: dict[str, torch.Tensor]) -> None:
-    model = _build(family, name, digits).eval()
+    model = _build(family, name, family_data).eval()
     b = len(_inputs(batch))
     if isinstance(model, LatentModel):
         cond = _cond(model, batch)
@@ -294,9 +295,9 @@ def test_abilities_have_their_shapes(family: str, name: str | None, digits: Imag
             mu, logvar = model.encode(_inputs(batch), cond)
             assert mu.shape == logvar.shape == (b, model.latent_dim)
             img = model.decode(mu, cond)
-        assert img.shape == (b, *digits.spec.shape)
+        assert img.shape == (b, *family_data.spec.shape)
         if isinstance(model, TextModel):  # decoded token ids
-            assert img.dtype == torch.int64 and img.min() >= 0 and img.max() < len(digits.spec.vocab)
+            assert img.dtype == torch.int64 and img.min() >= 0 and img.max() < len(family_data.spec.vocab)
         else:
             assert img.min() >= 0.0 and img.max() <= 1.0
     if isinstance(model, LikelihoodModel):
@@ -307,12 +308,12 @@ def test_abilities_have_their_shapes(family: str, name: str | None, digits: Imag
         lp = model.log_prob(batch)
         assert lp.shape == (b,) and torch.isfinite(lp).all() and (lp <= 0).all()
     if isinstance(model, ConditionalModel):
-        assert model.num_classes == digits.spec.num_classes
+        assert model.num_classes == family_data.spec.num_classes
 
 
-def test_vae_and_cvae_protocols(digits: ImageDataset) -> None:
-    vae = _build("vae", "mlp-bernoulli", digits)
-    cvae = _build("cvae", "concat", digits)
+def test_vae_and_cvae_protocols(family_data: ImageDataset) -> None:
+    vae = _build("vae", "mlp-bernoulli", family_data)
+    cvae = _build("cvae", "concat", family_data)
     for m in (vae, cvae):
         assert isinstance(m, LatentModel)
         assert isinstance(m, LikelihoodModel)
@@ -324,14 +325,12 @@ def test_vae_and_cvae_protocols(digits: ImageDataset) -> None:
 # --- checkpoints ---
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_save_load_round_trip(family: str, name: str | None, digits: ImageDataset,
+def test_save_load_round_trip(family: str, name: str | None, family_data: ImageDataset,
                               batch: dict[str, torch.Tensor], tmp_path: Path) -> None:
-    from genlab.train.trainer import _config_dict
-
-    model = _build(family, name, digits)
+    model = _build(family, name, family_data)
     opts = {k: torch.optim.Adam(list(p), lr=1e-2) for k, p in model.param_groups().items()}
     model.train_step(batch, opts, 0)  # move every trained parameter away from its initial value
-    meta = {"family": model.family, "model_config": _config_dict(model.config),
+    meta = {"family": model.family, "model_config": dataclasses.asdict(model.config),
             "data_spec": model.spec.to_dict(), "step": 1}
     save_model(tmp_path / "checkpoints", model, meta)
     torch.manual_seed(4321)  # a fresh build would differ: the loaded weights must come from the file
@@ -347,13 +346,13 @@ def _override(key: str, value: Any) -> str:
 
 
 @pytest.mark.parametrize("family,name", _first_cases())
-def test_train_one_step_then_load(family: str, name: str | None, digits: ImageDataset,
+def test_train_one_step_then_load(family: str, name: str | None, family_data: ImageDataset,
                                   batch: dict[str, torch.Tensor], tmp_path: Path) -> None:
     cfg = _config(family, name)
     overrides = [_override(k, v) for k, v in dataclasses.asdict(cfg).items()]
     out = tmp_path / "run"
-    model = genlab.train(family, digits.spec.name, out=out, max_steps=1, epochs=1, batch_size=32, eval_every=0,
-                         progress=False, dataset=digits, overrides=overrides)
+    model = genlab.train(family, family_data.spec.name, out=out, max_steps=1, epochs=1, batch_size=32, eval_every=0,
+                         progress=False, dataset=family_data, overrides=overrides)
     assert model.config == cfg
     assert (out / "checkpoints" / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert len(model.history) == 1 and model.history[0]["step"] == 1
@@ -365,9 +364,9 @@ def test_train_one_step_then_load(family: str, name: str | None, digits: ImageDa
 # --- training ---
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_train_steps_lower_the_loss(family: str, name: str | None, digits: ImageDataset,
+def test_train_steps_lower_the_loss(family: str, name: str | None, family_data: ImageDataset,
                                     batch: dict[str, torch.Tensor]) -> None:
-    model = _build(family, name, digits)
+    model = _build(family, name, family_data)
     model.train()
     opts = {k: torch.optim.Adam(list(p), lr=3e-3) for k, p in model.param_groups().items()}
     before = _seeded_loss(model, batch)

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 import genlab
-from genlab.api import build_config
+from genlab.config import build_config
 from genlab.config import TrainConfig
-from genlab.data.images import DataSpec, ImageDataset, load_dataset
+from genlab.data import DataSpec, load_dataset
+from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError, TrainingDiverged
 from genlab.metrics.quality import class_histogram
 from genlab.models.adversarial import AdversarialModel
@@ -27,20 +28,12 @@ from genlab.models.bigan_qp import BiGANQP, BiGANQPConfig, reconstruction_terms
 from genlab.models.fgan import DIVERGENCES, lambert_w_exp
 from genlab.models.gan_qp import GANQP, GANQPConfig, qp_critic_terms, qp_distance
 from genlab.nn.adversarial import Critic, apply_spectral_norm, gradient_penalty
-from genlab.registry import get_family
+from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 from genlab.train.run import RunDir
 
-SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+from helpers import SHARED_DATA, run_cli as _cli  # noqa: E402
 GAN_FAMILIES = ("gan", "wgan-gp", "fgan", "gan-qp", "bigan-qp")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- the gradient penalty ---
@@ -101,7 +94,7 @@ def test_spectral_norm_makes_every_critic_layer_1_lipschitz(arch: str) -> None:
 def test_spectral_norm_is_a_switch_of_every_family() -> None:
     spec = DataSpec("toy", (1, 4, 4))
     for family in GAN_FAMILIES:
-        cls = get_family(family)
+        cls = MODELS.get(family)
         on = cls(cls.Config(spectral_norm=True, g_hidden=(8,), d_hidden=(8,)), spec)
         off = cls(cls.Config(g_hidden=(8,), d_hidden=(8,)), spec)
         count = lambda m: sum(nn.utils.parametrize.is_parametrized(x, "weight") for x in m.critic.modules())  # noqa
@@ -230,7 +223,7 @@ def test_bigan_qp_encodes_and_reconstructs() -> None:
 # --- the schedule of the two players ---
 
 def test_n_critic_steps_per_generator_step() -> None:
-    cls = get_family("wgan-gp")
+    cls = MODELS.get("wgan-gp")
     model = cls(cls.Config(n_critic=3, g_hidden=(8,), d_hidden=(8,)), DataSpec("toy", (1, 2, 2)))
     opts = {k: torch.optim.SGD(list(p), lr=0.1) for k, p in model.param_groups().items()}
     batch = {"x": torch.rand(8, 1, 2, 2)}
@@ -303,7 +296,7 @@ def test_short_run_on_a_2d_mixture_moves_toward_the_data(name: str, ring: ImageD
     family = next(f for f in sorted(GAN_FAMILIES, key=len, reverse=True) if name.startswith(f))
     overrides, epochs, lr = TOY_RUNS[name]
     torch.manual_seed(0)
-    cls = get_family(family)
+    cls = MODELS.get(family)
     before = _distance_to_data(cls(build_config(family, overrides=_TOY + overrides).model_config, ring.spec), ring)
     model = genlab.train(family, "mixture-2d", out=tmp_path / "run", dataset=ring, epochs=epochs, batch_size=50,
                          lr=lr, schedule="cosine", progress=False, overrides=_TOY + overrides)
@@ -321,7 +314,7 @@ def test_short_run_on_a_2d_mixture_moves_toward_the_data(name: str, ring: ImageD
 def test_an_exploding_critic_stops_with_the_last_good_checkpoint(ring: ImageDataset, tmp_path: Path) -> None:
     cfg = build_config("gan", "mixture-2d", overrides=_TOY, epochs=1, batch_size=100, progress=False)
     torch.manual_seed(0)
-    model = get_family("gan")(cfg.model_config, ring.spec)
+    model = MODELS.get("gan")(cfg.model_config, ring.spec)
     run = RunDir(tmp_path / "run")
     run.write_config(cfg.to_dict())
     trainer = Trainer(model, ring, cfg.train, run)
@@ -340,7 +333,7 @@ def test_an_exploding_critic_stops_with_the_last_good_checkpoint(ring: ImageData
 
 
 def test_a_nan_critic_output_counts_as_divergence() -> None:
-    cls = get_family("gan-qp")
+    cls = MODELS.get("gan-qp")
     model = cls(cls.Config(g_hidden=(4,), d_hidden=(4,)), DataSpec("toy", (1, 2, 2)))
     with torch.no_grad():
         model.critic.head[-1].bias.fill_(float("nan"))
@@ -355,7 +348,8 @@ def test_progress_rows_hold_the_fixed_noise_samples_of_each_epoch(ring: ImageDat
     digits = load_dataset("digits", progress=False)
     model = genlab.train("gan-qp", "digits", out=tmp_path / "run", dataset=digits, epochs=2, progress=False,
                          overrides=["model.g_hidden=16", "model.d_hidden=16"])
-    rows = sorted((tmp_path / "run" / "figures" / "progress").glob("epoch-*.png"))
+    run = RunDir(tmp_path / "run")
+    rows = sorted((run.figures / "progress").glob("epoch-*.png"))
     assert [p.name for p in rows] == ["epoch-0001.png", "epoch-0002.png"]
     from PIL import Image
 
@@ -365,9 +359,12 @@ def test_progress_rows_hold_the_fixed_noise_samples_of_each_epoch(ring: ImageDat
         cell = last[1:9, 1 + 9 * i: 9 + 9 * i]
         assert np.abs(cell - expected[i, 0].numpy()).max() <= 0.5 / 255 + 1e-6
     assert not np.array_equal(np.asarray(Image.open(rows[0])), np.asarray(Image.open(rows[1])))
+    from genlab.pipelines.progress import progress_rows
     from genlab.viz.samples import progress_figure
 
-    assert progress_figure(rows[0].parent, tmp_path / "strip.png").stat().st_size > 0
+    read = progress_rows(run)
+    assert [e for e, _ in read] == [1, 2] and np.array_equal(read[-1][1], np.asarray(Image.open(rows[-1])))
+    assert progress_figure(read, tmp_path / "strip.png").stat().st_size > 0
 
 
 def test_class_histogram_by_hand() -> None:
@@ -382,15 +379,6 @@ def test_class_histogram_by_hand() -> None:
 
 # --- the command line ---
 
-from test_cli import run_cli as _cli  # noqa: E402  (genlab ARGS in-process, argparse exits caught)
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
 
 
 _CLI_SMALL = ("--data", "digits", "--no-progress", "--train.threads=1", "--model.g_hidden=32",
@@ -490,7 +478,7 @@ def test_curves_call_gan_losses_by_their_names_not_nats(tmp_path, monkeypatch):
         labels[Path(path).stem] = [ax.get_ylabel() for ax in fig.axes if ax.get_title()]
         return Path(path)
 
-    monkeypatch.setattr(figures, "_save", keep_labels)
+    monkeypatch.setattr(figures, "save_figure", keep_labels)
     gan = [{"epoch": e, "train/loss": 1.0 / e, "train/g_loss": 0.5} for e in (1, 2)]
     vae = [{"epoch": e, "train/loss": 100.0 / e, "test/elbo": -90.0} for e in (1, 2)]
     figures.curves_figure(gan, tmp_path / "gan.png")

@@ -13,28 +13,9 @@ from genlab.metrics.latent import Posteriors, active_units, encode_split, kl_per
 from genlab.models.cvae import ConditionalVAE, CVAEConfig
 from genlab.models.vae import VAE, VAEConfig
 from genlab.nn.gaussian import kl_normal_std
-from genlab.train.trainer import evaluate_terms
-from genlab.viz.figures import manifold_choice, slerp, standard_figures
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return genlab.load_dataset("digits")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads, and on a busy 2-core machine spinning threads cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def feature_cache(tmp_path_factory):
-    """One user cache for the module, so the digits feature net is trained once."""
-    return tmp_path_factory.mktemp("cache")
+from genlab.metrics.terms import evaluate_terms
+from genlab.pipelines.report import standard_figures
+from genlab.viz.figures import manifold_choice, slerp
 
 
 def _vae(digits, latent_dim=4, seed=0):
@@ -132,9 +113,8 @@ def test_manifold_sweeps_the_two_dimensions_of_largest_kl(digits) -> None:
 def test_standard_figures_write_every_picture_that_applies(digits, tmp_path, family, config) -> None:
     torch.manual_seed(5)
     model = (VAE if family == "vae" else ConditionalVAE)(config, digits.spec).eval()
-    history = [{"epoch": 1, "train/loss": 30.0, "test/loss": 31.0}, {"epoch": 2, "train/loss": 28.0}]
-    figs = standard_figures(model, digits, tmp_path, history)
-    expected = {"samples", "reconstructions", "latent_map", "manifold", "interpolation", "traversal", "curves"}
+    figs = standard_figures(model, digits, tmp_path)
+    expected = {"samples", "reconstructions", "latent_map", "manifold", "interpolation", "traversal"}
     if family == "cvae":
         expected.add("transfer")
     assert set(figs) == expected

@@ -10,7 +10,8 @@ import torch
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from genlab.data.images import DataSpec, ImageDataset, load_dataset
+from genlab.data import DataSpec, load_dataset
+from genlab.data.images import ImageDataset
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.cvae import ConditionalVAE, CVAEConfig
 from genlab.models.vae import VAE, VAEConfig
@@ -18,11 +19,6 @@ from genlab.nn.gaussian import kl_normal, kl_normal_std, log_normal, reparameter
 from genlab.nn.likelihoods import Bernoulli, DiscretizedLogistic, Gaussian, build_likelihood
 
 MC = 200_000
-
-
-@pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    return load_dataset("digits", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +199,9 @@ class _StubWeights:
         out = self.log_w[self.pos:self.pos + k]
         self.pos += k
         return out
+
+    def importance_sampler(self, batch: dict[str, torch.Tensor]):
+        return lambda k: self.log_importance_weights(batch, k)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 100, 1000])

@@ -12,11 +12,12 @@ import torch
 
 import genlab
 from genlab.cli import main
-from genlab.data.images import DataSpec, build_palette, load_dataset, palette_indices, quantize_to_palette
+from genlab.data import DataSpec, load_dataset
+from genlab.data.images import build_palette, palette_indices, quantize_to_palette
 from genlab.errors import ConfigError
-from genlab.models.base import ConditionalModel, ExactLikelihoodModel
+from genlab.models.abilities import ConditionalModel, ExactLikelihoodModel
 from genlab.nn.masked import MaskedConv2d, PixelOutput, causal_mask
-from genlab.registry import get_family
+from genlab.registry import MODELS
 
 FAMILIES = ("pixelcnn", "gated-pixelcnn", "pixelrnn")
 # each family, and the pixelrnn with its second kind of layer: name -> (family, config fields)
@@ -34,7 +35,7 @@ SPECS = {"grey-binary": (GREY_BINARY, {}), "colour-softmax": (COLOUR, {}),
 def _model(family: str, spec: DataSpec, seed: int = 0, **options: Any) -> Any:
     """A tiny model of ``family`` (or of a name in VARIANTS) for ``spec``."""
     family, variant = VARIANTS.get(family, (family, {}))
-    cls = get_family(family)
+    cls = MODELS.get(family)
     torch.manual_seed(seed)
     return cls(cls.Config(**{**TINY, **variant, **options}), spec)
 

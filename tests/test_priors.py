@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
-from genlab.api import build_config
-from genlab.data.images import ImageDataset, load_dataset
+from genlab.config import build_config
+from genlab.data import load_dataset
+from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.vae import VAE
@@ -43,23 +45,18 @@ def test_mixture_sample_has_the_mixture_moments_and_is_seeded() -> None:
     torch.testing.assert_close(a.pow(2).mean(0), second, rtol=0.02, atol=0.03)
 
 
-@pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    return load_dataset("digits", binarize="static", progress=False)
-
-
-def _vae(digits: ImageDataset, seed: int = 0, **options: object) -> VAE:
+def _vae(digits_static: ImageDataset, seed: int = 0, **options: object) -> VAE:
     cfg = build_config("vae", "digits", hidden=(16,), **options)
     torch.manual_seed(seed)
-    return VAE(cfg.model_config, digits.spec).eval()
+    return VAE(cfg.model_config, digits_static.spec).eval()
 
 
-def test_one_standard_component_gives_the_normal_prior_model(digits: ImageDataset) -> None:
-    plain = _vae(digits, latent_dim=3)
-    mog = _vae(digits, latent_dim=3, latent_prior="mog", prior_components=1)
+def test_one_standard_component_gives_the_normal_prior_model(digits_static: ImageDataset) -> None:
+    plain = _vae(digits_static, latent_dim=3)
+    mog = _vae(digits_static, latent_dim=3, latent_prior="mog", prior_components=1)
     mog.load_state_dict({**plain.state_dict(), "prior.logits": torch.zeros(1), "prior.mu": torch.zeros(1, 3),
                          "prior.logvar": torch.zeros(1, 3)})
-    x = {"x": digits.split("test")[0][:8]}
+    x = {"x": digits_static.split("test")[0][:8]}
     torch.manual_seed(3)
     a = plain.log_importance_weights(x, 7)
     torch.manual_seed(3)
@@ -67,14 +64,14 @@ def test_one_standard_component_gives_the_normal_prior_model(digits: ImageDatase
     torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
-def test_monte_carlo_kl_is_unbiased_for_the_analytic_kl(digits: ImageDataset) -> None:
+def test_monte_carlo_kl_is_unbiased_for_the_analytic_kl(digits_static: ImageDataset) -> None:
     """With one N(0, I) component the one-sample KL estimate of the learned-prior path must average to the
     closed form the normal prior uses."""
-    mog = _vae(digits, latent_dim=4, latent_prior="mog", prior_components=1)
+    mog = _vae(digits_static, latent_dim=4, latent_prior="mog", prior_components=1)
     with torch.no_grad():
         mog.prior.mu.zero_()
         mog.prior.logvar.zero_()
-    x = digits.split("test")[0][:32]
+    x = digits_static.split("test")[0][:32]
     mu, logvar = mog.encode(x)
     analytic = kl_normal_std(mu, logvar).sum(-1).mean().item()
     torch.manual_seed(0)
@@ -84,8 +81,8 @@ def test_monte_carlo_kl_is_unbiased_for_the_analytic_kl(digits: ImageDataset) ->
     assert abs(estimates.mean().item() - analytic) < 4 * se + 1e-3
 
 
-def test_vamp_prior_components_are_the_encoders_posteriors(digits: ImageDataset) -> None:
-    model = _vae(digits, latent_dim=3, latent_prior="vamp", prior_components=6).train()
+def test_vamp_prior_components_are_the_encoders_posteriors(digits_static: ImageDataset) -> None:
+    model = _vae(digits_static, latent_dim=3, latent_prior="vamp", prior_components=6).train()
     mix = model._mixture()
     u = model.prior.pseudo_inputs()
     assert u.shape == (6, 1, 8, 8) and 0 < u.min() and u.max() < 1
@@ -93,23 +90,23 @@ def test_vamp_prior_components_are_the_encoders_posteriors(digits: ImageDataset)
     torch.testing.assert_close(mix.mu, mu)
     torch.testing.assert_close(mix.logvar, logvar)
     torch.testing.assert_close(mix.log_w.exp().sum(), torch.tensor(1.0))
-    model.loss({"x": digits.split("train")[0][:16]})["loss"].backward()
+    model.loss({"x": digits_static.split("train")[0][:16]})["loss"].backward()
     assert model.prior.pseudo_logits.grad.abs().sum() > 0  # the pseudo-inputs learn through the KL term
     # the encoder is shared, not copied: its weights appear once in the state dict
     assert not any(k.startswith("prior.") and "encoder" in k for k in model.state_dict())
 
 
 @pytest.mark.parametrize("prior", ["mog", "vamp"])
-def test_importance_weighted_bound_converges_to_the_exact_likelihood(digits: ImageDataset, prior: str) -> None:
+def test_importance_weighted_bound_converges_to_the_exact_likelihood(digits_static: ImageDataset, prior: str) -> None:
     """latent_dim = 1: log p(x) = log integral p(x|z) p(z) dz on a fine grid is exact to quadrature error; the ELBO
     stays below it and the k=20000 bound comes within a few hundredths of a nat."""
-    model = _vae(digits, seed=2, latent_dim=1, latent_prior=prior, prior_components=3)
+    model = _vae(digits_static, seed=2, latent_dim=1, latent_prior=prior, prior_components=3)
     if prior == "mog":
         with torch.no_grad():
             model.prior.mu.copy_(torch.tensor([[-1.5], [0.3], [2.0]]))
             model.prior.logvar.fill_(-0.5)
             model.prior.logits.copy_(torch.tensor([0.2, -0.4, 0.1]))
-    x = digits.split("test")[0][:3]
+    x = digits_static.split("test")[0][:3]
     grid = torch.linspace(-12, 12, 24_001, dtype=torch.float64)
     with torch.no_grad():
         model64 = model.double()
@@ -126,8 +123,8 @@ def test_importance_weighted_bound_converges_to_the_exact_likelihood(digits: Ima
     assert elbo.view(3, 200).mean(1).lt(exact).all()
 
 
-def test_samples_come_from_the_learned_prior(digits: ImageDataset) -> None:
-    model = _vae(digits, latent_dim=2, latent_prior="mog", prior_components=2)
+def test_samples_come_from_the_learned_prior(digits_static: ImageDataset) -> None:
+    model = _vae(digits_static, latent_dim=2, latent_prior="mog", prior_components=2)
     a, b = (model.sample(5, generator=torch.Generator().manual_seed(4)) for _ in range(2))
     assert a.shape == (5, 1, 8, 8) and torch.equal(a, b)
 
@@ -137,21 +134,21 @@ def test_samples_come_from_the_learned_prior(digits: ImageDataset) -> None:
     ({"latent_prior": "mog", "prior_components": 0}, "prior_components must be >= 1"),
     ({"latent_prior": "vamp", "free_bits": 0.5}, "free_bits needs the per-dimension KL"),
 ])
-def test_prior_config_errors(digits: ImageDataset, options: dict, expected: str) -> None:
+def test_prior_config_errors(digits_static: ImageDataset, options: dict, expected: str) -> None:
     cfg = build_config("vae", "digits", **options)
     with pytest.raises(ConfigError, match=expected):
-        VAE(cfg.model_config, digits.spec)
+        VAE(cfg.model_config, digits_static.spec)
 
 
-def test_learned_prior_run_saves_loads_and_evaluates(digits: ImageDataset, tmp_path) -> None:
+def test_learned_prior_run_saves_loads_and_evaluates(digits_static: ImageDataset, tmp_path) -> None:
     import genlab
 
-    model = genlab.train("vae", "digits", dataset=digits, hidden=(16,), latent_dim=2, latent_prior="vamp",
+    model = genlab.train("vae", "digits", dataset=digits_static, hidden=(16,), latent_dim=2, latent_prior="vamp",
                          prior_components=8, epochs=2, progress=False, threads=1, eval_every=1, out=tmp_path / "r")
     assert model.history[-1]["test/elbo"] > model.history[0]["test/elbo"] - 1.0
     loaded = genlab.load(tmp_path / "r")
     torch.testing.assert_close(loaded.prior.pseudo_logits, model.prior.pseudo_logits)
-    x = {"x": digits.split("test")[0][:4]}
+    x = {"x": digits_static.split("test")[0][:4]}
     torch.manual_seed(1)
     a = model.log_importance_weights(x, 5)
     torch.manual_seed(1)
@@ -159,12 +156,12 @@ def test_learned_prior_run_saves_loads_and_evaluates(digits: ImageDataset, tmp_p
     torch.testing.assert_close(a, b)
 
 
-def test_cvae_refuses_a_learned_latent_prior(digits: ImageDataset) -> None:
+def test_cvae_refuses_a_learned_latent_prior(digits_static: ImageDataset) -> None:
     from genlab.models.cvae import ConditionalVAE
 
     cfg = build_config("cvae", "digits", latent_prior="mog")
     with pytest.raises(ConfigError, match="model.latent_prior is for the unconditional vae"):
-        ConditionalVAE(cfg.model_config, digits.spec)
+        ConditionalVAE(cfg.model_config, digits_static.spec)
 
 
 @pytest.mark.parametrize("family,options", [
@@ -173,16 +170,16 @@ def test_cvae_refuses_a_learned_latent_prior(digits: ImageDataset) -> None:
     ("cvae", {"prior": "class-mean"}),
     ("cvae", {"prior": "concat", "ar_hidden": 6}),
 ])
-def test_importance_sampler_gives_the_weights_of_repeated_calls(digits: ImageDataset, family: str,
+def test_importance_sampler_gives_the_weights_of_repeated_calls(digits_static: ImageDataset, family: str,
                                                                  options: dict) -> None:
     """The chunked evaluation computes q(z|x), the prior's components and the head's pixel part once per batch;
     its chunks must be exactly the log-weights of calling log_importance_weights once per chunk."""
-    from genlab.registry import get_family
+    from genlab.registry import MODELS
 
     cfg = build_config(family, "digits", hidden=(16,), latent_dim=2, **options)
     torch.manual_seed(0)
-    model = get_family(family)(cfg.model_config, digits.spec).eval()
-    x, y = digits.split("test")
+    model = MODELS.get(family)(cfg.model_config, digits_static.spec).eval()
+    x, y = digits_static.split("test")
     batch = {"x": x[:6], "y": y[:6]}
     torch.manual_seed(5)
     draw = model.importance_sampler(batch)
@@ -199,21 +196,25 @@ def test_importance_sampler_gives_the_weights_of_repeated_calls(digits: ImageDat
     torch.testing.assert_close(streamed.double(), direct, rtol=0, atol=1e-5)
 
 
-def test_vamp_report_shows_the_pseudo_inputs(digits: ImageDataset, tmp_path) -> None:
-    from genlab.viz.figures import standard_figures
+def test_vamp_report_shows_the_pseudo_inputs(digits_static: ImageDataset, tmp_path) -> None:
+    from genlab.models.abilities import Illustrated
+    from genlab.pipelines.report import illustration_figures
 
-    model = _vae(digits, latent_dim=2, latent_prior="vamp", prior_components=10)
-    figs = standard_figures(model, digits, tmp_path)
-    assert figs["pseudo_inputs"].exists()
-    assert "pseudo_inputs" not in standard_figures(_vae(digits, latent_dim=2), digits, tmp_path / "plain")
+    model = _vae(digits_static, latent_dim=2, latent_prior="vamp", prior_components=10)
+    figs, captions, texts = illustration_figures(model, tmp_path)
+    assert figs["pseudo_inputs"].exists() and "pseudo-inputs" in captions["pseudo_inputs"] and not texts
+    with Image.open(figs["pseudo_inputs"]) as im:
+        lo, hi = im.convert("L").getextrema()
+        assert hi - lo > 100  # the learned images, not a blank canvas
+    assert not isinstance(_vae(digits_static, latent_dim=2), Illustrated)  # a plain prior has no figure of its own
 
 
-def test_latent_diagnostics_name_what_the_kl_bars_are_against(digits: ImageDataset, tmp_path) -> None:
+def test_latent_diagnostics_name_what_the_kl_bars_are_against(digits_static: ImageDataset, tmp_path) -> None:
     from genlab.metrics.latent import latent_diagnostics
     from genlab.viz.figures import kl_figure
 
-    mog = latent_diagnostics(_vae(digits, latent_dim=2, latent_prior="mog", prior_components=3), digits, limit=50)
-    plain = latent_diagnostics(_vae(digits, latent_dim=2), digits, limit=50)
+    mog = latent_diagnostics(_vae(digits_static, latent_dim=2, latent_prior="mog", prior_components=3), digits_static, limit=50)
+    plain = latent_diagnostics(_vae(digits_static, latent_dim=2), digits_static, limit=50)
     assert (mog["kl_per_dim_against"], plain["kl_per_dim_against"]) == ("N(0, I)", "p(z)")
     assert kl_figure(mog["kl_per_dim"], mog["posterior_mean_variance"], tmp_path / "kl.png",
                      against=mog["kl_per_dim_against"]).exists()

@@ -16,22 +16,13 @@ import pytest
 import scipy.linalg
 import torch
 
-from genlab.data.images import ImageDataset, load_dataset
+from genlab.data import load_dataset
+from genlab.data.images import ImageDataset
 from genlab.errors import GenlabError
 from genlab.metrics import quality
 from genlab.metrics.quality import (FeatureNet, class_accuracy, extract_features, feature_net, feature_net_path, fid,
                                     frechet_distance, inception_fid, kid, precision_recall, sample_quality)
 from genlab.models.cvae import ConditionalVAE, CVAEConfig
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny nets run fastest on one thread (and do not fight other jobs); module scope so it also covers the
-    module-scoped feature net; torch's setting is restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +32,6 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GENLAB_CACHE", str(root))
         yield root
-
-
-@pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    return load_dataset("digits", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,21 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import genlab
-from genlab.api import build_config
-from genlab.data.images import ImageDataset, load_dataset
+from genlab.config import build_config
+from genlab.data import load_dataset
+from genlab.data.images import ImageDataset
 from genlab.errors import CheckpointError, ConfigError, GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
 from genlab.models.vae import VAE
-from genlab.registry import get_family
+from genlab.registry import MODELS
 from genlab.train import checkpoint as ckpt_mod
 from genlab.train import trainer as trainer_mod
-from genlab.train.checkpoint import write_json, write_tensors
+from genlab import files as files_mod
+from genlab.data.spec import batch_to_device
+from genlab.files import write_json, write_tensors
 from genlab.train.run import RunDir
-from genlab.train.trainer import Trainer, evaluate_terms
+from genlab.metrics.terms import EVAL_SEED, evaluate_terms
+from genlab.train.trainer import Trainer
 
 TINY = {"arch": "mlp", "hidden": (32,), "latent_dim": 3}
 BATCH = 128
@@ -35,22 +39,6 @@ CHECKPOINT_FILES = {"model.safetensors", "model.json", "trainer.safetensors", "t
 
 
 # --- fixtures and helpers ---
-
-@pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    data = load_dataset("digits", progress=False)
-    assert data.num_batches("train", BATCH) == STEPS_PER_EPOCH
-    return data
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny models run fastest on one thread (and do not fight the other CI jobs); restore torch's setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _train(out: Path, digits: ImageDataset, **options: Any) -> GenerativeModel:
     options = {"epochs": 2, "batch_size": BATCH, "progress": False, **TINY, **options}
@@ -65,7 +53,7 @@ def _trainer(digits: ImageDataset, run: RunDir | None = None, **options: Any) ->
     """A Trainer built the way ``genlab.train`` builds one (seed, then the model), without the API around it."""
     cfg = build_config("vae", "digits", **{"batch_size": BATCH, "progress": False, **TINY, **options})
     torch.manual_seed(cfg.train.seed)
-    model = get_family("vae")(cfg.model_config, digits.spec)
+    model = MODELS.get("vae")(cfg.model_config, digits.spec)
     return Trainer(model, digits, cfg.train, run)
 
 
@@ -302,7 +290,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path,
         Path(path).write_bytes(b"\x00" * 10)
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt_mod, "save_file", half_written)
+    monkeypatch.setattr(files_mod, "save_file", half_written)
     with pytest.raises(OSError, match="disk full"):
         write_tensors(target, {"a": torch.zeros(4)}, {"step": "2"})
     monkeypatch.undo()
@@ -506,7 +494,7 @@ def test_test_split_is_evaluated_every_epoch_in_nats(digits: ImageDataset) -> No
     model = trainer.model.eval()
     x, _ = digits.split("test")
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(trainer_mod._EVAL_SEED)
+        torch.manual_seed(EVAL_SEED)
         mu, logvar = model.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         recon = F.binary_cross_entropy_with_logits(model.decoder(z), x, reduction="none").sum((1, 2, 3))
@@ -607,7 +595,7 @@ def test_channels_last_gives_the_same_loss_and_gradients(digits: ImageDataset) -
     for channels_last in (False, True):
         trainer = _trainer(digits, channels_last=channels_last, **CONV)  # same seed: the same initial weights
         model = trainer.model
-        prepared = trainer_mod._to_device(batch, trainer.device, channels_last)
+        prepared = batch_to_device(batch, trainer.device, channels_last)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the same reparameterization noise
             terms = model.loss(prepared)
@@ -625,7 +613,7 @@ def test_channels_last_gives_the_same_loss_and_gradients(digits: ImageDataset) -
         torch.testing.assert_close(nhwc[1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
 
     rgb = torch.rand(4, 3, 5, 6)  # images with channels: stored NHWC, values unchanged; other tensors untouched
-    moved = trainer_mod._to_device({"x": rgb, "y": torch.arange(4)}, torch.device("cpu"), True)
+    moved = batch_to_device({"x": rgb, "y": torch.arange(4)}, torch.device("cpu"), True)
     assert _is_channels_last(moved["x"]) and torch.equal(moved["x"], rgb) and torch.equal(moved["y"], torch.arange(4))
 
 
@@ -663,10 +651,10 @@ def test_resume_with_channels_last_is_bit_identical(digits: ImageDataset, tmp_pa
 
 def test_runs_without_out_get_distinct_folders_in_the_same_second(digits: ImageDataset, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import genlab.api as api_mod
+    from genlab.pipelines import runs as runs_mod
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(api_mod.time, "strftime", lambda fmt: "20260101-000000")
+    monkeypatch.setattr(runs_mod.time, "strftime", lambda fmt: "20260101-000000")
     runs = [genlab.train("vae", "digits", dataset=digits, epochs=1, progress=False, **TINY).run_dir
             for _ in range(3)]
     names = [Path(r).name for r in runs]

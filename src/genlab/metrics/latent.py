@@ -1,4 +1,4 @@
-"""Latent-space diagnostics of models with an encoder (LatentModel): KL per dimension, active units, and the
+"""Latent-space diagnostics of models with an encoder (``Encoder``): KL per dimension, active units, and the
 mutual information between x and z under the aggregate posterior."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from genlab.data.images import ImageDataset
-from genlab.models.base import ConditionalModel, LatentModel
+from genlab.data.spec import Dataset
+from genlab.models.abilities import ClassPriorModel, ConditionalModel, Encoder, LearnedPriorModel, evaluating
 from genlab.nn.gaussian import kl_normal, kl_normal_std
 
 
@@ -25,28 +25,24 @@ class Posteriors:
 
 
 @torch.no_grad()
-def encode_split(model: LatentModel, data: ImageDataset, split: str = "test", limit: int | None = 5000,
+def encode_split(model: Encoder, data: Dataset, split: str = "test", limit: int | None = 5000,
                  batch_size: int = 500) -> Posteriors:
-    """Encode up to ``limit`` images of a split. Conditional models get each image's label as the condition."""
+    """Encode up to ``limit`` examples of a split. Conditional models get each image's label as the condition."""
     x, y = data.split(split)
     if limit is not None:
         x, y = x[:limit], (None if y is None else y[:limit])
     conditional = isinstance(model, ConditionalModel) and y is not None
     mus, logvars = [], []
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(model.device)
-        cond = y[start:start + batch_size].to(model.device) if conditional else None
-        mu, logvar = model.encode(xb, cond)
-        mus.append(mu.cpu())
-        logvars.append(logvar.cpu())
-    if was_training:
-        model.train()
+    with evaluating(model):
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(model.device)
+            cond = y[start:start + batch_size].to(model.device) if conditional else None
+            mu, logvar = model.encode(xb, cond)
+            mus.append(mu.cpu())
+            logvars.append(logvar.cpu())
     prior_mu = None
-    if hasattr(model, "class_means") and y is not None:  # the class-prior CVAE: KL against N(mu_y, I)
-        prior_mu = model.class_means.detach().cpu()[y]
+    if isinstance(model, ClassPriorModel) and y is not None:  # the class-prior CVAE: KL against N(mu_y, I)
+        prior_mu = model.class_prior_means().cpu()[y]
     return Posteriors(torch.cat(mus), torch.cat(logvars), y, prior_mu)
 
 
@@ -86,7 +82,7 @@ def mutual_information(post: Posteriors, *, samples: int = 1, generator: torch.G
     return total / samples
 
 
-def latent_diagnostics(model: LatentModel, data: ImageDataset, *, split: str = "test", limit: int = 5000,
+def latent_diagnostics(model: Encoder, data: Dataset, *, split: str = "test", limit: int = 5000,
                        threshold: float = 0.01, seed: int = 0) -> dict[str, Any]:
     """KL per dimension, active units and I(x; z) on a split, as a JSON-ready dict."""
     post = encode_split(model, data, split, limit)
@@ -103,5 +99,5 @@ def latent_diagnostics(model: LatentModel, data: ImageDataset, *, split: str = "
         "mutual_information_max": math.log(len(post.mu)),
         "images": len(post.mu),
         # a learned prior (mog, vamp) has no per-dimension KL: the bars are then taken against N(0, I)
-        "kl_per_dim_against": "N(0, I)" if getattr(model, "prior", None) is not None else "p(z)",
+        "kl_per_dim_against": "N(0, I)" if isinstance(model, LearnedPriorModel) else "p(z)",
     }

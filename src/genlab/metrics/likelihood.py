@@ -8,7 +8,11 @@ import torch
 from tqdm import tqdm
 
 from genlab.data.images import ImageDataset
-from genlab.models.base import ExactLikelihoodModel, GenerativeModel, LikelihoodModel
+from genlab.metrics.latent import latent_diagnostics
+from genlab.metrics.quality import sample_quality
+from genlab.metrics.terms import evaluate_terms
+from genlab.models.abilities import Encoder, ExactLikelihoodModel, LikelihoodModel, evaluating
+from genlab.models.base import GenerativeModel
 
 _CHUNK_FLOATS = 2_000_000
 
@@ -26,9 +30,7 @@ def importance_weighted_log_likelihood(model: LikelihoodModel, batch: dict[str, 
     running_max = None
     running_sum = None
     done = 0
-    # a model may compute what the chunks share (the encoder, the decoder's pixel part) once per batch
-    sampler = getattr(model, "importance_sampler", None)
-    draw = sampler(batch) if sampler is not None else (lambda kc: model.log_importance_weights(batch, kc))
+    draw = model.importance_sampler(batch)  # what the chunks share (the encoder's output) is computed once
     while done < k:
         kc = min(chunk, k - done)
         lw = draw(kc).double()  # (kc, B)
@@ -48,13 +50,13 @@ def exact_nll(model: ExactLikelihoodModel, data: ImageDataset, *, split: str = "
               limit: int | None = None, progress: bool = True) -> torch.Tensor:
     """Per-example -log p(x) in nats for a split, (N,), from a model whose likelihood is exact (autoregressive
     models): no sampling, no bound."""
-    model.eval()
     n = data.num_batches(split, batch_size) if limit is None else -(-limit // batch_size)
     out = []
-    for batch in tqdm(data.batches(split, batch_size, limit=limit), total=n, desc="log p(x), exact",
-                      disable=not progress, leave=False):
-        batch = {key: v.to(model.device) for key, v in batch.items()}
-        out.append(-model.log_prob(batch).double().cpu())
+    with evaluating(model):
+        for batch in tqdm(data.batches(split, batch_size, limit=limit), total=n, desc="log p(x), exact",
+                          disable=not progress, leave=False):
+            batch = {key: v.to(model.device) for key, v in batch.items()}
+            out.append(-model.log_prob(batch).double().cpu())
     return torch.cat(out)
 
 
@@ -64,7 +66,7 @@ def has_likelihood(model: object) -> bool:
 
 
 @torch.no_grad()
-def test_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split: str = "test",
+def split_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split: str = "test",
              batch_size: int | None = None, limit: int | None = None, seed: int = 0,
              progress: bool = True) -> torch.Tensor:
     """Per-example estimate of -log p(x) in nats for a split, (N,): exact for an ``ExactLikelihoodModel`` (``k``
@@ -74,7 +76,6 @@ def test_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split
                          progress=progress).float()
     if not isinstance(model, LikelihoodModel):
         raise TypeError(f"{type(model).__name__} has no likelihood (it is not a LikelihoodModel)")
-    model.eval()
     d = data.spec.dim
     # Keep each chunk's (k_chunk, batch, dims) tensors near 2M floats: large enough for efficient matmuls, small
     # enough to stay in cache and be recycled by the allocator. Chunks of 20M ran the elementwise work (softplus,
@@ -84,7 +85,7 @@ def test_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, split
     chunk = max(1, min(k, _CHUNK_FLOATS // (d * batch_size)))
     out = []
     n = data.num_batches(split, batch_size) if limit is None else -(-limit // batch_size)
-    with torch.random.fork_rng(devices=[]):
+    with evaluating(model), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for batch in tqdm(data.batches(split, batch_size, limit=limit), total=n, desc=f"log p(x), k={k}",
                           disable=not progress, leave=False):
@@ -101,15 +102,12 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
     (``nll_exact``), otherwise the importance-weighted estimate with k samples (``nll_k``);
     for latent models the diagnostics of ``genlab.metrics.latent`` (``latent/...``); with ``quality`` the
     sample-quality metrics of ``genlab.metrics.quality`` against the test split (``quality/...``)."""
-    from genlab.models.base import LatentModel
-    from genlab.train.trainer import evaluate_terms
-
     exact = isinstance(model, ExactLikelihoodModel)
     # an exact model's loss terms are its NLL and bits/dim, computed below per example: one pass, not two
     terms = {} if exact and k > 0 else evaluate_terms(model, data, "test")
     out: dict[str, Any] = {f"test/{key}": v for key, v in terms.items()}
     if k > 0 and has_likelihood(model):
-        nll = test_nll(model, data, k, limit=limit, progress=progress)
+        nll = split_nll(model, data, k, limit=limit, progress=progress)
         out["test/nll"] = nll.mean().item()
         out["test/nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item() if len(nll) > 1 else 0.0
         out["test/bits_per_dim"] = bits_per_dim(out["test/nll"], data.spec.dim)
@@ -118,13 +116,9 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
         else:
             out["nll_k"] = k
         out["nll_examples"] = len(nll)
-    if latent and isinstance(model, LatentModel):
-        from genlab.metrics.latent import latent_diagnostics
-
+    if latent and isinstance(model, Encoder):
         out.update({f"latent/{key}": v for key, v in latent_diagnostics(model, data, limit=limit or 5000).items()})
     if quality:
-        from genlab.metrics.quality import sample_quality
-
         q = sample_quality(model, data, n=quality_n, progress=progress)
         net = q.pop("feature_net", None) or {}
         acc = q.pop("class_accuracy", None)

@@ -32,9 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from genlab.data.images import DataSpec, ImageDataset
+from genlab.data.images import ImageDataset
+from genlab.data.sources import cache_dir
+from genlab.data.spec import DataSpec
 from genlab.errors import CheckpointError, GenlabError
-from genlab.models.base import ConditionalModel
+from genlab.files import read_json, read_tensors, write_json, write_tensors
+from genlab.models.abilities import ConditionalModel, evaluating, model_device
+from genlab.version import __version__
 
 __all__ = [
     "FEATURE_NET_VERSION", "FeatureNet", "class_accuracy", "extract_features", "feature_net", "feature_net_path",
@@ -206,8 +210,6 @@ def feature_net_path(data: ImageDataset, *, epochs: int | None = None) -> Path:
     """``cache_dir()/features/<dataset>-<hash>.safetensors`` (the ``.json`` beside it): where the feature net of
     ``data`` is cached. The hash covers the dataset's name, shape, training size, binarization, the epochs and
     ``FEATURE_NET_VERSION``."""
-    from genlab.data.sources import cache_dir
-
     if epochs is None:
         epochs = _default_epochs(len(data.train_x))
     key = hashlib.sha256(json.dumps(_identity(data, epochs), sort_keys=True).encode()).hexdigest()[:12]
@@ -267,8 +269,6 @@ def _train_feature_net(data: ImageDataset, epochs: int, *, progress: bool,
 def _load_cached(path: Path, identity: dict[str, Any],
                  device: torch.device) -> FeatureNet | None:
     """The cached net at ``path``, or None when there is none; a corrupt or mismatched cache warns and gives None."""
-    from genlab.train.checkpoint import read_json, read_tensors
-
     meta_path = path.with_suffix(".json")
     if not path.exists() and not meta_path.exists():
         return None
@@ -288,11 +288,8 @@ def _load_cached(path: Path, identity: dict[str, Any],
 
 def _save_cached(path: Path, net: FeatureNet, identity: dict[str, Any], train_seconds: float) -> None:
     """Weights then JSON, each written atomically; a cache that cannot be written warns and is skipped."""
-    import genlab
-    from genlab.train.checkpoint import write_json, write_tensors
-
     meta = {"identity": identity, "config": net.config(), "test_accuracy": net.test_accuracy,
-            "train_seconds": round(train_seconds, 2), "genlab_version": genlab.__version__}
+            "train_seconds": round(train_seconds, 2), "genlab_version": __version__}
     try:
         write_tensors(path, net.state_dict(), {"format": "pt", "genlab": "feature_net",
                                                "version": FEATURE_NET_VERSION})
@@ -480,41 +477,21 @@ def _draw(model: Any, n: int, *, generator: torch.Generator, batch_size: int, co
     return torch.cat(out)
 
 
-def _model_device(model: Any) -> torch.device:
-    try:
-        return torch.device(model.device)
-    except (AttributeError, StopIteration, TypeError, RuntimeError):
-        return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    """An nn.Module in eval mode for the block, its mode restored after; other objects are left alone."""
-    was_training = getattr(model, "training", None)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield
-    finally:
-        if isinstance(model, nn.Module) and was_training is not None:
-            model.train(was_training)
-
-
 def class_accuracy(model: ConditionalModel, net: FeatureNet, n_per_class: int = 100, *, seed: int = 0,
                    batch_size: int = 500, progress: bool = False) -> dict[str, Any]:
     """How often a conditional model draws the class it is asked for: ``n_per_class`` samples of every class,
     labelled by the feature net's classifier. Returns ``{"overall": float, "per_class": [float] * num_classes}``
     (fractions in [0, 1]); read it against ``net.test_accuracy``, the classifier's own accuracy on real images.
     """
-    if not isinstance(model, ConditionalModel) or getattr(model, "num_classes", 0) < 1:
+    if not isinstance(model, ConditionalModel) or model.num_classes < 1:
         raise TypeError(f"{type(model).__name__} is not a ConditionalModel (it has no num_classes)")
     if net.task != "classes" or net.num_outputs != model.num_classes:
         raise ValueError(f"the feature net classifies {net.num_outputs} {net.task}, the model has "
                          f"{model.num_classes} classes")
-    device = _model_device(model)
+    device = model_device(model)
     cond = torch.arange(model.num_classes, device=device).repeat_interleave(n_per_class)  # (K * n,)
     gen = torch.Generator(device=device).manual_seed(seed)
-    with _eval_mode(model):
+    with evaluating(model):
         x = _draw(model, len(cond), generator=gen, batch_size=batch_size, cond=cond, spec=net.spec,
                   progress=progress, desc="class samples")
     hit = (_predict(net, x) == cond.cpu()).double().view(model.num_classes, n_per_class)  # (K, n)
@@ -586,9 +563,9 @@ def sample_quality(model: Any, data: ImageDataset, *, n: int = 10_000, net: Feat
         raise ValueError(f"the feature net is for {net.spec.name!r} {tuple(net.spec.shape)}, the data "
                          f"{data.spec.name!r} is {tuple(data.spec.shape)}")
     real = _reference_features(net, data, n, seed)
-    device = _model_device(model)
+    device = model_device(model)
     gen = torch.Generator(device=device).manual_seed(seed)
-    with _eval_mode(model):
+    with evaluating(model):
         fake_x = _draw(model, n, generator=gen, batch_size=batch_size, spec=data.spec, progress=progress)
     fake = extract_features(net, fake_x)
     kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
@@ -601,9 +578,8 @@ def sample_quality(model: Any, data: ImageDataset, *, n: int = 10_000, net: Feat
     }
     if net.task == "classes":
         out.update(class_histogram(_predict(net, fake_x), data, net.num_outputs))
-    num_classes = getattr(model, "num_classes", 0)
-    if isinstance(model, ConditionalModel) and num_classes and net.task == "classes" \
-            and net.num_outputs == num_classes:
+    num_classes = model.num_classes if isinstance(model, ConditionalModel) else 0
+    if num_classes and net.task == "classes" and net.num_outputs == num_classes:
         per = n_per_class if n_per_class is not None else max(1, min(1000, n // num_classes))
         out["class_accuracy"] = class_accuracy(model, net, per, seed=seed, batch_size=batch_size,
                                                progress=progress)

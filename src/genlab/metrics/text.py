@@ -6,7 +6,12 @@ from typing import Any, Sequence
 
 import torch
 
-from genlab.data.text import TextDataset, Vocabulary
+from genlab.data.text import TextDataset, format_poem
+from genlab.data.vocab import UNK_CHAR, Vocabulary
+from genlab.metrics.latent import latent_diagnostics
+from genlab.metrics.terms import evaluate_terms
+from genlab.errors import ConfigError
+from genlab.models.abilities import Encoder, Reconstructs, TemperatureSampler, evaluating
 from genlab.models.base import GenerativeModel
 
 # a KL below this (nats per line, test average) means the decoder ignores z: the posterior collapsed to the prior
@@ -22,14 +27,12 @@ def reconstruction_accuracy(model: Any, data: TextDataset, split: str = "test", 
     if limit is not None:
         tokens = tokens[:limit]
     right = total = 0
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(tokens), batch_size):
-        x = tokens[start:start + batch_size].to(model.device)
-        real = x != Vocabulary.pad_id
-        right += ((model.reconstruct(x) == x) & real).sum().item()
-        total += real.sum().item()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(tokens), batch_size):
+            x = tokens[start:start + batch_size].to(model.device)
+            real = x != Vocabulary.pad_id
+            right += ((model.reconstruct(x) == x) & real).sum().item()
+            total += real.sum().item()
     return right / max(total, 1)
 
 
@@ -49,17 +52,20 @@ def sample_novelty(model: Any, data: TextDataset, n: int = 5000, *, seed: int = 
                    batch_size: int = 100) -> dict[str, Any]:
     """Novelty of n samples drawn with a fixed seed against every sample of the corpus (train and test splits),
     the fraction holding an unknown character, and a few of them formatted for reading."""
-    from genlab.data.text import UNK_CHAR, format_poem
-
     gen = torch.Generator(device=model.device).manual_seed(seed)
+    stepwise = isinstance(model, TemperatureSampler)
+    if temperature is not None and not stepwise:
+        raise ConfigError(f"{model.family} samples without a temperature; leave it out")
+    options = {"temperature": temperature} if stepwise else {}
     texts: list[str] = []
     while len(texts) < n:
-        tokens = model.sample(min(batch_size, n - len(texts)), generator=gen, temperature=temperature)
+        tokens = model.sample(min(batch_size, n - len(texts)), generator=gen, **options)
         texts += model.tokens_to_text(tokens)
     out: dict[str, Any] = novelty(texts, data.corpus)
     out["unk_fraction"] = sum(UNK_CHAR in t for t in texts) / max(len(texts), 1)
     out["samples"] = n
-    out["temperature"] = model.config.temperature if temperature is None else temperature
+    if stepwise:
+        out["temperature"] = model.default_temperature if temperature is None else temperature
     out["examples"] = [format_poem(t) for t in texts[:10]]
     return out
 
@@ -71,20 +77,19 @@ def evaluate_text(model: GenerativeModel, data: TextDataset, *, limit: int | Non
     ``test/kl``), the ELBO and reconstruction in nats per character, the reconstruction accuracy per character,
     whether the KL collapsed; latent diagnostics (``latent/...``); with ``quality``, the novelty of
     ``quality_n`` samples (``novelty/...``)."""
-    from genlab.train.trainer import evaluate_terms
-
     # batches of 100 lines keep the (B, L, V) logits near 7M floats: larger ones spend their time faulting pages
     terms = evaluate_terms(model, data, "test", batch_size=100)
     out: dict[str, Any] = {f"test/{key}": v for key, v in terms.items()}
     tokens = data.split("test")[0]
     chars_per_line = (tokens != Vocabulary.pad_id).sum().item() / max(len(tokens), 1)
-    out["test/elbo_per_char"] = terms["elbo"] / chars_per_line
-    out["test/recon_per_char"] = terms["recon"] / chars_per_line
-    out["test/recon_accuracy"] = reconstruction_accuracy(model, data, "test", limit=limit)
-    out["test/kl_collapsed"] = terms["kl"] < KL_COLLAPSE_NATS
-    if latent:
-        from genlab.metrics.latent import latent_diagnostics
-
+    for key in ("elbo", "recon", "nll"):  # per character as well as per line
+        if key in terms:
+            out[f"test/{key}_per_char"] = terms[key] / chars_per_line
+    if isinstance(model, Reconstructs):
+        out["test/recon_accuracy"] = reconstruction_accuracy(model, data, "test", limit=limit)
+    if "kl" in terms:
+        out["test/kl_collapsed"] = terms["kl"] < KL_COLLAPSE_NATS
+    if latent and isinstance(model, Encoder):
         out.update({f"latent/{k}": v for k, v in latent_diagnostics(model, data, limit=limit or 2000).items()})
     if quality:
         out.update({f"novelty/{k}": v for k, v in sample_novelty(model, data, quality_n,

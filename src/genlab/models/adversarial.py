@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError, TrainingDiverged
+from genlab.models.abilities import evaluating
 from genlab.models.base import GenerativeModel
 from genlab.nn.adversarial import Critic, apply_spectral_norm, build_generator
 
@@ -206,17 +206,9 @@ class AdversarialModel(GenerativeModel):
         """n images (n, C, H, W) in [0, 1] from noise drawn with ``generator``."""
         return self.generate(self._noise(n, generator, self.device))
 
-    def on_epoch_end(self, epoch: int, run_dir: Path | None) -> None:
-        """Save the generator's images of the fixed noise as one row, ``figures/progress/epoch-NNNN.png``; the
-        rows of all epochs make the progress strip (``genlab.viz.samples.progress_figure``)."""
-        if run_dir is None:
-            return
-        from genlab.viz.samples import save_progress_row
-
-        was_training = self.training
-        self.eval()
-        try:
-            images = self.generate(self.fixed_noise)
-        finally:
-            self.train(was_training)
-        save_progress_row(images, Path(run_dir) / "figures" / "progress" / f"epoch-{epoch:04d}.png")
+    @torch.no_grad()
+    def fixed_noise_images(self) -> torch.Tensor:
+        """(16, C, H, W) images in [0, 1] of the fixed noise, in eval mode (FixedNoiseImages): one row per epoch of
+        the run's progress strip."""
+        with evaluating(self):
+            return self.generate(self.fixed_noise)

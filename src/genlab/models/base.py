@@ -1,23 +1,27 @@
-"""The family contract (DESIGN.md): ``GenerativeModel`` and the optional abilities as ``typing.Protocol``s."""
+"""The family contract (DESIGN.md): ``GenerativeModel``. The optional abilities are in ``abilities.py``."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Protocol, runtime_checkable
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 
 
 class GenerativeModel(nn.Module):
     """Base of every family. Subclasses set ``Config`` (a dataclass) and implement ``loss`` and ``sample``.
 
-    ``family`` is set by ``@register``. The trainer calls ``param_groups()`` to build one optimizer per group and
-    ``train_step`` for each batch; families with several players override both.
+    ``family`` is set by ``@MODELS.register``. The trainer calls ``param_groups()`` to build one optimizer per
+    group and ``train_step`` for each batch; families with several players override both. Optional abilities
+    (``genlab.models.abilities``) come from defining their methods; ``offers`` lets an instance decline one.
     """
 
     Config: ClassVar[type]
     family: ClassVar[str] = ""
+    # named settings of the model config; keys "train.X" / "data.X" set those sections (see config.build_config)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values this family trains with unless told
 
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__()
@@ -61,58 +65,17 @@ class GenerativeModel(nn.Module):
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         opt.step()
 
+    def offers(self, ability: type) -> bool:
+        """Whether this instance has ``ability`` although its class defines the ability's members; True unless a
+        family says otherwise (e.g. the VampPrior's images exist only with ``latent_prior=vamp``)."""
+        return True
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-@runtime_checkable
-class LatentModel(Protocol):
-    latent_dim: int
-
-    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and log-variance, each (B, latent_dim)."""
-
-    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, latent_dim) codes -> (B, C, H, W) mean images in [0, 1]."""
-
-
-@runtime_checkable
-class LikelihoodModel(Protocol):
-    def log_importance_weights(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
-        """(k, B) log p(x, z_i) - log q(z_i | x) for z_i ~ q(z | x); logsumexp - log k bounds log p(x)."""
-
-
-@runtime_checkable
-class ExactLikelihoodModel(Protocol):
-    """Models whose log p(x) is computed exactly (the autoregressive families), not bounded by sampling."""
-
-    def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B,) log p(x) of each example, nats."""
-
-
-@runtime_checkable
-class ConditionalModel(Protocol):
-    num_classes: int
-
-
-@runtime_checkable
-class TextModel(Protocol):
-    """Models of fixed-length lines of characters: batches are ``{"tokens": (B, L) int64}``, ``sample`` returns
-    (n, L) ids, and these turn ids into text and back (the vocabulary travels in ``spec.vocab``)."""
-
-    def tokens_to_text(self, tokens: torch.Tensor) -> list[str]:
-        """(B, L) ids -> B strings."""
-
-    def text_to_tokens(self, lines: "list[str]") -> torch.Tensor:
-        """Lines -> (B, L) ids."""
-
-    def sample_text(self, n: int, *, generator: torch.Generator | None = None,
-                    temperature: float | None = None) -> list[str]:
-        """n samples formatted for reading."""
 
 
 def state_dict_mismatch(err: RuntimeError) -> str:

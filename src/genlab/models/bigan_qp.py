@@ -21,11 +21,11 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.models.adversarial import ARCH_PRESETS, AdversarialConfig, AdversarialModel, frozen
 from genlab.models.gan_qp import check_qp_config, qp_critic_terms, qp_distance
-from genlab.nn.adversarial import ImageToVector
-from genlab.registry import register
+from genlab.nn.stacks import ImageEncoder
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -45,7 +45,7 @@ def reconstruction_terms(x: torch.Tensor, x_rec: torch.Tensor, z: torch.Tensor,
     return (x - x_rec).pow(2).mean(), (z - z_rec).pow(2).mean()
 
 
-@register("bigan-qp")
+@MODELS.register("bigan-qp")
 class BiGANQP(AdversarialModel):
     """BiGAN-QP: generator, encoder and joint critic T(x, z) with the GAN-QP objective plus two reconstructions."""
 
@@ -60,7 +60,7 @@ class BiGANQP(AdversarialModel):
         check_qp_config(config)
         super().__init__(config, spec)
         self.latent_dim = config.latent_dim
-        self.encoder = ImageToVector(spec.shape, config.latent_dim, arch=config.arch, hidden=config.d_hidden,
+        self.encoder = ImageEncoder(spec.shape, config.latent_dim, arch=config.arch, hidden=config.d_hidden,
                                      channels=config.channels, act=config.d_activation)
 
     def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:

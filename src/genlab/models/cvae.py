@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError, DatasetError
+from genlab.models.abilities import ClassPriorModel
 from genlab.models.vae import VAE, VAEConfig, _default_generator
-from genlab.registry import register
+from genlab.registry import MODELS
 
 PRIORS = ("concat", "class-mean")
 
@@ -26,7 +27,7 @@ class CVAEConfig(VAEConfig):
     prior: str = "concat"  # concat (label into encoder and decoder) | class-mean (a learned prior mean per class)
 
 
-@register("cvae")
+@MODELS.register("cvae")
 class ConditionalVAE(VAE):
     """Conditional VAE: the label into encoder and decoder, or a learned prior mean per class (class-mean)."""
 
@@ -49,6 +50,17 @@ class ConditionalVAE(VAE):
         if not concat:
             self.class_means = nn.Parameter(torch.zeros(spec.num_classes, config.latent_dim))
             nn.init.normal_(self.class_means, std=1.0)
+
+    def offers(self, ability: type) -> bool:
+        if ability is ClassPriorModel:
+            return self.config.prior == "class-mean"
+        return super().offers(ability)
+
+    def class_prior_means(self) -> torch.Tensor:
+        """(num_classes, latent_dim) learned prior means of the class-mean variant (ClassPriorModel)."""
+        if self.config.prior != "class-mean":
+            raise ValueError("the concat cvae's prior is N(0, I) for every class; it has no class means")
+        return self.class_means.detach()
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "y" not in batch:

@@ -22,10 +22,10 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.adversarial import ARCH_PRESETS, AdversarialConfig, AdversarialModel
-from genlab.registry import register
+from genlab.registry import MODELS
 
 G_OBJECTIVES = ("minimax", "alternative")
 
@@ -126,7 +126,7 @@ def f_gan_terms(divergence: FDivergence, v_real: torch.Tensor,
     return -estimate, estimate
 
 
-@register("fgan")
+@MODELS.register("fgan")
 class FGAN(AdversarialModel):
     """f-GAN: the variational bound of an f-divergence (TV, KL, reverse KL, chi^2, Hellinger, JS, GAN, Jeffrey)."""
 

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.adversarial import ARCH_PRESETS, AdversarialConfig, AdversarialModel
-from genlab.registry import register
+from genlab.registry import MODELS
 
 GAN_LOSSES = ("minimax", "non-saturating", "hinge")
 
@@ -32,7 +32,7 @@ class GANConfig(AdversarialConfig):
     loss: str = "non-saturating"  # minimax | non-saturating | hinge (the usual pairing with spectral_norm)
 
 
-@register("gan")
+@MODELS.register("gan")
 class GAN(AdversarialModel):
     """GAN: minimax or non-saturating log loss, or hinge loss (with spectral normalization: the sn-gan preset)."""
 

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.adversarial import ARCH_PRESETS, AdversarialConfig, AdversarialModel
-from genlab.registry import register
+from genlab.registry import MODELS
 
 DISTANCES = ("l1", "l2")
 _MIN_DISTANCE = 1e-8  # a fake image equal to its real partner would divide by zero
@@ -61,7 +61,7 @@ def check_qp_config(cfg: Any) -> None:
         raise ConfigError(f"model.qp_lambda must be > 0, got {cfg.qp_lambda}")
 
 
-@register("gan-qp")
+@MODELS.register("gan-qp")
 class GANQP(AdversarialModel):
     """GAN-QP: quadratic-potential critic, L1 or L2 distance, lambda = 10; no Lipschitz constraint needed."""
 

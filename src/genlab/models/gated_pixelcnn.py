@@ -10,11 +10,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel
 from genlab.nn.masked import GatedPixelLayer, MaskedConv2d
-from genlab.registry import register
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -28,7 +28,7 @@ class GatedPixelCNNConfig:
     mixtures: int = 5  # logistic-mixture: components per pixel
 
 
-@register("gated-pixelcnn")
+@MODELS.register("gated-pixelcnn")
 class GatedPixelCNN(PixelModel):
     """Gated PixelCNN: vertical and horizontal stacks (no blind spot), gated activations, optional class labels.
 

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
+from genlab.models.abilities import ConditionalModel
 from genlab.models.base import GenerativeModel
 from genlab.nn.masked import OUTPUTS, PixelOutput
 
@@ -47,7 +48,12 @@ def resolve_output(name: str, spec: DataSpec) -> str:
 
 
 class PixelModel(GenerativeModel):
-    """Base of the autoregressive image families; subclasses set ``Config`` and implement ``_network``."""
+    """Base of the autoregressive image families; subclasses set ``Config`` and implement ``_network``.
+
+    A conditional family sets ``num_classes`` (> 0) when it is built with labels; it is a ``ConditionalModel``
+    only then."""
+
+    num_classes: int = 0
 
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__(config, spec)
@@ -60,6 +66,16 @@ class PixelModel(GenerativeModel):
         self.groups = 1 if kind == "palette" else spec.shape[0]
         self.params_per_unit = self.output.params_per_unit
         self.out_channels = self.params_per_unit * self.groups
+
+    def offers(self, ability: type) -> bool:
+        if ability is ConditionalModel:
+            return self.num_classes > 0
+        return super().offers(ability)
+
+    @property
+    def default_temperature(self) -> float:
+        """1: samples from the model itself (TemperatureSampler)."""
+        return 1.0
 
     def _width(self, name: str, value: int) -> int:
         """A layer width checked to be a positive multiple of the number of units per pixel."""
@@ -75,7 +91,7 @@ class PixelModel(GenerativeModel):
         raise NotImplementedError
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        return batch["y"] if getattr(self, "num_classes", 0) else None
+        return batch["y"] if self.num_classes else None
 
     def unit_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) images in [0, 1] -> (B, G, H, W, P): the parameters of every unit's conditional given the
@@ -108,7 +124,7 @@ class PixelModel(GenerativeModel):
 
     def _draw_labels(self, n: int, cond: torch.Tensor | None,
                      generator: torch.Generator | None) -> torch.Tensor | None:
-        if not getattr(self, "num_classes", 0):
+        if not self.num_classes:
             return None
         if cond is None:  # a conditional model asked for unconditional samples: classes drawn uniformly
             return torch.randint(0, self.num_classes, (n,), generator=generator, device=self.device)

@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel
 from genlab.nn.masked import MaskedConv2d
-from genlab.registry import register
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -44,7 +44,7 @@ class _ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-@register("pixelcnn")
+@MODELS.register("pixelcnn")
 class PixelCNN(PixelModel):
     """PixelCNN: masked convolutions (mask A, then residual mask-B blocks); exact likelihood, completion.
 

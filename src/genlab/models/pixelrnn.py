@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel
 from genlab.nn.masked import MaskedConv2d, shift_down
-from genlab.registry import register
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -120,7 +120,7 @@ class DiagonalBiLSTM(nn.Module):
         return x + self.out(forward + shift_down(backward))
 
 
-@register("pixelrnn")
+@MODELS.register("pixelrnn")
 class PixelRNN(PixelModel):
     """PixelRNN: Row LSTM or Diagonal BiLSTM layers; exact likelihood, sampling and completion."""
 

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.images import DataSpec
-from genlab.data.text import Vocabulary, format_poem, parse_line
+from genlab.data.spec import DataSpec
+from genlab.data.text import format_poem, parse_line
+from genlab.data.vocab import Vocabulary
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
-from genlab.nn.gaussian import kl_normal_std, kl_weight
-from genlab.registry import register
+from genlab.nn.gaussian import kl_normal_std, kl_weight, reparameterize
+from genlab.registry import MODELS
 
 DECODERS = ("conv", "gru")
 
@@ -83,7 +84,7 @@ class GatedConv1d(nn.Module):
         return x + a * torch.sigmoid(g)
 
 
-@register("text-vae")
+@MODELS.register("text-vae")
 class TextVAE(GenerativeModel):
     """VAE of fixed-length lines of characters (couplets): gated 1-D conv encoder, conv or GRU decoder."""
 
@@ -191,7 +192,7 @@ class TextVAE(GenerativeModel):
         x = batch["tokens"]  # (B, L)
         mu, logvar = self.encode(x)
         kl = kl_normal_std(mu, logvar).sum(-1)  # (B,)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = reparameterize(mu, logvar)
         logits = self.logits(z, x)  # (B, L, V)
         recon = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1),  # softmax on the last dim
                                 reduction="none").view(x.shape).sum(-1)  # (B,) nats per line
@@ -204,6 +205,11 @@ class TextVAE(GenerativeModel):
         return terms
 
     # --- sampling and text ---
+
+    @property
+    def default_temperature(self) -> float:
+        """The sampling temperature of the config (TemperatureSampler): 0 is the argmax."""
+        return self.config.temperature
 
     @torch.no_grad()
     def sample(self, n: int, *, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -227,6 +233,10 @@ class TextVAE(GenerativeModel):
             if len(s) > self.length:
                 raise ConfigError(f"{line!r} has {len(s)} characters; this model writes at most {self.length}")
         return self.vocab.encode_batch(samples, self.length).to(self.device)
+
+    def unknown_characters(self, line: str) -> list[str]:
+        """The characters of ``line`` that are not in this model's vocabulary (encoded as unknown)."""
+        return self.vocab.unknown(parse_line(line))
 
     @torch.no_grad()
     def sample_text(self, n: int, *, generator: torch.Generator | None = None,

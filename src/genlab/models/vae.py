@@ -9,21 +9,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
+from genlab.models.abilities import Illustrated, Illustration, LearnedPriorModel
 from genlab.models.base import GenerativeModel
 from genlab.nn.autoregressive import AutoregressiveBernoulli
-from genlab.nn.gaussian import kl_normal, kl_normal_std, kl_weight, log_normal
+from genlab.nn.gaussian import kl_normal, kl_normal_std, kl_weight, log_normal, reparameterize
 from genlab.nn.likelihoods import build_likelihood
-from genlab.nn.priors import (
-    PRIORS,
-    Mixture,
-    build_prior,
-    mixture_log_prob,
-    mixture_sample,
-)
+from genlab.nn.priors import PRIORS, Mixture, VampPrior, build_prior, mixture_log_prob, mixture_sample
 from genlab.nn.stacks import build_decoder, build_encoder
-from genlab.registry import register
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -87,7 +82,7 @@ def _check_config(cfg: VAEConfig) -> None:
         raise ConfigError("model.beta, model.free_bits and model.kl_warmup must be >= 0")
 
 
-@register("vae")
+@MODELS.register("vae")
 class VAE(GenerativeModel):
     """q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I) or a learned prior, p(x|z) from the chosen
     likelihood."""
@@ -201,6 +196,33 @@ class VAE(GenerativeModel):
             return None
         return self.prior.mixture(lambda u: self._posterior(u, None))
 
+    # --- the optional abilities: a learned prior (mog, vamp) and the VampPrior's pseudo-inputs as a figure ---
+
+    def offers(self, ability: type) -> bool:
+        if ability is LearnedPriorModel:
+            return self.prior is not None
+        if ability is Illustrated:
+            return isinstance(self.prior, VampPrior)
+        return super().offers(ability)
+
+    def prior_mixture(self) -> Mixture:
+        """The learned prior's components (LearnedPriorModel)."""
+        mix = self._mixture()
+        if mix is None:
+            raise ValueError("this VAE's prior is N(0, I), not a mixture")
+        return mix
+
+    @torch.no_grad()
+    def illustrations(self) -> list[Illustration]:
+        """The VampPrior's learned pseudo-inputs (up to 64), the images whose posteriors make p(z)."""
+        if not isinstance(self.prior, VampPrior):
+            return []
+        pseudo = self.prior.pseudo_inputs()
+        return [Illustration(
+            "pseudo_inputs", f"VampPrior: {min(64, len(pseudo))} of {len(pseudo)} pseudo-inputs",
+            "The VampPrior's learned pseudo-inputs: p(z) is the mixture of the encoder's posteriors of these images.",
+            images=pseudo[:64].cpu())]
+
     def _log_pz(self, z: torch.Tensor, prior_mu: torch.Tensor | None, mix: Mixture | None) -> torch.Tensor:
         """log p(z) for codes (..., B, L): shape (..., B)."""
         if mix is not None:
@@ -219,7 +241,7 @@ class VAE(GenerativeModel):
         mix = self._mixture()
         cfg = self.config
         if cfg.iwae_k == 1:
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            z = reparameterize(mu, logvar)
             recon = -self._log_px(z, cond, x)  # (B,)
             if mix is not None:  # no closed form: log q(z|x) - log p(z) at the decoded z, unbiased
                 kl = log_normal(z, mu, logvar).sum(-1) - mixture_log_prob(z, mix)  # (B,)
@@ -248,7 +270,7 @@ class VAE(GenerativeModel):
         """(k, B) log p(x|z) + log p(z) - log q(z|x) for z ~ q; the reconstruction NLL and the KL estimate
         log q(z|x) - log p(z) of the first draw, (B,) each."""
         eps = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z = reparameterize(mu, logvar, eps)
         log_px = self._log_px(z, cond, x, pixels)  # (k, B)
         log_pz = self._log_pz(z, prior_mu, mix)
         log_qz = log_normal(z, mu, logvar).sum(-1)

@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from genlab.data.images import DataSpec
+from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.adversarial import ARCH_PRESETS, AdversarialConfig, AdversarialModel
 from genlab.nn.adversarial import PENALTIES, gradient_penalty
-from genlab.registry import register
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -31,7 +31,7 @@ class WGANGPConfig(AdversarialConfig):
     gp_weight: float = 10.0  # lambda of the penalty
 
 
-@register("wgan-gp")
+@MODELS.register("wgan-gp")
 class WGANGP(AdversarialModel):
     """WGAN-GP: Wasserstein critic with the two-sided gradient penalty (or the one-sided linear one), n_critic steps."""
 

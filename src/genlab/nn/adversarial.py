@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.nn.stacks import activation, mlp
+from genlab.nn.stacks import ImageEncoder, activation, mlp
 
 GAN_ARCHS = ("mlp", "conv")
 PENALTIES = ("two-sided", "one-sided-linear")
@@ -87,46 +87,18 @@ def build_generator(arch: str, latent_dim: int, shape: tuple[int, int, int], *, 
     return ConvGenerator(latent_dim, shape, channels, hidden, act, batchnorm)
 
 
-# --- critics and encoders ---
+# --- critics ---
 
-class ImageToVector(nn.Module):
-    """Images (B, C, H, W) [and an extra vector (B, K), concatenated to the image features] -> (B, out_dim).
-
-    ``mlp``: the flattened image -> dense ``hidden`` -> out_dim. ``conv``: strided 4x4 convolutions with ``channels``
-    (each halves the map), flattened -> dense ``hidden`` -> out_dim. No normalization layers (see the module note).
-    Used as the critic (out_dim 1), the joint critic T(x, z) of BiGAN-QP (extra_dim = latent size) and its encoder.
-    """
-
-    def __init__(self, shape: tuple[int, int, int], out_dim: int, *, arch: str, hidden: tuple[int, ...],
-                 channels: tuple[int, ...], act: str, extra_dim: int = 0):
-        super().__init__()
-        _check_arch(arch)
-        c = shape[0]
-        layers: list[nn.Module] = []
-        if arch == "conv":
-            if not channels:
-                raise ConfigError("the conv GAN needs at least one entry in model.channels")
-            for ch in channels:
-                layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), activation(act)]
-                c = ch
-        self.trunk = nn.Sequential(*layers)
-        with torch.no_grad():
-            n_feat = self.trunk(torch.zeros(1, *shape)).numel()
-        self.head = mlp([n_feat + extra_dim, *hidden, out_dim], act)
-
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.trunk(x).flatten(1)
-        if extra is not None:
-            h = torch.cat([h, extra], dim=1)
-        return self.head(h)
-
-
-class Critic(ImageToVector):
-    """A critic: (B, C, H, W) [, (B, K)] -> (B,) scores."""
+class Critic(ImageEncoder):
+    """A critic: images (B, C, H, W) [, a code (B, K) for a joint critic] -> (B,) scores; ``ImageEncoder`` with one
+    output."""
 
     def __init__(self, shape: tuple[int, int, int], *, arch: str, hidden: tuple[int, ...], channels: tuple[int, ...],
                  act: str, extra_dim: int = 0):
-        super().__init__(shape, 1, arch=arch, hidden=hidden, channels=channels, act=act, extra_dim=extra_dim)
+        _check_arch(arch)
+        if arch == "conv" and not channels:
+            raise ConfigError("the conv GAN needs at least one entry in model.channels")
+        super().__init__(shape, 1, arch=arch, hidden=hidden, channels=channels, act=act, cond_dim=extra_dim)
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(x, extra).squeeze(1)

@@ -41,19 +41,50 @@ def _flat_apply(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return out.reshape(*lead, *out.shape[1:])
 
 
-# --- mlp ---
+# --- encoders: mlp and conv ---
 
-class MLPEncoder(nn.Module):
-    def __init__(self, shape: tuple[int, int, int], out_dim: int, hidden: tuple[int, ...], act: str,
-                 cond_dim: int = 0):
+_OLD_NAMES = (("net.", "head."), ("trunk.", "convs."))  # checkpoints written before the two encoders were one
+
+
+class ImageEncoder(nn.Module):
+    """Images (B, C, H, W) [and a condition vector (B, K), appended to the image features] -> (B, out_dim).
+
+    ``mlp``: the flattened image -> dense ``hidden`` -> out_dim. ``conv``: strided 4x4 convolutions with
+    ``channels`` (each halves the map, ``act`` after each), flattened -> dense ``hidden`` -> out_dim. No
+    normalization layers. The VAE's encoders, the GAN critics, the joint critic T(x, z) of BiGAN-QP and its
+    encoder are all this network."""
+
+    def __init__(self, shape: tuple[int, ...], out_dim: int, *, arch: str, hidden: tuple[int, ...],
+                 channels: tuple[int, ...], act: str, cond_dim: int = 0):
         super().__init__()
-        self.net = mlp([math.prod(shape) + cond_dim, *hidden, out_dim], act)
+        if arch not in ("mlp", "conv"):
+            raise ConfigError(f"unknown encoder architecture {arch!r}; choose mlp or conv")
+        layers: list[nn.Module] = []
+        c = shape[0]
+        if arch == "conv":
+            for ch in channels:
+                layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), activation(act)]
+                c = ch
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            n_feat = self.convs(torch.zeros(1, *shape)).numel()
+        self.head = mlp([n_feat + cond_dim, *hidden, out_dim], act)
+        self._register_load_state_dict_pre_hook(_rename_old_keys)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = x.flatten(1)
+        h = self.convs(x).flatten(1)
         if cond is not None:
             h = torch.cat([h, cond], dim=1)
-        return self.net(h)
+        return self.head(h)
+
+
+def _rename_old_keys(state_dict: dict, prefix: str, *args: object) -> None:
+    """Read the weights of the encoders' earlier names (``net.*`` of the MLP encoder, ``trunk.*`` of the GAN
+    critic) under the current ones, so run folders written before still load."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in _OLD_NAMES:
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
 
 
 class MLPDecoder(nn.Module):
@@ -69,29 +100,6 @@ class MLPDecoder(nn.Module):
 
 
 # --- conv ---
-
-class ConvEncoder(nn.Module):
-    """Strided 4x4 convolutions (each halves the size), then a dense layer, then ``out_dim`` outputs."""
-
-    def __init__(self, shape: tuple[int, int, int], out_dim: int, channels: tuple[int, ...], hidden: tuple[int, ...],
-                 act: str, cond_dim: int = 0):
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = shape[0]
-        for ch in channels:
-            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), activation(act)]
-            c = ch
-        self.convs = nn.Sequential(*layers)
-        with torch.no_grad():
-            n_feat = self.convs(torch.zeros(1, *shape)).numel()
-        self.head = mlp([n_feat + cond_dim, *hidden, out_dim], act)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.convs(x).flatten(1)
-        if cond is not None:
-            h = torch.cat([h, cond], dim=1)
-        return self.head(h)
-
 
 class ConvDecoder(nn.Module):
     """Dense layers to a (channels[-1], h0, w0) grid, transposed 4x4 convolutions that double it, then a crop."""
@@ -178,10 +186,8 @@ class KerasDeconvDecoder(nn.Module):
 
 def build_encoder(arch: str, shape: tuple[int, int, int], out_dim: int, *, hidden: tuple[int, ...],
                   channels: tuple[int, ...], act: str = "relu", cond_dim: int = 0) -> nn.Module:
-    if arch == "mlp":
-        return MLPEncoder(shape, out_dim, hidden, act, cond_dim)
-    if arch == "conv":
-        return ConvEncoder(shape, out_dim, channels, hidden, act, cond_dim)
+    if arch in ("mlp", "conv"):
+        return ImageEncoder(shape, out_dim, arch=arch, hidden=hidden, channels=channels, act=act, cond_dim=cond_dim)
     if arch == "keras-deconv":
         return KerasDeconvEncoder(shape, out_dim, cond_dim=cond_dim)
     raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")

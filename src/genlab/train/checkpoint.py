@@ -1,4 +1,4 @@
-"""Checkpoints as safetensors + JSON, written atomically (a temporary name in the same folder, fsync, rename).
+"""Checkpoints as safetensors + JSON, written atomically (``genlab.files``: a temporary name, fsync, rename).
 
 ``model.safetensors`` holds the weights and ``model.json`` what is needed to rebuild the model (family, config,
 data spec, genlab version). ``trainer.safetensors`` + ``trainer.json`` hold the optimizer and RNG state that
@@ -7,89 +7,26 @@ step it was written at, so files from different moments are detected instead of 
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from genlab.errors import CheckpointError
+from genlab.files import read_json_object, read_tensors, tensor_file_metadata, write_json, write_tensors
 
 MODEL_WEIGHTS, MODEL_META = "model.safetensors", "model.json"
 TRAINER_WEIGHTS, TRAINER_META = "trainer.safetensors", "trainer.json"
 
 
-# --- atomic writes ---
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the finished file over ``path`` in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-
-    _atomic_write(Path(path), write)
-
-
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    _atomic_write(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; is this a genlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; is this a genlab run folder?") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    """``read_json`` for the checkpoint's JSON files, which must hold an object."""
-    obj = read_json(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); "
-                              "restore it or retrain")
-    return obj
-
-
 def _file_step(path: Path) -> int | None:
-    from safetensors import safe_open
-
+    """The optimizer step a checkpoint's safetensors file was written at (None for files without one)."""
+    meta = tensor_file_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
-    return int(meta["step"]) if "step" in meta else None
+        return int(meta["step"]) if "step" in meta else None
+    except ValueError:
+        raise CheckpointError(f"{path} is corrupt (its step {meta['step']!r} is not a number); restore it or "
+                              "retrain") from None
 
 
 # --- nested state <-> (tensors, JSON) ---
@@ -131,7 +68,7 @@ def save_model(ckpt_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> 
 
 def load_model_files(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     ckpt_dir = Path(ckpt_dir)
-    meta = _read_meta(ckpt_dir / MODEL_META)
+    meta = read_json_object(ckpt_dir / MODEL_META)
     state = read_tensors(ckpt_dir / MODEL_WEIGHTS)
     step = _file_step(ckpt_dir / MODEL_WEIGHTS)
     if step is not None and step != meta.get("step"):
@@ -151,7 +88,7 @@ def save_trainer(ckpt_dir: Path, state: dict[str, Any], step: int) -> None:
 
 def load_trainer(ckpt_dir: Path) -> dict[str, Any]:
     ckpt_dir = Path(ckpt_dir)
-    meta = _read_meta(ckpt_dir / TRAINER_META)
+    meta = read_json_object(ckpt_dir / TRAINER_META)
     tensors = read_tensors(ckpt_dir / TRAINER_WEIGHTS)
     if _file_step(ckpt_dir / TRAINER_WEIGHTS) != meta.get("step"):
         raise CheckpointError(f"{ckpt_dir}: the trainer files were written at different times; cannot resume")

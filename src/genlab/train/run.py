@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import CheckpointError
-from genlab.train.checkpoint import MODEL_META, read_json, write_json
+from genlab.files import read_json_object, write_json
+from genlab.train.checkpoint import MODEL_META
 
 
 class RunDir:
@@ -39,7 +40,7 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         if not self.path.is_dir():
             raise CheckpointError(f"run folder {self.path} does not exist; train one with `genlab train` first")
-        return read_json(self.config_path)
+        return read_json_object(self.config_path)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:

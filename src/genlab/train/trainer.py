@@ -1,26 +1,36 @@
 """The training loop. It knows no model family: it asks the model for ``param_groups()`` and calls
 ``train_step(batch, optimizers, step)``; everything else (epochs, evaluation, logging, checkpoints, resume,
-divergence) is the same for every family."""
+divergence) is the same for every family. What else should happen at the end of an epoch (the GANs' progress
+strip) is a ``Callback`` handed in by the code that builds the trainer."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
-from genlab import __version__
 from genlab.config import TrainConfig
-from genlab.data.images import ImageDataset
+from genlab.data.spec import Dataset, batch_length, batch_to_device
 from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
+from genlab.metrics.terms import evaluate_terms
 from genlab.models.base import GenerativeModel, state_dict_mismatch
 from genlab.train.checkpoint import load_model_files, load_trainer, save_model, save_trainer
 from genlab.train.run import RunDir
+from genlab.version import __version__
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
-_EVAL_SEED = 7919  # evaluation noise is drawn from its own fixed stream: test numbers are comparable per epoch
+
+
+class Callback(Protocol):
+    """Called by ``Trainer.fit`` after each epoch, once its record is logged and its checkpoint written."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,16 +75,6 @@ def _lr_factor(cfg: TrainConfig, epoch: int, train_time: float = 0.0) -> float:
     raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device,
-               channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """The batch on ``device``; with ``channels_last``, its 4-D tensors (images) stored NHWC (same values)."""
-    if device.type != "cpu":
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if channels_last:
-        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in batch.items()}
-    return batch
-
-
 def _match_param_layouts(opt: torch.optim.Optimizer) -> None:
     """Give every per-parameter state tensor (Adam's moments) the memory layout of its parameter.
 
@@ -88,39 +88,14 @@ def _match_param_layouts(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # p's strides, same values
 
 
-def batch_length(batch: dict[str, torch.Tensor]) -> int:
-    """Examples in a batch: the length of its first tensor (``"x"`` for images, ``"tokens"`` for text)."""
-    return len(next(iter(batch.values())))
-
-
-@torch.no_grad()
-def evaluate_terms(model: GenerativeModel, data: ImageDataset, split: str = "test", batch_size: int = 500,
-                   device: torch.device | None = None, seed: int = _EVAL_SEED) -> dict[str, float]:
-    """Mean of every term of ``model.loss`` over a split (per example), with the model in eval mode."""
-    device = device or model.device
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    n = 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for batch in data.batches(split, batch_size):
-            b = batch_length(batch)
-            terms = model.loss(_to_device(batch, device))
-            for k, v in zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()):
-                sums[k] = sums.get(k, 0.0) + v * b
-            n += b
-    model.train(was_training)
-    return {k: v / n for k, v in sums.items()}
-
-
 class Trainer:
     """Fits ``model`` on ``data``; with a run folder it logs ``metrics.jsonl`` and checkpoints every epoch."""
 
-    def __init__(self, model: GenerativeModel, data: ImageDataset, cfg: TrainConfig, run: RunDir | None = None,
-                 meta: dict[str, Any] | None = None):
+    def __init__(self, model: GenerativeModel, data: Dataset, cfg: TrainConfig, run: RunDir | None = None,
+                 meta: dict[str, Any] | None = None, callbacks: Sequence[Callback] = ()):
         self.model, self.data, self.cfg, self.run = model, data, cfg, run
         self.meta = dict(meta or {})
+        self.callbacks = list(callbacks)
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -152,7 +127,7 @@ class Trainer:
         if self.run is None:
             return
         meta = {**self.meta, "genlab_version": __version__, "family": self.model.family,
-                "model_config": _config_dict(self.model.config), "data_spec": self.model.spec.to_dict(),
+                "model_config": dataclasses.asdict(self.model.config), "data_spec": self.model.spec.to_dict(),
                 "epoch": self.epoch, "step": self.step, "parameters": self.model.num_parameters()}
         save_trainer(self.run.checkpoints, self._trainer_state(), self.step)
         save_model(self.run.checkpoints, self.model, meta)
@@ -197,10 +172,13 @@ class Trainer:
         return (self.epoch >= cfg.epochs or (cfg.max_steps is not None and self.step >= cfg.max_steps)
                 or self._out_of_time())
 
-    def fit(self) -> list[dict[str, Any]]:
+    def fit(self, epochs: int | None = None) -> list[dict[str, Any]]:
+        """Train until the config says the run is done (``train.epochs``, ``max_steps``, ``time_limit``), or for at
+        most ``epochs`` more epochs; returns every epoch's record so far."""
         cfg = self.cfg
         total_batches = self.data.num_batches("train", cfg.batch_size)
-        while not self._done():
+        stop_at = None if epochs is None else self.epoch + epochs
+        while not self._done() and (stop_at is None or self.epoch < stop_at):
             factor = _lr_factor(cfg, self.epoch, self.train_time)
             for opt in self.optimizers.values():
                 for group in opt.param_groups:
@@ -215,7 +193,7 @@ class Trainer:
                        desc=desc, disable=not cfg.progress, leave=False,
                        dynamic_ncols=True)
             for batch in bar:
-                batch = _to_device(batch, self.device, cfg.channels_last)
+                batch = batch_to_device(batch, self.device, cfg.channels_last)
                 try:
                     terms = self.model.train_step(batch, self.optimizers, self.step)
                 except TrainingDiverged as e:  # a family's own check (e.g. an exploding GAN critic)
@@ -250,9 +228,8 @@ class Trainer:
             if self.run is not None:
                 self.run.append_metrics(record)
                 self.save()
-            epoch_end = getattr(self.model, "on_epoch_end", None)  # optional per-family hook
-            if epoch_end is not None:
-                epoch_end(self.epoch, None if self.run is None else self.run.path)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
             if cfg.progress:
                 tqdm.write(_summary(record, cfg))
         return self.history
@@ -265,9 +242,3 @@ def _summary(record: dict[str, Any], cfg: TrainConfig) -> str:
             parts.append(f"{key} {record[key]:.3f}")
     parts.append(f"({record['time_s']:.1f}" + (f"/{cfg.time_limit:g} s)" if cfg.time_limit else " s)"))
     return "  ".join(parts)
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(config)

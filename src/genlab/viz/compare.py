@@ -1,15 +1,17 @@
-"""``genlab compare RUN...``: one table of the runs' measurements and their sample grids side by side."""
+"""The drawing half of ``genlab compare``: the table of the runs' measurements (text and HTML) and their sample
+grids side by side. The rows are measured by ``genlab.pipelines.compare``; nothing here reads a run folder."""
 from __future__ import annotations
 
 import html
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from genlab.train.checkpoint import read_json, write_json
-from genlab.train.run import RunDir
+from genlab.files import write_text
+from genlab.viz.grids import image_grid, plt, save_figure, show_grid
+from genlab.viz.report import CSS, embedded_image
 
 # (column, eval.json key or a function of the row, format); None when a run lacks the number
 COLUMNS: list[tuple[str, str, str]] = [
@@ -34,38 +36,6 @@ def _fmt(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def run_row(run_dir: str | Path, *, k: int = 1000, quality: bool = True, quality_n: int = 2000,
-            progress: bool = True, evaluate: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The measurements of one run: its ``eval.json`` (computed and written when missing, or when it lacks the
-    numbers asked for), the training time from ``metrics.jsonl`` and the parameter count."""
-    import genlab
-
-    run = RunDir(run_dir)
-    model = genlab.load(run.path)
-    eval_path = run.path / "eval.json"
-    result = read_json(eval_path) if eval_path.exists() else {}
-    has_nll = hasattr(model, "log_importance_weights") or hasattr(model, "log_prob")  # a bound, or exact
-    wants_nll = k > 0 and has_nll and "test/nll" not in result
-    wants_quality = quality and not {"quality/fid", "novelty/new_fraction"} & result.keys()  # text: novelty
-    if not result or wants_nll or wants_quality:
-        fresh = (evaluate or genlab.evaluate)(model, k=k if ("test/nll" not in result) else 0,
-                                               quality=wants_quality, quality_n=quality_n, progress=progress)
-        result = {**result, **fresh}
-        write_json(eval_path, result)
-    history = run.read_metrics()
-    au, dim = result.get("latent/active_units"), result.get("latent/latent_dim")
-    return {
-        **result,
-        "run": str(run.path),
-        "name": run.path.name,
-        "family": model.family,
-        "active": None if au is None else f"{au}/{dim}",
-        "train_time_s": history[-1].get("time_s") if history else None,
-        "parameters": model.num_parameters(),
-        "model": model,
-    }
-
-
 def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """A fixed-width text table, one line per run."""
     head = ["run"] + [c for c, _, _ in COLUMNS]
@@ -76,58 +46,38 @@ def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [fmt_line(head), fmt_line(["-" * w for w in widths])] + [fmt_line(b) for b in body]
 
 
-@torch.no_grad()
-def samples_figure(rows: Sequence[dict[str, Any]], path: Path, *, n: int = 36, seed: int = 0) -> Path:
-    """One panel of samples per run, side by side, under the run's name."""
-    from genlab.viz.figures import _save, _show, image_grid, plt
-
-    nrow = math.ceil(math.sqrt(n))
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.6), squeeze=False)
-    for ax, row in zip(axes[0], rows):
-        model = row["model"]
-        gen = torch.Generator(device=model.device).manual_seed(seed)
-        x = model.sample(n, generator=gen)
-        _show(ax, image_grid(x, nrow))
-        ax.set_title(f"{row['name']}\n({row['family']})", fontsize=9)
+def samples_figure(panels: Sequence[tuple[str, torch.Tensor]], path: Path, *, seed: int = 0) -> Path:
+    """One panel of samples per run, side by side: ``(title, (N, C, H, W) images)`` each."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, x) in zip(axes[0], panels):
+        show_grid(ax, image_grid(x, math.ceil(math.sqrt(len(x)))))
+        ax.set_title(title, fontsize=9)
     fig.suptitle(f"samples, seed {seed}", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def compare(runs: Sequence[str | Path], out: str | Path, *, k: int = 1000, quality: bool = True,
-            quality_n: int = 2000, progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
-    """Measure each run (reusing its eval.json), write ``out`` (HTML with the table and the sample figure, images
-    embedded) and ``<out stem>.json``; returns the rows and the HTML path."""
-    from genlab.viz.report import _CSS, _img
+NOTES = ("NLL: -log p(x) in nats per test image (lower is better), exact for the models with an exact likelihood "
+         "(autoregressive), an importance-weighted estimate for those with a bound (VAEs); ELBO and KL in nats; "
+         "'-' where a model has none (GANs have no likelihood). Classes covered: classes that get at least a "
+         "quarter of their test share of the samples; class KL: KL(sample classes || test classes) in nats; both "
+         "by the domain classifier (mode coverage). FID, precision and recall use genlab's domain feature network, "
+         "not Inception: they are comparable between these runs, not with published Inception-based numbers. New & "
+         "distinct (text models): the fraction of samples that are distinct and not in the corpus.")
 
-    rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from genlab.models.base import TextModel
 
-    text_rows = [r for r in rows if isinstance(r["model"], TextModel)]  # their samples are lines, not images
-    image_rows = [r for r in rows if r not in text_rows]
-    png = samples_figure(image_rows, out.with_suffix(".png")) if image_rows else None
-    text_html = "".join(f"<h3>{html.escape(r['name'])} ({html.escape(r['family'])})</h3><pre class='poems'>"
-                        + html.escape("\n".join(r["model"].sample_text(
-                            12, generator=torch.Generator(device=r["model"].device).manual_seed(0))))
-                        + "</pre>" for r in text_rows)
+def write_compare_page(path: Path, rows: Sequence[dict[str, Any]], *, samples_png: Path | None = None,
+                       text_samples: Sequence[tuple[str, Sequence[str]]] = ()) -> Path:
+    """The compare page: the table, the sample figure and, for text models, ``(heading, lines)`` of samples; one
+    self-contained HTML file, images embedded."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", "family"] + [c for c, _, _ in COLUMNS])
     body = "".join("<tr><td>" + html.escape(r["name"]) + "</td><td>" + html.escape(r["family"]) + "</td>"
                    + "".join(f"<td>{html.escape(_fmt(r.get(key), fmt))}</td>" for _, key, fmt in COLUMNS)
                    + "</tr>" for r in rows)
-    notes = ("NLL: -log p(x) in nats per test image (lower is better), exact for autoregressive models (pixelcnn, "
-             "gated-pixelcnn, pixelrnn), an importance-weighted estimate for VAEs; ELBO and KL "
-             "in nats; '-' where a model has none (GANs have no likelihood). Classes covered: classes that get at "
-             "least a quarter of their test share of the samples; class KL: KL(sample classes || test classes) in "
-             "nats; both by the domain classifier (mode coverage). FID, precision and recall use genlab's domain "
-             "feature network, not Inception: they are comparable between these runs, not with published "
-             "Inception-based numbers. New & distinct (text models): the fraction of samples that are distinct "
-             "and not in the corpus.")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{_CSS}</style>"
+    text_html = "".join(f"<h3>{html.escape(heading)}</h3><pre class='poems'>" + html.escape("\n".join(lines))
+                        + "</pre>" for heading, lines in text_samples)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{CSS}</style>"
             f"</head><body><h1>genlab compare: {len(rows)} runs</h1><table><tr>{head}</tr>{body}</table>"
-            f"<p class='muted'>{html.escape(notes)}</p><h2>samples</h2>"
-            + (f"<figure>{_img(png)}</figure>" if png is not None else "") + text_html + "</body></html>")
-    out.write_text(page, encoding="utf-8")
-    keep = [{key: v for key, v in r.items() if key != "model"} for r in rows]
-    write_json(out.with_suffix(".json"), {"runs": keep})
-    return rows, out
+            f"<p class='muted'>{html.escape(NOTES)}</p><h2>samples</h2>"
+            + (f"<figure>{embedded_image(samples_png)}</figure>" if samples_png is not None else "") + text_html
+            + "</body></html>")
+    return write_text(path, page)

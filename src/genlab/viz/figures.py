@@ -1,67 +1,27 @@
-"""Figures from a model's public API: sample grids, reconstructions, the latent map, the manifold grid and the
-training curves. Every function writes one PNG and returns its path; grey images are drawn in grey."""
+"""Figures of a trained model, drawn through its declared abilities (``genlab.models.abilities``): sample
+grids, reconstructions, the latent map, the manifold grid, interpolations, traversals, style transfer,
+completions, KL per dimension and the training curves. Every function writes one PNG and returns its path; grey
+images are drawn in grey. Which figures a run gets is the report pipeline's choice (``genlab.pipelines.report``).
+"""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from genlab.data.spec import Dataset, pick_test_examples
+from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim
+from genlab.models.abilities import (ClassPriorModel, ConditionalModel, ImageCompletion, LatentModel, Reconstructs,
+                                     StyleTransfer)
+from genlab.models.base import GenerativeModel
+from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, save_grid, show_grid
 
-from genlab.data.images import ImageDataset  # noqa: E402
-from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim  # noqa: E402
-from genlab.models.base import ConditionalModel, GenerativeModel, LatentModel  # noqa: E402
-
-_CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
-
-
-def image_grid(images: torch.Tensor, nrow: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> one (rows*(H+pad)+pad, nrow*(W+pad)+pad[, 3]) array, row-major."""
-    x = images.detach().float().clamp(0, 1).cpu().numpy()
-    n, c, h, w = x.shape
-    rows = math.ceil(n / nrow)
-    grid = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=np.float32)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[:, top:top + h, left:left + w] = x[i]
-    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
-
-
-def _show(ax: Any, grid: np.ndarray) -> None:
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _grid_figsize(rows: int, cols: int, h: int, w: int, extra: tuple[float, float] = (0.4, 0.6)) -> tuple:
-    scale = _CELL_INCHES * max(h, w) / 28 if max(h, w) >= 28 else _CELL_INCHES
-    return (cols * scale + extra[0], rows * scale + extra[1])
-
-
-def save_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None, title: str = "") -> Path:
-    """A plain grid of images with a title."""
-    n, _, h, w = images.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / nrow)
-    fig, ax = plt.subplots(figsize=_grid_figsize(rows, nrow, h, w))
-    _show(ax, image_grid(images, nrow))
-    if title:
-        ax.set_title(title, fontsize=11)
-    return _save(fig, path)
+__all__ = ["sample_figure", "reconstruction_figure", "latent_map_figure", "manifold_figure", "manifold_choice",
+           "slerp", "interpolation_figure", "traversal_figure", "transfer_figure", "completion_figure", "kl_figure",
+           "curves_figure", "save_grid"]
 
 
 def sample_figure(model: GenerativeModel, path: Path, *, n: int = 64, seed: int = 0) -> Path:
@@ -74,31 +34,30 @@ def sample_figure(model: GenerativeModel, path: Path, *, n: int = 64, seed: int 
         x = model.sample(len(cond), cond=cond, generator=gen)
         return save_grid(x, path, nrow=per, title=f"samples of {model.family}: one row per class")
     x = model.sample(n, generator=gen)
-    what = "drawn pixel by pixel" if hasattr(model, "complete") else "decoder means"
+    what = "drawn pixel by pixel" if isinstance(model, ImageCompletion) else "decoder means"
     return save_grid(x, path, title=f"{n} samples of {model.family} ({what}, seed {seed})")
 
 
 @torch.no_grad()
-def reconstruction_figure(model: GenerativeModel, data: ImageDataset, path: Path, *, n: int = 16) -> Path:
+def reconstruction_figure(model: Reconstructs, data: Dataset, path: Path, *, n: int = 16) -> Path:
     """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
-    x, y = data.split("test")
-    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]  # a fixed spread, not one class
-    x = x[pick].to(model.device)
-    cond = None if y is None or not isinstance(model, ConditionalModel) else y[pick].to(model.device)
+    x, y = pick_test_examples(data, n, seed=0)
+    x = x.to(model.device)
+    cond = None if y is None or not isinstance(model, ConditionalModel) else y.to(model.device)
     recon = model.reconstruct(x, cond)
     per_row = min(n, 8)
     rows = []
     for start in range(0, n, per_row):
         rows += [x[start:start + per_row], recon[start:start + per_row]]
-    fig, axes = plt.subplots(len(rows), 1, figsize=_grid_figsize(len(rows), per_row, *x.shape[-2:], (1.6, 0.4)))
+    fig, axes = plt.subplots(len(rows), 1, figsize=grid_figsize(len(rows), per_row, *x.shape[-2:], (1.6, 0.4)))
     for i, (ax, imgs) in enumerate(zip(np.atleast_1d(axes), rows)):
-        _show(ax, image_grid(imgs, per_row))
+        show_grid(ax, image_grid(imgs, per_row))
         ax.set_ylabel("original" if i % 2 == 0 else "reconstr.", rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle("test images and their reconstructions", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _scatter_classes(ax: Any, pts: np.ndarray, y: torch.Tensor | None, data: ImageDataset, legend: bool) -> None:
+def _scatter_classes(ax: Any, pts: np.ndarray, y: torch.Tensor | None, data: Dataset, legend: bool) -> None:
     if y is None:
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color="tab:blue")
         return
@@ -112,7 +71,7 @@ def _scatter_classes(ax: Any, pts: np.ndarray, y: torch.Tensor | None, data: Ima
         ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
 
 
-def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path, *, tsne_points: int = 2000) -> Path:
+def latent_map_figure(model: LatentModel, data: Dataset, path: Path, *, tsne_points: int = 2000) -> Path:
     """Test-set posterior means coloured by class. A latent of more than 2 dimensions is shown twice, side by
     side: projected by PCA (linear, distances kept) and embedded by t-SNE (neighbourhoods kept)."""
     post = encode_split(model, data)
@@ -121,14 +80,14 @@ def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path, *, tsn
         pts = mu.numpy() if mu.shape[1] == 2 else torch.cat([mu, torch.zeros_like(mu)], 1).numpy()
         fig, ax = plt.subplots(figsize=(7.5, 6.2))
         _scatter_classes(ax, pts, y, data, legend=True)
-        if hasattr(model, "class_means") and mu.shape[1] == 2:  # the class-prior CVAE: where each class is centred
-            means = model.class_means.detach().cpu().numpy()
+        if isinstance(model, ClassPriorModel) and mu.shape[1] == 2:  # where each class prior is centred
+            means = model.class_prior_means().cpu().numpy()
             ax.scatter(means[:, 0], means[:, 1], marker="X", s=120, c="black", label="class means")
         ax.set_xlabel("z1")
         ax.set_ylabel("z2" if mu.shape[1] == 2 else "")
         ax.set_title(f"latent map: posterior means of {len(mu)} test images")
         ax.grid(alpha=0.3)
-        return _save(fig, path)
+        return save_figure(fig, path)
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -153,7 +112,7 @@ def latent_map_figure(model: LatentModel, data: ImageDataset, path: Path, *, tsn
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.suptitle(f"latent map ({mu.shape[1]}-dimensional latent)", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -168,12 +127,12 @@ def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[
     i, j = dims
     z[:, i] = vals.repeat(n)  # columns sweep dims[0]
     z[:, j] = vals.flip(0).repeat_interleave(n)  # rows sweep dims[1], high values on top
-    if hasattr(model, "class_means") and cond is not None:
-        z = z + model.class_means[cond].cpu()
+    if isinstance(model, ClassPriorModel) and cond is not None:
+        z = z + model.class_prior_means()[cond].cpu()
     c = None if cond is None else cond.expand(n * n)
     imgs = model.decode(z.to(model.device), c.to(model.device) if c is not None else None)
     _, _, h, w = imgs.shape
-    fig, ax = plt.subplots(figsize=_grid_figsize(n, n, h, w, (1.0, 1.0)))
+    fig, ax = plt.subplots(figsize=grid_figsize(n, n, h, w, (1.0, 1.0)))
     grid = image_grid(imgs, n, pad=0)
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
               extent=(0, n * w, n * h, 0))
@@ -184,7 +143,7 @@ def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[
     ax.set_ylabel(f"z{j + 1}")
     held = "" if model.latent_dim == 2 else f", other {model.latent_dim - 2} dimensions held fixed"
     ax.set_title(f"latent manifold: z{i + 1} and z{j + 1} at Gaussian quantiles{held}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -207,7 +166,7 @@ def _pick_pair(y: torch.Tensor | None, n: int, seed: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def interpolation_figure(model: LatentModel, data: ImageDataset, path: Path, *, steps: int = 10,
+def interpolation_figure(model: LatentModel, data: Dataset, path: Path, *, steps: int = 10,
                          seed: int = 0) -> Path:
     """Decode the way from one test image's code to another's: linear (top) and spherical (bottom), with the
     two originals at the ends. A conditional model decodes with the first image's label throughout."""
@@ -223,16 +182,16 @@ def interpolation_figure(model: LatentModel, data: ImageDataset, path: Path, *, 
     for path_fn in (lambda: (1 - t)[:, None] * mu[0] + t[:, None] * mu[1], lambda: slerp(mu[0], mu[1], t)):
         rows.append(torch.cat([xs[:1], model.decode(path_fn(), cond), xs[1:]]))
     _, _, h, w = xs.shape
-    fig, axes = plt.subplots(2, 1, figsize=_grid_figsize(2, steps + 2, h, w, (1.4, 0.8)))
+    fig, axes = plt.subplots(2, 1, figsize=grid_figsize(2, steps + 2, h, w, (1.4, 0.8)))
     for ax, imgs, name in zip(axes, rows, ("linear", "spherical")):
-        _show(ax, image_grid(imgs, steps + 2))
+        show_grid(ax, image_grid(imgs, steps + 2))
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle("interpolation between two test images (originals at the ends)", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
-def traversal_figure(model: LatentModel, data: ImageDataset, path: Path, *, values: int = 11, span: float = 3.0,
+def traversal_figure(model: LatentModel, data: Dataset, path: Path, *, values: int = 11, span: float = 3.0,
                      max_dims: int = 16, index: int = 0, post: Posteriors | None = None) -> Path:
     """Rows are latent dimensions ordered by their KL (most informative on top), columns sweep that dimension over
     [-span, span] around the code of one test image, the other dimensions held at it. ``post``: the test split
@@ -253,7 +212,7 @@ def traversal_figure(model: LatentModel, data: ImageDataset, path: Path, *, valu
         rows.append(model.decode(z, None if label is None else label.expand(values)))
     imgs = torch.cat(rows)
     _, _, h, w = imgs.shape
-    fig, ax = plt.subplots(figsize=_grid_figsize(len(rows), values, h, w, (1.6, 0.9)))
+    fig, ax = plt.subplots(figsize=grid_figsize(len(rows), values, h, w, (1.6, 0.9)))
     grid = image_grid(imgs, values, pad=0)
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
               extent=(0, values * w, len(rows) * h, 0))
@@ -265,41 +224,38 @@ def traversal_figure(model: LatentModel, data: ImageDataset, path: Path, *, valu
     ax.set_ylabel("dimension (KL, nats)")
     shown = "" if len(order) == model.latent_dim else f", top {len(order)} of {model.latent_dim}"
     ax.set_title(f"latent traversal around test image {index}, ordered by KL{shown}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
-def transfer_figure(model: Any, data: ImageDataset, path: Path, *, n: int = 8, seed: int = 0) -> Path:
+def transfer_figure(model: StyleTransfer, data: Dataset, path: Path, *, n: int = 8, seed: int = 0) -> Path:
     """Style transfer of a conditional VAE: each row is one test image (left) decoded with every label."""
-    x, y = data.split("test")
-    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    xs, ys = x[pick].to(model.device), y[pick].to(model.device)
+    xs, ys = pick_test_examples(data, n, seed)
+    xs, ys = xs.to(model.device), ys.to(model.device)
     out = model.transfer(xs, ys)  # (n, K, C, H, W)
     k = out.shape[1]
     imgs = torch.cat([torch.cat([xs[r:r + 1], out[r]]) for r in range(n)])
     _, _, h, w = xs.shape
-    fig, ax = plt.subplots(figsize=_grid_figsize(n, k + 1, h, w, (0.6, 0.9)))
-    _show(ax, image_grid(imgs, k + 1))
+    fig, ax = plt.subplots(figsize=grid_figsize(n, k + 1, h, w, (0.6, 0.9)))
+    show_grid(ax, image_grid(imgs, k + 1))
     names = data.spec.class_names
     ax.set_xticks([(c + 1.5) * (w + 1) for c in range(k)], [names[c] if c < len(names) else str(c)
                                                             for c in range(k)], fontsize=7)
     ax.set_title("style transfer: a test image (left), decoded with every label", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
-def completion_figure(model: Any, data: ImageDataset, path: Path, *, hides: Sequence[float] = (0.5, 0.75),
+def completion_figure(model: ImageCompletion, data: Dataset, path: Path, *, hides: Sequence[float] = (0.5, 0.75),
                       n: int = 4, count: int = 6, seed: int = 0, temperature: float = 1.0,
                       progress: bool = False) -> Path:
     """Image completion by an autoregressive model: for each fraction in ``hides``, a panel whose rows are test
     images: the original, the image with its bottom rows hidden (grey), then ``n`` completions."""
-    from genlab.api import completion_images
-
-    x, y = completion_images(data, count, seed)
-    cond = y if getattr(model, "num_classes", 0) else None
+    x, y = pick_test_examples(data, count, seed)
+    cond = y if isinstance(model, ConditionalModel) else None
     _, _, h, w = x.shape
     cols = n + 2
-    fig, axes = plt.subplots(len(hides), 1, figsize=_grid_figsize(count * len(hides), cols, h, w, (0.6, 0.9)),
+    fig, axes = plt.subplots(len(hides), 1, figsize=grid_figsize(count * len(hides), cols, h, w, (0.6, 0.9)),
                              squeeze=False)
     for ax, hide in zip(axes[:, 0], hides):
         gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -308,11 +264,11 @@ def completion_figure(model: Any, data: ImageDataset, path: Path, *, hides: Sequ
         masked = x.clone()
         masked[:, :, model.kept_rows(hide):] = 0.5  # hidden rows in grey
         rows = torch.cat([x[:, None], masked[:, None], done], dim=1).flatten(0, 1)  # (count * cols, C, H, W)
-        _show(ax, image_grid(rows, cols))
+        show_grid(ax, image_grid(rows, cols))
         ax.set_xticks([(c + 0.5) * (w + 1) for c in range(cols)],
                       ["original", "masked"] + [f"#{i + 1}" for i in range(n)], fontsize=7)
         ax.set_title(f"bottom {hide:.0%} hidden, {n} completions each (temperature {temperature:g})", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path: Path,
@@ -338,7 +294,7 @@ def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path:
     vs = "" if against == "p(z)" else f" against {against}"
     ax.set_title(f"KL per dimension{vs}; {active} of {len(kl)} units active", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -367,10 +323,10 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def manifold_choice(model: LatentModel, data: ImageDataset, index: int = 0,
+def manifold_choice(model: LatentModel, data: Dataset, index: int = 0,
                     post: Posteriors | None = None) -> tuple[tuple[int, int], torch.Tensor | None]:
     """The two dimensions to sweep and the code to hold the others at: for a 2-D latent (0, 1) around the prior
     mean; otherwise the two dimensions of largest KL, the others held at the code of test image ``index``."""
@@ -379,41 +335,3 @@ def manifold_choice(model: LatentModel, data: ImageDataset, index: int = 0,
     post = post if post is not None else encode_split(model, data, limit=2000)
     top = torch.argsort(kl_per_dim(post), descending=True)[:2].tolist()
     return (top[0], top[1]), post.mu[index]
-
-
-def standard_figures(model: GenerativeModel, data: ImageDataset, out_dir: Path,
-                     history: Sequence[dict[str, Any]] = ()) -> dict[str, Path]:
-    """Every figure that applies to the model: name -> PNG path."""
-    out_dir = Path(out_dir)
-    figs = {"samples": sample_figure(model, out_dir / "samples.png")}
-    if hasattr(model, "reconstruct"):
-        figs["reconstructions"] = reconstruction_figure(model, data, out_dir / "reconstructions.png")
-    if isinstance(model, LatentModel):
-        figs["latent_map"] = latent_map_figure(model, data, out_dir / "latent_map.png")
-        post = encode_split(model, data, limit=2000)  # one encoding for the manifold and the traversal
-        if model.latent_dim >= 2:
-            cond = None
-            if isinstance(model, ConditionalModel):
-                cond = torch.tensor([0])
-            dims, base = manifold_choice(model, data, post=post)
-            figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", dims=dims, base=base, cond=cond)
-        figs["interpolation"] = interpolation_figure(model, data, out_dir / "interpolation.png")
-        figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png", post=post)
-    pseudo = getattr(getattr(model, "prior", None), "pseudo_inputs", None)  # the VampPrior's learned images
-    if pseudo is not None:
-        with torch.no_grad():
-            u = pseudo()[:64].cpu()
-        figs["pseudo_inputs"] = save_grid(u, out_dir / "pseudo_inputs.png",
-                                          title=f"VampPrior: {min(64, len(u))} of {len(pseudo())} pseudo-inputs")
-    if hasattr(model, "complete"):  # autoregressive models: the bottom half and quarter of test images redrawn
-        figs["completion"] = completion_figure(model, data, out_dir / "completion.png")
-    if hasattr(model, "transfer") and data.spec.num_classes > 1:
-        figs["transfer"] = transfer_figure(model, data, out_dir / "transfer.png")
-    if history:
-        figs["curves"] = curves_figure(history, out_dir / "curves.png")
-    if (out_dir / "progress").is_dir():  # rows saved during training by a model's on_epoch_end (the GANs)
-        from genlab.viz.samples import progress_figure, progress_rows
-
-        if progress_rows(out_dir / "progress"):
-            figs["progress"] = progress_figure(out_dir / "progress", out_dir / "progress.png")
-    return figs

@@ -1,4 +1,5 @@
-"""``report.html``: one self-contained page (images embedded as data URIs, no external URL) per run."""
+"""``report.html``: one self-contained page (images embedded as data URIs, no external URL) per run, drawn from
+what the report pipeline (``genlab.pipelines.report``) hands it: the config, the metrics, figures and texts."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-_CSS = """
+from genlab.files import write_text
+
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#1d1d1f;background:#fafafa}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -31,8 +34,6 @@ CAPTIONS = {
     "transfer": "Style transfer: each test image encoded with its own label and decoded with every label.",
     "kl_per_dim": "KL of each latent dimension (bars) and the variance of its posterior mean over the test set "
                   "(dots); dimensions above the dashed line are active.",
-    "pseudo_inputs": "The VampPrior's learned pseudo-inputs: p(z) is the mixture of the encoder's posteriors of these "
-                     "images.",
     "curves": "Loss terms per epoch (train solid, test dashed), nats per example.",
     "progress": "The generator's images of one fixed noise batch at epochs from the first (top) to the last.",
     "completion": "Image completion: test images (left), their bottom rows hidden (grey), and completions drawn "
@@ -42,7 +43,7 @@ CAPTIONS = {
 }
 
 
-def _img(path: Path) -> str:
+def embedded_image(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
 
@@ -96,11 +97,14 @@ def _evaluation_html(evaluation: dict[str, Any]) -> str:
 
 def write_report(path: Path, *, title: str, config: dict[str, Any], history: Sequence[dict[str, Any]],
                  figures: dict[str, Path], evaluation: dict[str, Any] | None = None,
-                 notes: Sequence[str] = (), texts: dict[str, tuple[str, Sequence[str]]] | None = None) -> Path:
-    """Write the report; ``figures`` maps a name to a PNG that is embedded; ``texts`` maps a section name to a
-    caption and lines shown as text (a text model's samples and interpolation)."""
+                 notes: Sequence[str] = (), texts: dict[str, tuple[str, Sequence[str]]] | None = None,
+                 captions: dict[str, str] | None = None) -> Path:
+    """Write the report; ``figures`` maps a name to a PNG that is embedded, captioned from ``captions`` (a
+    family's own figures) or the standard ``CAPTIONS``; ``texts`` maps a section name to a caption and lines shown
+    as text (a text model's samples and interpolation)."""
+    captions = {**CAPTIONS, **(captions or {})}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p class='muted'>{html.escape(n)}</p>" for n in notes]
     if history:
         last = history[-1]
@@ -112,10 +116,8 @@ def write_report(path: Path, *, title: str, config: dict[str, Any], history: Seq
         parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><p class='muted'>{html.escape(caption)}</p>"
                      "<pre class='poems'>" + html.escape("\n".join(lines)) + "</pre>")
     for name, png in figures.items():
-        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure>{_img(png)}"
-                     f"<figcaption>{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>")
+        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure>{embedded_image(png)}"
+                     f"<figcaption>{html.escape(captions.get(name, ''))}</figcaption></figure>")
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=2)) + "</pre>")
     parts.append("</body></html>")
-    path = Path(path)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return write_text(path, "\n".join(parts))

@@ -2,27 +2,24 @@
 histogram of a model's samples (mode coverage).
 
 ``save_progress_row`` writes the generator's images of the fixed noise at one epoch as a lossless one-row PNG (the
-pixels themselves, no axes), ``figures/progress/epoch-NNNN.png``; ``progress_figure`` stacks some of those rows,
-first to last epoch, into one strip with the epochs labelled.
+pixels themselves, no axes); ``progress_figure`` stacks some of those rows, first to last epoch, into one strip
+with the epochs labelled. Which rows exist in a run folder is the pipelines' business
+(``genlab.pipelines.progress``); this module draws the arrays it is given.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
-from genlab.viz.figures import _save, image_grid, plt
-
-_EPOCH_PNG = re.compile(r"epoch-(\d+)\.png$")
+from genlab.viz.grids import image_grid, plt, save_figure
 
 
 def save_progress_row(images: torch.Tensor, path: Path) -> Path:
-    """(N, C, H, W) images in [0, 1] -> one row of them as an 8-bit PNG (1-pixel white gaps)."""
-    from PIL import Image
-
+    """(N, C, H, W) images in [0, 1] -> one row of them as an 8-bit PNG (1-pixel white gaps), written atomically."""
     grid = image_grid(images, nrow=len(images))  # (H', W') or (H', W', 3) in [0, 1]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,39 +29,26 @@ def save_progress_row(images: torch.Tensor, path: Path) -> Path:
     return path
 
 
-def progress_rows(folder: Path) -> list[tuple[int, Path]]:
-    """(epoch, PNG) of every saved row in ``folder``, by epoch."""
-    rows = []
-    for p in Path(folder).glob("epoch-*.png"):
-        m = _EPOCH_PNG.search(p.name)
-        if m:
-            rows.append((int(m.group(1)), p))
-    return sorted(rows)
-
-
-def progress_figure(folder: Path, path: Path, *, max_rows: int = 10) -> Path:
-    """The fixed-noise rows of up to ``max_rows`` epochs, evenly spaced from the first to the last, one above the
-    other: the same noise, so each column shows one sample improving."""
-    from PIL import Image
-
-    rows = progress_rows(folder)
+def progress_figure(rows: Sequence[tuple[int, np.ndarray]], path: Path, *, max_rows: int = 10) -> Path:
+    """The fixed-noise rows ``(epoch, uint8 array)`` of up to ``max_rows`` epochs, evenly spaced from the first to
+    the last, one above the other: the same noise, so each column shows one sample improving."""
+    rows = sorted(rows, key=lambda r: r[0])
     if not rows:
-        raise FileNotFoundError(f"no epoch-*.png rows in {folder}")
+        raise ValueError("progress_figure needs at least one row")
     if len(rows) > max_rows:
         pick = np.unique(np.round(np.linspace(0, len(rows) - 1, max_rows)).astype(int))
         rows = [rows[i] for i in pick]
-    arrays = [np.asarray(Image.open(p)) for _, p in rows]
-    h, w = arrays[0].shape[:2]
+    h, w = rows[0][1].shape[:2]
     scale = 0.55 * max(1.0, h / 28)  # inches per 28-pixel row, as in the sample grids
-    fig, axes = plt.subplots(len(arrays), 1, figsize=(max(4.0, scale * w / h) + 0.8, scale * len(arrays) + 0.6),
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, scale * w / h) + 0.8, scale * len(rows) + 0.6),
                              squeeze=False)
-    for ax, (epoch, _), a in zip(axes[:, 0], rows, arrays):
+    for ax, (epoch, a) in zip(axes[:, 0], rows):
         ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(f"epoch {epoch}", rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("the same fixed noise through training", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_histogram_figure(histogram: Sequence[float], path: Path, *, class_names: Sequence[str] = (),
@@ -86,4 +70,4 @@ def class_histogram_figure(histogram: Sequence[float], path: Path, *, class_name
     ax.set_title(title or "classes of the samples (domain classifier)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,99 @@
+"""The files genlab writes and reads itself (checkpoints, caches, eval.json, results): JSON and safetensors, each
+written atomically (a temporary name in the same folder, fsync, one rename) and read with one-line errors.
+
+Nothing is pickled: reading a file cannot run code. Every layer may use these; they know nothing of models.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from genlab.errors import CheckpointError
+
+# --- atomic writes ---
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then move the finished file over ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(Path(path), write)
+
+
+def write_text(path: Path, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(Path(path), write)
+    return Path(path)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
+
+
+# --- reads ---
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; is this a genlab run folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """``read_json`` for files that must hold a JSON object."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); "
+                              "restore it or retrain")
+    return obj
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; is this a genlab run folder?") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
+
+
+def tensor_file_metadata(path: Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None

@@ -1,0 +1,62 @@
+"""Evaluating a trained model, by its abilities: the likelihood, latent and sample-quality metrics of images
+(``genlab.metrics.likelihood``) or the metrics of a text model (``genlab.metrics.text``), and ``RUN/eval.json``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from genlab.data.spec import Dataset
+from genlab.errors import ConfigError
+from genlab.metrics.likelihood import evaluate as evaluate_images
+from genlab.metrics.text import evaluate_text
+from genlab.models.abilities import ImageCompletion, TextModel
+from genlab.models.base import GenerativeModel
+from genlab.pipelines.runs import as_model, model_data, run_of, write_evaluation
+from genlab.viz.report import short_value
+
+__all__ = ["evaluate", "evaluate_run", "format_evaluation"]
+
+
+def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *, k: int = 5000,
+             limit: int | None = None, latent: bool = True, quality: bool = False, quality_n: int = 5000,
+             progress: bool = True, temperature: float | None = None) -> dict[str, Any]:
+    """Test ELBO terms, the importance-weighted NLL (k samples; 0 skips it) in nats per example, latent
+    diagnostics and, with ``quality``, FID/KID/precision/recall in a domain feature space. See genlab.metrics.
+    Text models (genlab.metrics.text): reconstruction accuracy, ELBO per line and per character, KL collapse and,
+    with ``quality``, the novelty of ``quality_n`` samples drawn at ``temperature`` (None: the model's)."""
+    net = as_model(model)
+    text = isinstance(net, TextModel)
+    if k < 0:
+        raise ConfigError(f"k must be >= 0 (0 skips the importance-weighted NLL), got {k}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1 test example, got {limit}")
+    if quality and quality_n < (1 if text else 2):
+        raise ConfigError(f"the sample-quality metrics need at least {1 if text else 2} samples (-n), got {quality_n}")
+    if temperature is not None and not text:
+        raise ConfigError(f"temperature applies to the novelty samples of text models; {net.family} samples images")
+    data = model_data(net, data, "evaluate", progress)
+    if text:  # accuracy, ELBO per character, KL collapse, novelty of samples
+        return evaluate_text(net, data, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
+                             temperature=temperature, progress=progress)
+    if quality and progress and isinstance(net, ImageCompletion):  # one network pass per pixel
+        print(f"genlab: note: the sample-quality metrics draw {quality_n} images pixel by pixel, which takes long; "
+              "--no-quality skips them, -n N draws fewer", file=sys.stderr)
+    return evaluate_images(net, data, k=k, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
+                           progress=progress)
+
+
+def evaluate_run(model: GenerativeModel | str | Path, data: Dataset | None = None,
+                 **options: Any) -> tuple[dict[str, Any], Path]:
+    """``evaluate`` a run's model and write the result to ``RUN/eval.json``; returns it and the file's path."""
+    net = as_model(model)
+    run = run_of(net, "evaluate_run needs a run folder:")
+    result = evaluate(net, data, **options)
+    return result, write_evaluation(run, result)
+
+
+def format_evaluation(result: dict[str, Any]) -> list[str]:
+    """The evaluation as aligned lines for the terminal; long lists are shortened."""
+    width = max((len(k) for k in result), default=0)
+    return [f"{key:<{width}}  " + (f"{value:.4f}" if isinstance(value, float) else str(short_value(value, 8, "{:.3f}")))
+            for key, value in result.items()]

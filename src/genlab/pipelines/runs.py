@@ -1,0 +1,114 @@
+"""Run folders as the pipelines see them: where a new run goes, the model and the data a finished run holds, and
+its evaluation (``eval.json``). ``genlab.train.run.RunDir`` is the folder's layout; this module is the only place
+above the trainer that opens one."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from genlab.config import RunConfig
+from genlab.data import DataSpec, load
+from genlab.data.spec import Dataset
+from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.files import read_json_object, write_json
+from genlab.models.base import GenerativeModel, state_dict_mismatch
+from genlab.registry import MODELS
+from genlab.train.checkpoint import load_model_files
+from genlab.train.run import RunDir
+
+EVAL_FILE = "eval.json"
+
+
+def new_run_folder(cfg: RunConfig, root: Path = Path("runs")) -> Path:
+    """``runs/<model>-<data>-<time>``; a second run in the same second gets a suffix."""
+    stem = root / f"{cfg.model}-{cfg.data.name.replace(':', '-').replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = stem, 1
+    while out.exists():
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    if path.is_file() and path.suffix in (".safetensors", ".json"):
+        return path.parent
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints"
+    return path
+
+
+def load_model(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
+    """Rebuild a trained model from a run folder (or its ``checkpoints/`` folder) through the registry; the model
+    remembers its folder in ``run_dir``."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise CheckpointError(f"run folder {path} does not exist; train one with `genlab train` or check the path")
+    ckpt = _checkpoint_dir(path)
+    state, meta = load_model_files(ckpt)
+    try:
+        family = MODELS.get(meta["family"])
+        cfg = RunConfig.from_dict({"model": meta["family"], "model_config": meta["model_config"],
+                                   "data": {}, "train": {}}).model_config
+        spec = DataSpec.from_dict(meta["data_spec"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt / 'model.json'} is incomplete ({e}); it was not written by genlab") from None
+    net = family(cfg, spec)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {ckpt} do not match the {meta['family']} model its config "
+                              f"describes ({state_dict_mismatch(e)}); was the file replaced?") from None
+    net.to(device).eval()
+    net.run_dir = ckpt.parent if ckpt.name == "checkpoints" else ckpt
+    net.checkpoint_meta = meta
+    return net
+
+
+def as_model(model: GenerativeModel | str | Path) -> GenerativeModel:
+    """A model, or the model of a run folder."""
+    return model if isinstance(model, GenerativeModel) else load_model(model)
+
+
+def run_of(model: GenerativeModel, what: str) -> RunDir:
+    """The run folder a model was trained in or loaded from; ``what`` says what needs it, e.g. "evaluate needs
+    data=" (the message goes on "for a model that was not loaded from a run folder")."""
+    path = getattr(model, "run_dir", None)
+    if path is None:
+        raise ConfigError(f"{what} for a model that was not loaded from a run folder")
+    return RunDir(path)
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    return RunConfig.from_dict(RunDir(run_dir).read_config())
+
+
+def load_run_data(run_dir: str | Path, progress: bool = True) -> Dataset:
+    """The dataset a run was trained on, as its ``config.json`` describes it."""
+    return load(run_config(run_dir).data, progress=progress)
+
+
+def model_data(model: GenerativeModel, data: Dataset | None, what: str, progress: bool = False) -> Dataset:
+    """``data``, or the dataset of the model's run folder (``what``: the call, for the message)."""
+    return data if data is not None else load_run_data(run_of(model, f"{what} needs data=").path, progress)
+
+
+def read_evaluation(run: RunDir, *, warn: bool = True) -> dict[str, Any] | None:
+    """The run's ``eval.json``, or None when it has none; a corrupt one is reported (``warn``) and treated as
+    absent, so the report and compare go on without it."""
+    path = run.path / EVAL_FILE
+    if not path.exists():
+        return None
+    try:
+        return read_json_object(path)
+    except GenlabError as e:
+        if warn:
+            print(f"genlab: warning: {e}; it is left out (rerun `genlab eval`)", file=sys.stderr)
+        return None
+
+
+def write_evaluation(run: RunDir, result: dict[str, Any]) -> Path:
+    path = run.path / EVAL_FILE
+    write_json(path, result)
+    return path

@@ -1,0 +1,66 @@
+"""Training a model into a run folder: a fresh folder or the resumption of one, the dataset from the registry, the
+trainer with the callbacks the model's abilities ask for (the progress strip)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from genlab.config import RunConfig, apply_overrides, build_config, split_overrides
+from genlab.data import load
+from genlab.data.spec import Dataset
+from genlab.errors import CheckpointError, ConfigError
+from genlab.models.base import GenerativeModel
+from genlab.pipelines.progress import progress_callbacks
+from genlab.pipelines.runs import new_run_folder
+from genlab.registry import MODELS
+from genlab.train.run import RunDir
+from genlab.train.trainer import Trainer
+
+__all__ = ["train"]
+
+
+def _resumed_config(run: RunDir, overrides: Iterable[str], options: dict[str, Any]) -> RunConfig:
+    if not run.has_checkpoint():
+        raise CheckpointError(f"{run.path} holds no checkpoint to resume; start it without --resume")
+    cfg = RunConfig.from_dict(run.read_config())
+    changes = split_overrides(overrides)
+    changes["train"].update(options)
+    if changes["model"] or changes["data"]:
+        raise ConfigError("a resumed run keeps its model and data; only train.* options may change")
+    cfg.train = apply_overrides(cfg.train, changes["train"], "train")
+    return cfg
+
+
+def train(model: str = "vae", data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
+          resume: bool = False, overrides: Iterable[str] = (), dataset: Dataset | None = None,
+          **options: Any) -> GenerativeModel:
+    """Train a model and return it; ``model.run_dir`` is its run folder and ``model.history`` its metrics.
+
+    With ``resume=True`` the run in ``out`` continues from its last checkpoint (train options such as ``epochs``
+    may be raised; the model and data stay as saved) and ends with the same weights as an uninterrupted run.
+    ``dataset`` replaces the one the config names (a dataset built in Python).
+    """
+    if resume:
+        if out is None:
+            raise ConfigError("resume needs the run folder: --out RUN")
+        run = RunDir(out)
+        cfg = _resumed_config(run, overrides, options)
+    else:
+        cfg = build_config(model, data, preset=preset, overrides=overrides, **options)
+        run = RunDir(out if out is not None else new_run_folder(cfg))
+        if run.has_checkpoint():
+            raise CheckpointError(f"{run.path} already holds a run; pass --resume to continue it or choose another "
+                                  "--out")
+    data_obj = dataset if dataset is not None else load(cfg.data, progress=cfg.train.progress)
+    torch.manual_seed(cfg.train.seed)
+    net = MODELS.get(cfg.model)(cfg.model_config, data_obj.spec)
+    run.write_config(cfg.to_dict())
+    trainer = Trainer(net, data_obj, cfg.train, run, callbacks=progress_callbacks(net, run))
+    if resume:
+        trainer.resume()
+    net.history = trainer.fit()
+    net.run_dir = run.path
+    net.eval()
+    return net

@@ -1,0 +1,62 @@
+"""The drawing primitives every figure uses: images (N, C, H, W) in [0, 1] laid out as one grid array, shown on a
+matplotlib axis without ticks, and figures saved as PNG (grey images in grey). Matplotlib runs headless (Agg)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "save_grid"]
+
+_CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
+
+
+def image_grid(images: torch.Tensor, nrow: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> one (rows*(H+pad)+pad, nrow*(W+pad)+pad[, 3]) array, row-major."""
+    x = images.detach().float().clamp(0, 1).cpu().numpy()
+    n, c, h, w = x.shape
+    rows = math.ceil(n / nrow)
+    grid = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top:top + h, left:left + w] = x[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def show_grid(ax: Any, grid: np.ndarray) -> None:
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def grid_figsize(rows: int, cols: int, h: int, w: int, extra: tuple[float, float] = (0.4, 0.6)) -> tuple:
+    scale = _CELL_INCHES * max(h, w) / 28 if max(h, w) >= 28 else _CELL_INCHES
+    return (cols * scale + extra[0], rows * scale + extra[1])
+
+
+def save_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None, title: str = "") -> Path:
+    """A plain grid of images with a title."""
+    n, _, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    fig, ax = plt.subplots(figsize=grid_figsize(rows, nrow, h, w))
+    show_grid(ax, image_grid(images, nrow))
+    if title:
+        ax.set_title(title, fontsize=11)
+    return save_figure(fig, path)

@@ -1,0 +1,55 @@
+"""What several test modules share that is not a fixture (the fixtures are in ``conftest.py``): where the shared
+test data is, the tiny poem corpus, and the in-process ``genlab`` runner with its one-line-error check."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genlab.cli import main
+
+# The shared test data: $GENLAB_DATA when the test run sets it (`make test` does), else ../shared/data next to the
+# project. The product never looks here by itself; tests that need files from it say so when they are absent.
+SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+
+TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。",
+              "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。", "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。",
+              "紅豆生南國，春來發幾枝。", "願君多采擷，此物最相思。"] * 2
+
+
+def needs_shared(name: str) -> pytest.MarkDecorator:
+    """Skip, saying why, when ``SHARED_DATA/name`` is not there."""
+    return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(),
+                              reason=f"needs the shared test data {SHARED_DATA / name}, which is absent")
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """Run ``genlab ARGS`` in-process; argparse errors exit through SystemExit, which is caught here."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(result: tuple[int, str, str], *needles: str) -> str:
+    """Exit code 2, exactly one non-empty line on stderr, no traceback; the line names each of ``needles``."""
+    code, out, err = result
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("genlab"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
