@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlab-installed
 
-.PHONY: demo test test-slow bench bench-quality clean
+.PHONY: demo test lint test-slow bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/genlab demo --out runs/demo
 
-test: $(STAMP)
+# ruff's settings (one line length, the rules) are in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+test: lint
 	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m pytest -q
 
 test-slow: $(STAMP)
@@ -27,17 +31,17 @@ test-slow: $(STAMP)
 BENCH_EPOCHS ?= 3
 bench: $(STAMP)
 	$(PY) -c "import pythae" 2>/dev/null || $(PY) -m pip install --quiet pythae
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_mlp_epoch.py --epochs $(BENCH_EPOCHS)
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/vae_conv_epoch.py
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/nll_eval.py
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/pixelcnn_step.py
-	$(PY) bench/common.py
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.vae_mlp_epoch --epochs $(BENCH_EPOCHS)
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.vae_conv_epoch
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.nll_eval
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.pixelcnn_step
+	$(PY) -m bench
 
 # Time to quality (bench/time_to_quality.py): train a time-budgeted preset, then its k=5000 test NLL; the
 # training alone takes the preset's budget (mnist-10min: 10 minutes, mnist-1h: one hour).
 PRESET ?= mnist-10min
 bench-quality: $(STAMP)
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) bench/time_to_quality.py --preset $(PRESET)
+	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.time_to_quality --preset $(PRESET)
 
 clean:
 	rm -rf runs build .pytest_cache

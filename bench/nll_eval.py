@@ -6,7 +6,7 @@ same numbers; the runs alternate in one process and the ratio is reported.
 
 The model is the preset's architecture freshly initialised: the cost of scoring does not depend on the weights.
 
-    GENLAB_DATA=../shared/data .venv/bin/python bench/nll_eval.py --preset mnist-1h --limit 200
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.nll_eval --preset mnist-1h --limit 200
 """
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+import genlab
+from bench import README, RESULTS_DIR
+from bench.machine import machine_info
+from bench.results import command_line, publish
+from genlab.config import build_config
+from genlab.metrics.likelihood import split_nll
+from genlab.models.vae import VAE
 
 BENCHMARK = "nll_eval"
 
@@ -40,12 +44,13 @@ class _PerChunk:
     def log_importance_weights(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         return self.model.log_importance_weights(batch, k)
 
+    def importance_sampler(self, batch: dict[str, torch.Tensor]) -> Callable[[int], torch.Tensor]:
+        return lambda k: self.model.log_importance_weights(batch, k)  # everything recomputed on every call
+
 
 def _time_nll(model: Any, data: Any, k: int, limit: int) -> tuple[float, torch.Tensor]:
-    from genlab.metrics.likelihood import test_nll
-
     start = time.perf_counter()
-    nll = test_nll(model, data, k=k, limit=limit, progress=False)
+    nll = split_nll(model, data, k=k, limit=limit, progress=False)
     return time.perf_counter() - start, nll
 
 
@@ -56,22 +61,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--limit", type=int, default=200, help="test images scored per timed run")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each variant, alternating")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
-    ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
+    ap.add_argument("--results-dir", default=str(RESULTS_DIR))
+    ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
     if min(args.k, args.limit, args.repeats) < 1 or (args.threads is not None and args.threads < 1):
         ap.error("--k, --limit, --repeats and --threads must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    import genlab
-    from genlab.api import build_config
-    from genlab.models.vae import VAE
-
     cfg = build_config("vae", preset=args.preset)
     data = genlab.load_dataset(cfg.data.name, binarize=cfg.data.binarize, progress=False)
     torch.manual_seed(0)
     model = VAE(cfg.model_config, data.spec).eval()
-    machine = common.machine_info()
+    machine = machine_info()
     times: dict[str, list[float]] = {"per batch": [], "per chunk": []}
     results = {}
     for _ in range(args.repeats):
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "title": f"Importance-weighted NLL, `--preset {args.preset}` (untrained), k={args.k}, "
                  f"{args.limit} test images",
-        "command": common.command_line(__file__, sys.argv[1:] if argv is None else argv),
+        "command": command_line(f"bench.{BENCHMARK}", sys.argv[1:] if argv is None else argv),
         "preset": args.preset, "k": args.k, "images": args.limit, "times_s": times, "median_s": med,
         "identical_estimates": same, "threads": torch.get_num_threads(), "machine": machine,
         "table": {"columns": ["evaluation", f"seconds (median of {args.repeats})",
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": [f"Alternating in one process; both variants draw the same samples: the estimates are "
                   f"{'identical' if same else 'NOT identical'}."],
     }
-    common.publish(f"{BENCHMARK}-{args.preset}", result, args.results_dir, args.readme)
+    publish(f"{BENCHMARK}-{args.preset}", result, args.results_dir, args.readme)
     return result
 
 

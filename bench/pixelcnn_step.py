@@ -6,7 +6,7 @@ is reported.
 
 The model is the preset's architecture freshly initialised, on a batch of statically binarized MNIST digits.
 
-    GENLAB_DATA=../shared/data .venv/bin/python bench/pixelcnn_step.py --preset mnist-2h
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.pixelcnn_step --preset mnist-2h
 """
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ import statistics
 import sys
 import time
 import types
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+import genlab
+from bench import README, RESULTS_DIR
+from bench.machine import machine_info
+from bench.results import command_line, publish
+from genlab.config import build_config
+from genlab.models.pixelcnn import PixelCNN
+from genlab.nn.masked import MaskedConv2d
 
 BENCHMARK = "pixelcnn_step"
 
@@ -36,8 +39,6 @@ def _full_kernel_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 def full_kernel_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` whose masked convolutions use the whole kernel (the peer)."""
-    from genlab.nn.masked import MaskedConv2d
-
     peer = copy.deepcopy(model)
     for m in peer.modules():
         if isinstance(m, MaskedConv2d):
@@ -59,15 +60,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--preset", default="mnist-2h", help="a pixelcnn preset (default mnist-2h)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps of each variant, alternating")
     ap.add_argument("--threads", type=int, help="torch threads (default: the preset's)")
-    ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
-    ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
+    ap.add_argument("--results-dir", default=str(RESULTS_DIR))
+    ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
     if args.steps < 1 or (args.threads is not None and args.threads < 1):
         ap.error("--steps and --threads must be >= 1")
-    import genlab
-    from genlab.api import build_config
-    from genlab.models.pixelcnn import PixelCNN
-
     cfg = build_config("pixelcnn", preset=args.preset)
     torch.set_num_threads(args.threads or cfg.train.threads or torch.get_num_threads())
     data = genlab.load_dataset(cfg.data.name, binarize=cfg.data.binarize, progress=False)
@@ -93,16 +90,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"{med['cut kernels'] / med['whole kernels']:.2f}"]]
     result = {
         "title": f"PixelCNN training step, `--preset {args.preset}` (batch {cfg.train.batch_size})",
-        "command": common.command_line(__file__, sys.argv[1:] if argv is None else argv),
+        "command": command_line(f"bench.{BENCHMARK}", sys.argv[1:] if argv is None else argv),
         "preset": args.preset, "batch_size": cfg.train.batch_size, "times_s": times, "median_s": med,
-        "losses": losses, "same_loss": same, "threads": torch.get_num_threads(), "machine": common.machine_info(),
+        "losses": losses, "same_loss": same, "threads": torch.get_num_threads(), "machine": machine_info(),
         "table": {"columns": ["masked convolution", f"ms per step (median of {args.steps})",
                               "genlab time / this time (< 1: genlab faster)"], "rows": rows},
         "notes": [f"Alternating in one process, same weights and batch: the losses are "
                   f"{'the same' if same else 'NOT the same'} ({losses['cut kernels']:.4f} and "
                   f"{losses['whole kernels']:.4f} nats)."],
     }
-    common.publish(f"{BENCHMARK}-{args.preset}", result, args.results_dir, args.readme)
+    publish(f"{BENCHMARK}-{args.preset}", result, args.results_dir, args.readme)
     return result
 
 

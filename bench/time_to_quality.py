@@ -12,8 +12,8 @@ the NLL with its standard error, the seconds the NLL took, and the peak resident
 
 Writes ``bench/results/time_to_quality-<preset>.json`` and refreshes the tables of ``bench/README.md``.
 
-    GENLAB_DATA=../shared/data .venv/bin/python bench/time_to_quality.py --preset mnist-10min
-    GENLAB_DATA=../shared/data .venv/bin/python bench/time_to_quality.py --time-limit 2 --k 10 --limit 200  # smoke
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.time_to_quality --preset mnist-10min
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.time_to_quality --time-limit 2 --k 10 --limit 200  # smoke
 """
 from __future__ import annotations
 
@@ -27,9 +27,13 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+import genlab
+from bench import README, RESULTS_DIR
+from bench.machine import machine_info
+from bench.results import command_line, publish
+from genlab.config import build_config
+from genlab.metrics.likelihood import split_nll
+from genlab.train.run import RunDir
 
 BENCHMARK = "time_to_quality"
 REFERENCES = {  # nats, dynamically binarized MNIST, k=5000 (Burda et al. 2016, Table 1)
@@ -44,8 +48,6 @@ def _peak_rss_gb() -> float:
 
 
 def _dataset(cfg: Any, limit: int | None) -> Any:
-    import genlab
-
     return _limited(genlab.load_dataset(cfg.data.name, binarize=cfg.data.binarize, progress=False), limit)
 
 
@@ -60,10 +62,8 @@ def _limited(data: Any, limit: int | None) -> Any:
 
 def _score(label: str, run: Path, model: Any, data: Any, last: dict[str, Any], k: int) -> dict[str, Any]:
     """The test NLL with k samples of a trained model, beside its last epoch's record ``last``."""
-    from genlab.metrics.likelihood import test_nll
-
     start = time.perf_counter()
-    nll = test_nll(model, data, k=k)
+    nll = split_nll(model, data, k=k)
     eval_s = time.perf_counter() - start
     return {"label": label, "run": str(run), "epochs": last["epoch"], "train_s": last["time_s"],
             "test_elbo": last.get("test/elbo"), "test_kl": last.get("test/kl"), "nll": nll.mean().item(),
@@ -74,8 +74,6 @@ def _score(label: str, run: Path, model: Any, data: Any, last: dict[str, Any], k
 def run_one(label: str, preset: str, data: Any, overrides: list[str], k: int, out: Path,
             model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``preset`` (with ``model_options`` on top) into ``out``, then its test NLL with k samples."""
-    import genlab
-
     model = genlab.train("vae", preset=preset, out=out, dataset=data, overrides=overrides,
                          **(model_options or {}))
     return _score(label, out, model, data, model.history[-1], k)
@@ -85,9 +83,6 @@ def evaluate_run(label: str, run: Path, preset: str, want: Any, k: int, limit: i
     """The test NLL with k samples of a run folder already trained with ``genlab train vae --preset PRESET``; its
     epochs, training time and last test ELBO come from the folder's metrics.jsonl. Refuses a run whose model or
     training settings are not the preset's (``want``: its config, with the --time-limit given)."""
-    import genlab
-    from genlab.train.run import RunDir
-
     folder = RunDir(run)
     if not folder.config_path.is_file():
         raise SystemExit(f"error: {run} is not a run folder (no config.json); train one with "
@@ -130,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--run", help="do not train: evaluate this run folder, trained earlier with "
                                   "'genlab train vae --preset PRESET --out RUN' (its training time and epochs are "
                                   "read from the folder)")
-    ap.add_argument("--results-dir", default=str(common.RESULTS_DIR))
-    ap.add_argument("--readme", default=str(common.README), help="the README whose tables are refreshed ('' none)")
+    ap.add_argument("--results-dir", default=str(RESULTS_DIR))
+    ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -140,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.k < 1 or (args.limit is not None and args.limit < 1) or (args.time_limit is not None
                                                                     and not args.time_limit > 0):
         ap.error("--k and --limit must be >= 1 and --time-limit > 0")
-    from genlab.api import build_config
-
-    machine = common.machine_info()
+    machine = machine_info()
     overrides = [] if args.time_limit is None else [f"train.time_limit={args.time_limit}"]
     overrides += [] if args.threads is None else [f"train.threads={args.threads}"]
     cfg = build_config("vae", preset=args.preset, overrides=overrides)
@@ -160,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"{reference - r['nll']:+.2f}"] for r in runs]
     result = {
         "title": f"Time to quality: `--preset {args.preset}` on dynamically binarized MNIST",
-        "command": common.command_line(__file__, sys.argv[1:] if argv is None else argv),
+        "command": command_line(f"bench.{BENCHMARK}", sys.argv[1:] if argv is None else argv),
         "preset": args.preset, "time_limit_s": cfg.train.time_limit, "reference_nats": reference,
         "reference": reference_label, "runs": runs, "peak_rss_gb": round(_peak_rss_gb(), 3),
         "threads": torch.get_num_threads(), "machine": machine,
@@ -172,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   + (" (evaluation only: the training ran in its own process)." if args.run else ".")]
         + ([f"Trained earlier by `genlab train vae --preset {args.preset} --out {args.run}`."] if args.run else []),
     }
-    common.publish(name, result, args.results_dir, args.readme)
+    publish(name, result, args.results_dir, args.readme)
     return result
 
 

@@ -18,8 +18,8 @@ result records the flags it looked for. oneDNN (mkldnn) already runs the convolu
 
 Writes ``bench/results/vae_conv_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
 
-    GENLAB_DATA=../shared/data .venv/bin/python bench/vae_conv_epoch.py --epochs 2
-    GENLAB_DATA=../shared/data .venv/bin/python bench/vae_conv_epoch.py --epochs 1 --limit 512   # smoke
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_conv_epoch --epochs 2
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_conv_epoch --epochs 1 --limit 512   # smoke
 """
 from __future__ import annotations
 
@@ -30,9 +30,22 @@ from typing import Any, Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from bench.flops import count_macs
+from bench.machine import measure_peak
+from bench.peers.conv_vae_loop import conv_example_run
+from bench.results import command_line, publish
+from bench.runs import (
+    ExamplesRun,
+    GenlabRun,
+    add_common_arguments,
+    alternate_epochs,
+    check_common_arguments,
+    load_images,
+    results_table,
+    run_key,
+    summarize_runs,
+    timing_notes,
+)
 
 BENCHMARK = "vae_conv_epoch"
 PRESET = "conv-small"
@@ -69,7 +82,7 @@ def _bf16_note(flags: set[str]) -> str:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(ap, data="mnist", epochs=2)
+    add_common_arguments(ap, data="mnist", epochs=2)
     ap.add_argument("--runs", default=",".join(RUNS),
                     help=f"comma-separated, genlab first, from: {', '.join(RUNS)} (default: all)")
     args = ap.parse_args(argv)
@@ -79,7 +92,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
     if not args.runs or args.runs[0] != "genlab" or len(set(args.runs)) != len(args.runs):
         ap.error("--runs must start with genlab (the baseline) and name each run once")
-    common.check_common_arguments(ap, args)
+    check_common_arguments(ap, args)
     return args
 
 
@@ -88,24 +101,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
 
-    data = common.load_images(args.data, args.limit, (1, 28, 28), f"the {PRESET} VAE here is measured on 1 x 28 x "
+    data = load_images(args.data, args.limit, (1, 28, 28), f"the {PRESET} VAE here is measured on 1 x 28 x "
                               "28 grey images (mnist, fashion-mnist)")
     n_train, n_test = len(data.train_x), len(data.test_x)
-    machine, threads, by_size, peak = common.measure_peak(args.data, n_train, n_test, args.peak_seconds)
+    machine, threads, by_size, peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
 
-    from peers.conv_vae_loop import conv_example_run
 
     makers: dict[str, Callable[[], Any]] = {
-        "genlab": lambda: common.GenlabRun(data, args.data, args.seed, preset=PRESET, batch_size=BATCH),
-        "genlab-channels-last": lambda: common.GenlabRun(data, args.data, args.seed, preset=PRESET,
+        "genlab": lambda: GenlabRun(data, args.data, args.seed, preset=PRESET, batch_size=BATCH),
+        "genlab-channels-last": lambda: GenlabRun(data, args.data, args.seed, preset=PRESET,
                                                          batch_size=BATCH, label="genlab channels-last",
                                                          channels_last=True),
-        "pytorch-examples": lambda: common.ExamplesRun(data, args.seed, batch_size=BATCH,
+        "pytorch-examples": lambda: ExamplesRun(data, args.seed, batch_size=BATCH,
                                                        label="pytorch/examples-style loop", make=conv_example_run),
     }
     runs = {name: makers[name]() for name in args.runs}
     probe = data.train_x[:BATCH]
-    macs = {name: common.count_macs(run, probe) for name, run in runs.items()}
+    macs = {name: count_macs(run, probe) for name, run in runs.items()}
     parameters = {name: sum(p.numel() for p in run.model.parameters()) for name, run in runs.items()}
     steps = n_train / BATCH  # the last, partial batch counted by its share of images
     for what, counts in (("forward MACs", {n: m.forward for n, m in macs.items()}), ("parameters", parameters)):
@@ -113,10 +125,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"warning: the models' counted {what} differ: "
                   + ", ".join(f"{n} {c}" for n, c in counts.items()), flush=True)
 
-    rows = common.alternate_epochs(runs, macs, steps, peak, args.epochs)
-    models = common.summarize_runs(runs, macs, rows, steps, peak)
+    rows = alternate_epochs(runs, macs, steps, peak, args.epochs)
+    models = summarize_runs(runs, macs, rows, steps, peak)
     for name in runs:
-        models[common.run_key(name)]["parameters"] = parameters[name]
+        models[run_key(name)]["parameters"] = parameters[name]
 
     flags = _cpu_flags()
     notes = [f"Runs: {'; '.join(RUNS[r] for r in args.runs)}; alternating epoch by epoch in one process; batch "
@@ -135,24 +147,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      f"({change:+.2f}, {100 * change / plain['test_loss'][-1]:+.2f}%; lower is better). The two "
                      "compute the same steps up to float rounding, which training amplifies: the change after each "
                      "epoch was " + ", ".join(f"{c:+.2f}" for c in channels_last["test_loss_change"]) + " nats.")
-    notes += [_bf16_note(flags), *common.timing_notes(threads, by_size, peak, rows)]
+    notes += [_bf16_note(flags), *timing_notes(threads, by_size, peak, rows)]
     smoke = f", smoke run on the first {args.limit} images" if args.limit else ""
     result = {
         "benchmark": BENCHMARK,
         "title": f"{PRESET} conv VAE (conv 32-64, dense 256, 2-D latent), {args.data} ({n_train:,} training "
                  f"images), {args.epochs} epoch{'s' if args.epochs > 1 else ''}{smoke}",
-        "command": common.command_line(Path(__file__), argv),
+        "command": command_line(f"bench.{BENCHMARK}", argv),
         "data": args.data, "train_images": n_train, "test_images": n_test, "limit": args.limit,
         "epochs_run": args.epochs, "batch_size": BATCH, "seed": args.seed, "threads": threads, "preset": PRESET,
         "matmul_peak_gflops": peak, "matmul_gflops_by_size": {str(n): g for n, g in by_size.items()},
         "cpu_bf16_flags": sorted(f for f in BF16_FLAGS if f in flags),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
         "channels_last": channels_last, "models": models, "epochs": rows, "machine": machine,
-        "table": common.results_table(models, args.epochs),
+        "table": results_table(models, args.epochs),
         "notes": notes,
     }
     name = f"{BENCHMARK}-{args.data}" + (f"-limit{args.limit}" if args.limit else "")
-    common.publish(name, result, args.results_dir, args.readme)
+    publish(name, result, args.results_dir, args.readme)
     return result
 
 

@@ -6,12 +6,12 @@ pytorch/examples (``peers/pytorch_examples_vae.py``), then pythae (``peers/pytha
 machine that slows down slows all three. Recorded per epoch and model: the seconds of the training loop (no
 evaluation inside), the test loss after it (the negative single-sample ELBO in nats per image, as
 pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense layers
-(multiply-adds counted by ``common.forward_macs``; a training step is 3x the forward minus the first layer's
+(multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first layer's
 input gradient) as a fraction of this machine's fp32 matmul peak, measured at the start of the run. Writes
 ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
 
-    GENLAB_DATA=../shared/data .venv/bin/python bench/vae_mlp_epoch.py --epochs 3
-    GENLAB_DATA=../shared/data .venv/bin/python bench/vae_mlp_epoch.py --epochs 1 --limit 512   # smoke
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 3
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 1 --limit 512   # smoke
 
 pythae is a benchmark-only peer: ``make bench`` installs it into .venv (``pip install pythae``); without it, pass
 ``--peers pytorch-examples``.
@@ -20,27 +20,37 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from bench.flops import count_macs
+from bench.machine import measure_peak
+from bench.results import command_line, publish
+from bench.runs import (
+    ExamplesRun,
+    GenlabRun,
+    add_common_arguments,
+    alternate_epochs,
+    check_common_arguments,
+    load_images,
+    results_table,
+    summarize_runs,
+    timing_notes,
+)
 
 BENCHMARK = "vae_mlp_epoch"
 PEERS = {"pytorch-examples": "pytorch/examples `vae/main.py`", "pythae": "pythae `VAE` + `BaseTrainer`"}
 BATCH = 128
 
 
-# --- pythae behind the interface of common.GenlabRun / common.ExamplesRun: epoch() -> seconds, test() -> nats ---
+# --- pythae behind the interface of GenlabRun / ExamplesRun: epoch() -> seconds, test() -> nats ---
 
 class _PythaeRun:
     def __init__(self, data: Any, seed: int):
         from importlib.metadata import version
 
-        from peers.pythae_vae import PythaeRun
+        from bench.peers.pythae_vae import PythaeRun
 
         self.label = f"pythae {version('pythae')}"
         self.run = PythaeRun(data.train_x, data.test_x, seed=seed, batch_size=BATCH)
@@ -71,14 +81,14 @@ def _require_pythae() -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(ap, data="fashion-mnist", epochs=3)
+    add_common_arguments(ap, data="fashion-mnist", epochs=3)
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from: {', '.join(PEERS)}")
     args = ap.parse_args(argv)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in args.peers if p not in PEERS]
     if unknown:
         ap.error(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
-    common.check_common_arguments(ap, args)
+    check_common_arguments(ap, args)
     return args
 
 
@@ -89,44 +99,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "pythae" in args.peers:
         _require_pythae()
 
-    data = common.load_images(args.data, args.limit, (1, 28, 28), "the 784-400-20 VAE needs 1 x 28 x 28 grey "
+    data = load_images(args.data, args.limit, (1, 28, 28), "the 784-400-20 VAE needs 1 x 28 x 28 grey "
                               "images (mnist, fashion-mnist)")
     n_train, n_test = len(data.train_x), len(data.test_x)
-    machine, threads, by_size, peak = common.measure_peak(args.data, n_train, n_test, args.peak_seconds)
+    machine, threads, by_size, peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
 
     makers: dict[str, Callable[[], Any]] = {
-        "genlab": lambda: common.GenlabRun(data, args.data, args.seed, preset="mlp-784-400-20", batch_size=BATCH),
-        "pytorch-examples": lambda: common.ExamplesRun(data, args.seed, batch_size=BATCH),
+        "genlab": lambda: GenlabRun(data, args.data, args.seed, preset="mlp-784-400-20", batch_size=BATCH),
+        "pytorch-examples": lambda: ExamplesRun(data, args.seed, batch_size=BATCH),
         "pythae": lambda: _PythaeRun(data, args.seed),
     }
     names = ["genlab", *args.peers]
     runs = {name: makers[name]() for name in names}
     probe = data.train_x[:BATCH]
-    macs = {name: common.count_macs(run, probe) for name, run in runs.items()}
+    macs = {name: count_macs(run, probe) for name, run in runs.items()}
     steps = n_train / BATCH  # the last, partial batch counted by its share of images
     if len({m.forward for m in macs.values()}) > 1:
         print("warning: the models' counted forward MACs differ: "
               + ", ".join(f"{n} {m.forward}" for n, m in macs.items()), flush=True)
 
-    rows = common.alternate_epochs(runs, macs, steps, peak, args.epochs)
-    models = common.summarize_runs(runs, macs, rows, steps, peak)
+    rows = alternate_epochs(runs, macs, steps, peak, args.epochs)
+    models = summarize_runs(runs, macs, rows, steps, peak)
     notes = [f"Peers: {'; '.join(PEERS[p] for p in args.peers)}; alternating epoch by "
              f"epoch in one process; batch {BATCH}, Adam 1e-3, summed BCE + KL.",
-             *common.timing_notes(threads, by_size, peak, rows)]
+             *timing_notes(threads, by_size, peak, rows)]
     smoke = f", smoke run on the first {args.limit} images" if args.limit else ""
     result = {
         "benchmark": BENCHMARK,
         "title": f"784-400-20 MLP VAE, {args.data} ({n_train:,} training images), {args.epochs} epochs{smoke}",
-        "command": common.command_line(Path(__file__), argv),
+        "command": command_line(f"bench.{BENCHMARK}", argv),
         "data": args.data, "train_images": n_train, "test_images": n_test, "limit": args.limit,
         "epochs_run": args.epochs, "batch_size": BATCH, "seed": args.seed, "threads": threads,
         "matmul_peak_gflops": peak, "matmul_gflops_by_size": {str(n): g for n, g in by_size.items()},
         "models": models, "epochs": rows, "machine": machine,
-        "table": common.results_table(models, args.epochs),
+        "table": results_table(models, args.epochs),
         "notes": notes,
     }
     name = f"{BENCHMARK}-{args.data}" + (f"-limit{args.limit}" if args.limit else "")
-    common.publish(name, result, args.results_dir, args.readme)
+    publish(name, result, args.results_dir, args.readme)
     for run in runs.values():
         getattr(run, "close", lambda: None)()  # pythae's output folder
     return result

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import families  # noqa: F401  (registers the toy families: one file + this import + a FAMILY_CONFIGS entry)
 from genlab.data import ImageDataset, TextDataset, load_dataset
+
+import families  # noqa: F401  (registers the toy families: one file + this import + a FAMILY_CONFIGS entry)
 from helpers import SHARED_DATA, TINY_POEMS
 
 

@@ -15,9 +15,10 @@ from genlab.cli import main
 # project. The product never looks here by itself; tests that need files from it say so when they are absent.
 SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 
-TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。",
-              "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。", "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。",
-              "紅豆生南國，春來發幾枝。", "願君多采擷，此物最相思。"] * 2
+TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。",
+              "舉頭望明月，低頭思故鄉。", "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。",
+              "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。", "紅豆生南國，春來發幾枝。",
+              "願君多采擷，此物最相思。"] * 2
 
 
 def needs_shared(name: str) -> pytest.MarkDecorator:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from genlab.config import build_config
-from genlab.data import load_dataset
 from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import importance_weighted_log_likelihood

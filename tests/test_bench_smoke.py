@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-from helpers import SHARED_DATA  # noqa: E402
-sys.path.insert(0, str(BENCH))
+from bench import nll_eval, pixelcnn_step, time_to_quality, vae_conv_epoch, vae_mlp_epoch
+from bench.flops import achieved_gflops, forward_macs
+from bench.machine import matmul_gflops_by_size
+from bench.peers.conv_vae_loop import ConvVAE
+from bench.results import TABLES_BEGIN, TABLES_END, refresh_readme, write_results
+from genlab.config import build_config
+from genlab.data import DataSpec
+from genlab.registry import MODELS
 
-import common  # noqa: E402
-
+from helpers import SHARED_DATA
 
 # --- counting work ---
 
@@ -39,7 +40,7 @@ def _step_flops(model: nn.Module, x: torch.Tensor) -> int:
 def test_train_step_macs_rule_matches_torch_flop_counter(build, shape):
     torch.manual_seed(0)
     model, x = build(), torch.rand(shape)
-    count = common.forward_macs(model, lambda: model(x))
+    count = forward_macs(model, lambda: model(x))
     assert len(count.layers) == sum(isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) for m in model)
     with FlopCounterMode(display=False) as fwd:
         with torch.no_grad():
@@ -49,23 +50,23 @@ def test_train_step_macs_rule_matches_torch_flop_counter(build, shape):
 
 
 def test_achieved_gflops_and_peak():
-    assert common.achieved_gflops(1e9, 10, 2.0) == pytest.approx(10.0)  # 2 flops per MAC
-    by_size = common.matmul_gflops_by_size(0.05, sizes=(64, 128))
+    assert achieved_gflops(1e9, 10, 2.0) == pytest.approx(10.0)  # 2 flops per MAC
+    by_size = matmul_gflops_by_size(0.05, sizes=(64, 128))
     assert set(by_size) == {64, 128} and all(g > 0 for g in by_size.values())
 
 
 def test_readme_tables_regenerated_between_markers(tmp_path):
     results, readme = tmp_path / "results", tmp_path / "README.md"
-    readme.write_text(f"# Benchmarks\n\nprose kept\n\n{common.TABLES_BEGIN}\nstale\n{common.TABLES_END}\n\ntail kept\n")
-    common.write_results("b", {"title": "B", "command": "python b.py", "table": {"columns": ["x", "y"],
+    readme.write_text(f"# Benchmarks\n\nprose kept\n\n{TABLES_BEGIN}\nstale\n{TABLES_END}\n\ntail kept\n")
+    write_results("b", {"title": "B", "command": "python b.py", "table": {"columns": ["x", "y"],
                                                                                "rows": [["1", "a|b"]]}}, results)
-    common.write_results("a", {"title": "A", "command": "python a.py --n 1", "table": {"columns": ["x"],
+    write_results("a", {"title": "A", "command": "python a.py --n 1", "table": {"columns": ["x"],
                                                                                      "rows": [["2"]]}}, results)
     (results / "old.json").write_text('{"no": "table"}')  # not a table result: ignored
-    text = common.refresh_readme(results, readme).read_text()
+    text = refresh_readme(results, readme).read_text()
     assert "prose kept" in text and "tail kept" in text and "stale" not in text
     assert text.index("### A") < text.index("### B") and "python a.py --n 1" in text and "a\\|b" in text
-    assert text == common.refresh_readme(results, readme).read_text()  # idempotent
+    assert text == refresh_readme(results, readme).read_text()  # idempotent
     machine = json.loads((results / "a.json").read_text())["machine"]
     assert {"cpu", "cores", "torch", "threads", "date"} <= set(machine) and machine["threads"] >= 1
 
@@ -74,13 +75,13 @@ def test_readme_tables_regenerated_between_markers(tmp_path):
 
 def _run_vae_mlp_epoch(tmp_path, monkeypatch, peers: str) -> dict:
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    import vae_mlp_epoch
 
     out = tmp_path / "results"
     result = vae_mlp_epoch.main(["--epochs", "1", "--limit", "512", "--peers", peers, "--peak-seconds", "0.1",
                                  "--results-dir", str(out), "--readme", str(tmp_path / "README.md")])
     written = json.loads((out / "vae_mlp_epoch-fashion-mnist-limit512.json").read_text())
     assert written["command"] == result["command"] and "--limit 512" in written["command"]
+    assert " -m bench.vae_mlp_epoch " in written["command"]  # rerun from the repository root as a module
     assert written["train_images"] == 512 and written["threads"] == torch.get_num_threads()
     assert written["matmul_peak_gflops"] > 0 and {"cpu", "cores", "torch", "threads", "date"} <= set(written["machine"])
     (row,) = written["epochs"]
@@ -113,11 +114,6 @@ def test_vae_mlp_epoch_smoke_pythae(tmp_path, monkeypatch):
 
 def _conv_small_pair(seed: int = 0):
     """genlab's conv-small VAE on 28x28 grey images and the peer's ConvVAE, each built right after ``seed``."""
-    from genlab.config import build_config
-    from genlab.data import DataSpec
-    from genlab.registry import MODELS
-    from peers.conv_vae_loop import ConvVAE
-
     cfg = build_config("vae", "mnist", preset="conv-small")
     torch.manual_seed(seed)
     genlab_model = MODELS.get("vae")(cfg.model_config, DataSpec("mnist", (1, 28, 28)))
@@ -134,8 +130,8 @@ def test_conv_peer_has_the_layers_of_genlab_conv_small():
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))  # built in the same order: same initial weights
 
     x = torch.rand(8, 1, 28, 28)
-    ours_macs = common.forward_macs(genlab_model, lambda: genlab_model.loss({"x": x}))
-    theirs_macs = common.forward_macs(peer, lambda: peer(x))
+    ours_macs = forward_macs(genlab_model, lambda: genlab_model.loss({"x": x}))
+    theirs_macs = forward_macs(peer, lambda: peer(x))
     assert [m for _, m in ours_macs.layers] == [m for _, m in theirs_macs.layers]
     assert ours_macs.forward == 8 * (32 * 14 * 14 * 16 + 64 * 7 * 7 * 32 * 16 + 3136 * 256 + 256 * 4  # encoder
                                      + 2 * 256 + 256 * 3136 + 64 * 7 * 7 * 32 * 16 + 32 * 14 * 14 * 16)  # decoder
@@ -150,7 +146,6 @@ def test_conv_peer_has_the_layers_of_genlab_conv_small():
 
 def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    import vae_conv_epoch
 
     out = tmp_path / "results"
     result = vae_conv_epoch.main(["--epochs", "1", "--limit", "512", "--peak-seconds", "0.1",
@@ -184,7 +179,6 @@ def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
 
 def test_time_to_quality_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    import time_to_quality
 
     out = tmp_path / "results"
     result = time_to_quality.main(["--time-limit", "0.5", "--k", "4", "--limit", "256", "--results-dir", str(out),
@@ -212,7 +206,6 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
 
 def test_nll_eval_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    import nll_eval
 
     out = tmp_path / "results"
     result = nll_eval.main(["--preset", "mnist-10min", "--k", "7", "--limit", "3", "--repeats", "1",
@@ -224,7 +217,6 @@ def test_nll_eval_smoke(tmp_path, monkeypatch):
 
 def test_pixelcnn_step_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    import pixelcnn_step
 
     out = tmp_path / "results"
     result = pixelcnn_step.main(["--preset", "mnist-quick", "--steps", "1", "--threads", "1",

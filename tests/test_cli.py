@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from genlab.cli import main
 from genlab.registry import MODELS
 
 from helpers import SHARED_DATA, assert_user_error, png_pixels, run_cli  # noqa: E402
+
 QUIET = ("--no-progress",)
 # A small MLP VAE with a 2-D latent (its latent map needs no t-SNE), on one torch thread: tiny steps gain nothing
 # from more, and on a busy machine spinning threads made them 30 times slower.

@@ -9,9 +9,16 @@ from typing import Any, Optional
 
 import pytest
 
-from genlab.config import build_config
-from genlab.config import (DataConfig, RunConfig, TrainConfig, apply_overrides, build, parse_value,
-                           split_overrides)
+from genlab.config import (
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    build,
+    build_config,
+    parse_value,
+    split_overrides,
+)
 from genlab.errors import ConfigError, GenlabError
 from genlab.registry import MODELS
 

@@ -14,8 +14,7 @@ import torch
 
 import genlab
 from genlab.data.images import ImageDataset
-from genlab.models.abilities import (ConditionalModel, ExactLikelihoodModel, LatentModel, LikelihoodModel,
-                                     TextModel)
+from genlab.models.abilities import ConditionalModel, ExactLikelihoodModel, LatentModel, LikelihoodModel, TextModel
 from genlab.models.base import GenerativeModel
 from genlab.registry import MODELS
 from genlab.train.checkpoint import save_model

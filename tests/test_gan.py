@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,7 @@ import torch
 from torch import nn
 
 import genlab
-from genlab.config import build_config
-from genlab.config import TrainConfig
+from genlab.config import TrainConfig, build_config
 from genlab.data import DataSpec, load_dataset
 from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError, TrainingDiverged
@@ -29,10 +26,11 @@ from genlab.models.fgan import DIVERGENCES, lambert_w_exp
 from genlab.models.gan_qp import GANQP, GANQPConfig, qp_critic_terms, qp_distance
 from genlab.nn.adversarial import Critic, apply_spectral_norm, gradient_penalty
 from genlab.registry import MODELS
-from genlab.train.trainer import Trainer
 from genlab.train.run import RunDir
+from genlab.train.trainer import Trainer
 
-from helpers import SHARED_DATA, run_cli as _cli  # noqa: E402
+from helpers import run_cli as _cli
+
 GAN_FAMILIES = ("gan", "wgan-gp", "fgan", "gan-qp", "bigan-qp")
 
 

@@ -7,13 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-import genlab
-from genlab.metrics.latent import Posteriors, active_units, encode_split, kl_per_dim, latent_diagnostics, \
-    mutual_information
+from genlab.metrics.latent import (
+    Posteriors,
+    active_units,
+    encode_split,
+    kl_per_dim,
+    latent_diagnostics,
+    mutual_information,
+)
+from genlab.metrics.terms import evaluate_terms
 from genlab.models.cvae import ConditionalVAE, CVAEConfig
 from genlab.models.vae import VAE, VAEConfig
 from genlab.nn.gaussian import kl_normal_std
-from genlab.metrics.terms import evaluate_terms
 from genlab.pipelines.report import standard_figures
 from genlab.viz.figures import manifold_choice, slerp
 

@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from genlab.data import DataSpec, load_dataset
+from genlab.data import DataSpec
 from genlab.data.images import ImageDataset
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.cvae import ConditionalVAE, CVAEConfig

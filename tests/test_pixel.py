@@ -22,7 +22,8 @@ from genlab.registry import MODELS
 FAMILIES = ("pixelcnn", "gated-pixelcnn", "pixelrnn")
 # each family, and the pixelrnn with its second kind of layer: name -> (family, config fields)
 VARIANTS = {"pixelcnn": ("pixelcnn", {}), "gated-pixelcnn": ("gated-pixelcnn", {}),
-            "pixelrnn-row-lstm": ("pixelrnn", {}), "pixelrnn-diagonal-bilstm": ("pixelrnn", {"arch": "diagonal-bilstm"})}
+            "pixelrnn-row-lstm": ("pixelrnn", {}),
+            "pixelrnn-diagonal-bilstm": ("pixelrnn", {"arch": "diagonal-bilstm"})}
 TINY = {"features": 6, "layers": 2, "out_hidden": 6}
 
 GREY_BINARY = DataSpec("grey", (1, 5, 5), binary=True, levels=2)

@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from genlab.config import build_config
-from genlab.data import load_dataset
 from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
@@ -213,7 +212,8 @@ def test_latent_diagnostics_name_what_the_kl_bars_are_against(digits_static: Ima
     from genlab.metrics.latent import latent_diagnostics
     from genlab.viz.figures import kl_figure
 
-    mog = latent_diagnostics(_vae(digits_static, latent_dim=2, latent_prior="mog", prior_components=3), digits_static, limit=50)
+    mog_vae = _vae(digits_static, latent_dim=2, latent_prior="mog", prior_components=3)
+    mog = latent_diagnostics(mog_vae, digits_static, limit=50)
     plain = latent_diagnostics(_vae(digits_static, latent_dim=2), digits_static, limit=50)
     assert (mog["kl_per_dim_against"], plain["kl_per_dim_against"]) == ("N(0, I)", "p(z)")
     assert kl_figure(mog["kl_per_dim"], mog["posterior_mean_variance"], tmp_path / "kl.png",

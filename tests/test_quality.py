@@ -16,12 +16,22 @@ import pytest
 import scipy.linalg
 import torch
 
-from genlab.data import load_dataset
 from genlab.data.images import ImageDataset
 from genlab.errors import GenlabError
 from genlab.metrics import quality
-from genlab.metrics.quality import (FeatureNet, class_accuracy, extract_features, feature_net, feature_net_path, fid,
-                                    frechet_distance, inception_fid, kid, precision_recall, sample_quality)
+from genlab.metrics.quality import (
+    FeatureNet,
+    class_accuracy,
+    extract_features,
+    feature_net,
+    feature_net_path,
+    fid,
+    frechet_distance,
+    inception_fid,
+    kid,
+    precision_recall,
+    sample_quality,
+)
 from genlab.models.cvae import ConditionalVAE, CVAEConfig
 
 

@@ -16,8 +16,9 @@ from genlab.errors import ConfigError
 from genlab.metrics.text import novelty, reconstruction_accuracy
 from genlab.models.text_vae import GatedConv1d, TextVAE, TextVAEConfig
 
-COUPLETS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。",
-            "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。", "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。"]
+COUPLETS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。",
+            "舉頭望明月，低頭思故鄉。", "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。",
+            "春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。"]
 TINY = dict(embed_dim=32, channels=32, latent_dim=8, kl_warmup=0)
 
 

@@ -16,20 +16,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import genlab
+from genlab import files as files_mod
 from genlab.config import build_config
-from genlab.data import load_dataset
 from genlab.data.images import ImageDataset
+from genlab.data.spec import batch_to_device
 from genlab.errors import CheckpointError, ConfigError, GenlabError, TrainingDiverged
+from genlab.files import write_json, write_tensors
+from genlab.metrics.terms import EVAL_SEED, evaluate_terms
 from genlab.models.base import GenerativeModel
 from genlab.models.vae import VAE
 from genlab.registry import MODELS
-from genlab.train import checkpoint as ckpt_mod
 from genlab.train import trainer as trainer_mod
-from genlab import files as files_mod
-from genlab.data.spec import batch_to_device
-from genlab.files import write_json, write_tensors
 from genlab.train.run import RunDir
-from genlab.metrics.terms import EVAL_SEED, evaluate_terms
 from genlab.train.trainer import Trainer
 
 TINY = {"arch": "mlp", "hidden": (32,), "latent_dim": 3}

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peers.pytorch_examples_vae import ExampleRun
+from bench.peers.pytorch_examples_vae import ExampleRun
 
 
 class ConvVAE(nn.Module):

@@ -30,17 +30,16 @@ import logging
 import tempfile
 import time
 
+import pythae  # noqa: F401  (fails here, with pythae's own message, when it is not installed)
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import pythae  # noqa: F401  (fails here, with pythae's own message, when it is not installed)
 from pythae.models import VAE, VAEConfig
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
 from pythae.pipelines import TrainingPipeline
 from pythae.trainers import BaseTrainer, BaseTrainerConfig
 from pythae.trainers.training_callbacks import ProgressBarCallback
+from torch import nn
 
 for _name in ("pythae", "pythae.pipelines.training", "pythae.trainers.base_trainer.base_trainer",
               "pythae.data.preprocessors", "pythae.models.base.base_model"):

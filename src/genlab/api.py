@@ -8,9 +8,26 @@ from genlab.config import build_config
 from genlab.data import list_datasets, load_dataset
 from genlab.models.abilities import abilities_of
 from genlab.models.base import GenerativeModel
-from genlab.pipelines import (compare, complete, demo, evaluate, evaluate_run, format_evaluation, interpolate,
-                              load_model, load_run_data, report, sample, sample_text, table_lines, train,
-                              unknown_characters, write_completion, write_reconstructions, write_samples)
+from genlab.pipelines import (
+    compare,
+    complete,
+    demo,
+    evaluate,
+    evaluate_run,
+    format_evaluation,
+    interpolate,
+    load_model,
+    load_run_data,
+    report,
+    sample,
+    sample_text,
+    table_lines,
+    train,
+    unknown_characters,
+    write_completion,
+    write_reconstructions,
+    write_samples,
+)
 from genlab.registry import MODELS
 
 __all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "unknown_characters",

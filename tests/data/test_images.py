@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from genlab.data import sources
+from genlab.data import DataSpec, list_datasets, load_dataset, sources
 from genlab.data.idx import read_idx
-from genlab.data import DataSpec, list_datasets, load_dataset
 from genlab.data.images import BINARIZATIONS, DIGIT_NAMES, FASHION_NAMES, IMAGE_SUFFIXES, ImageDataset
 from genlab.errors import DatasetError
 
 from helpers import SHARED_DATA, needs_shared  # noqa: E402
-
 
 # --- helpers ---
 

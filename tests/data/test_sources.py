@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import shutil
 import socket
 import threading
@@ -21,6 +20,7 @@ from genlab.errors import DatasetError
 
 # The shared test data: $GENLAB_DATA when the test run sets it, else ../shared/data next to the project.
 from helpers import SHARED_DATA  # noqa: E402
+
 SHARED_MNIST = SHARED_DATA / "mnist"
 
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST files not available")

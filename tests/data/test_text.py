@@ -13,13 +13,24 @@ import pytest
 import torch
 
 from genlab.data import load_dataset
-from genlab.data.text import (PAD, UNK, UNK_CHAR, Vocabulary, extract_samples, find_poems, format_poem,
-                              load_text_dataset, parse_line)
+from genlab.data.text import (
+    PAD,
+    UNK,
+    UNK_CHAR,
+    Vocabulary,
+    extract_samples,
+    find_poems,
+    format_poem,
+    load_text_dataset,
+    parse_line,
+)
 from genlab.errors import DatasetError
 
-POEM_A = {"author": "王之渙", "title": "登鸛雀樓", "paragraphs": ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。"]}
+POEM_A = {"author": "王之渙", "title": "登鸛雀樓",
+          "paragraphs": ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。"]}
 POEM_B = {"author": "李白", "title": "靜夜思", "paragraphs": ["床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。"]}
-POEM_7 = {"title": "seven", "paragraphs": ["朝辭白帝彩雲間，千里江陵一日還。", "兩岸猿聲啼不住，輕舟已過萬重山。"]}
+POEM_7 = {"title": "seven", "paragraphs": ["朝辭白帝彩雲間，千里江陵一日還。",
+                                           "兩岸猿聲啼不住，輕舟已過萬重山。"]}
 
 
 def _write(path: Path, obj: object) -> Path:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from genlab.data.sources import search_dirs
-from genlab.data.spec import DataConfig, DataSpec, DatasetEntry
+from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.data.vocab import BOS, PAD, UNK, UNK_CHAR, Vocabulary
 from genlab.errors import DatasetError
 from genlab.registry import DATASETS

@@ -14,7 +14,6 @@ References: Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID), Kynkäänniem
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -22,7 +21,6 @@ import re
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

@@ -8,9 +8,9 @@ import torch
 
 from genlab.data.text import TextDataset, format_poem
 from genlab.data.vocab import UNK_CHAR, Vocabulary
+from genlab.errors import ConfigError
 from genlab.metrics.latent import latent_diagnostics
 from genlab.metrics.terms import evaluate_terms
-from genlab.errors import ConfigError
 from genlab.models.abilities import Encoder, Reconstructs, TemperatureSampler, evaluating
 from genlab.models.base import GenerativeModel
 

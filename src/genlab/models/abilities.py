@@ -54,6 +54,9 @@ class Ability(Protocol, metaclass=_AbilityMeta):
     """Base of the abilities below; subclasses list their members (``_members`` is filled in for each)."""
 
     name: ClassVar[str] = ""  # how messages and ``genlab list`` call the ability
+    # how a refusal reads: "<what> needs <requirement> (<families>); <family> <lacking>"
+    requirement: ClassVar[str] = ""
+    lacking: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -61,11 +64,14 @@ class Ability(Protocol, metaclass=_AbilityMeta):
 
 
 def families_with(ability: type, families: Sequence[tuple[str, type]]) -> list[str]:
-    """The names of the ``(name, class)`` pairs whose class defines every method of ``ability`` (members that are
-    set per instance, such as ``latent_dim``, are not checked: a class cannot show them)."""
-    methods = [m for m in getattr(ability, "_members", ()) if callable(getattr(ability, m, None))
+    """The names of the ``(name, class)`` pairs whose class defines ``ability``: its methods, or, for an ability
+    of data members only (``ConditionalModel``), those members as class attributes or properties. Members set per
+    instance beside methods (``latent_dim``) are not checked: a class cannot show them. An instance may still
+    decline the ability (``offers``), so this names the families that can have it."""
+    members = getattr(ability, "_members", ())
+    methods = [m for m in members if callable(getattr(ability, m, None))
                or isinstance(getattr(ability, m, None), property)]
-    return [name for name, cls in families if all(hasattr(cls, m) for m in methods)]
+    return [name for name, cls in families if all(hasattr(cls, m) for m in (methods or members))]
 
 
 # --- the abilities ---
@@ -75,6 +81,8 @@ class Encoder(Ability):
     """Maps data to a code: images (B, C, H, W) or token ids (B, L) -> posterior mean and log-variance."""
 
     name = "encodes"
+    requirement = "a model with an encoder"
+    lacking = "has none"
     latent_dim: int
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +95,8 @@ class LatentModel(Encoder, Ability):
     """An encoder with a decoder: codes -> mean images in [0, 1] (or token ids for text)."""
 
     name = "latent space"
+    requirement = "a latent-variable model (encoder and decoder)"
+    lacking = "has no latent space"
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """(B, latent_dim) codes -> (B, C, H, W) mean images in [0, 1] (text: (B, L) token ids)."""
@@ -97,6 +107,8 @@ class Reconstructs(Ability):
     """Decodes the code of its input: the reconstructions figure, and text reconstruction accuracy."""
 
     name = "reconstructs"
+    requirement = "a model that reconstructs its input"
+    lacking = "has no encoder to reconstruct with"
 
     def reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Inputs -> the decoded posterior mean, the same shape (and kind) as ``x``."""
@@ -107,6 +119,8 @@ class LikelihoodModel(Ability):
     """Bounds log p(x) by importance sampling (Burda et al. 2016) with q(z|x) as the proposal."""
 
     name = "likelihood bound"
+    requirement = "a model with an importance-sampled likelihood bound"
+    lacking = "has no posterior to sample"
 
     def log_importance_weights(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         """(k, B) log p(x, z_i) - log q(z_i | x) for z_i ~ q(z | x); logsumexp - log k bounds log p(x)."""
@@ -122,6 +136,8 @@ class ExactLikelihoodModel(Ability):
     """Computes log p(x) exactly (the autoregressive families), not bounded by sampling."""
 
     name = "exact likelihood"
+    requirement = "a model with an exact likelihood"
+    lacking = "has none"
 
     def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) log p(x) of each example, nats."""
@@ -132,6 +148,8 @@ class ConditionalModel(Ability):
     """Takes a class label: ``sample(n, cond=labels)``, and ``encode``/``decode`` with ``cond`` when latent."""
 
     name = "conditional"
+    requirement = "a conditional model (trained with labels)"
+    lacking = "is unconditional"
     num_classes: int
 
 
@@ -139,6 +157,8 @@ class StyleTransfer(Ability):
     """A conditional latent model that decodes one image's code under every label."""
 
     name = "style transfer"
+    requirement = "a conditional latent model"
+    lacking = "cannot decode one code under every label"
 
     def transfer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images and their (B,) labels -> (B, num_classes, C, H, W)."""
@@ -149,6 +169,8 @@ class ClassPriorModel(Ability):
     """A latent model whose prior is N(mean of the class, I): classes are clusters of the latent space."""
 
     name = "class prior"
+    requirement = "a model with a prior mean per class"
+    lacking = "has no class prior"
 
     def class_prior_means(self) -> torch.Tensor:
         """(num_classes, latent_dim) prior means (detached)."""
@@ -159,6 +181,8 @@ class LearnedPriorModel(Ability):
     """A latent model with a learned p(z) (a mixture); its KL per dimension is taken against N(0, I)."""
 
     name = "learned prior"
+    requirement = "a model with a learned prior"
+    lacking = "has the N(0, I) prior"
 
     def prior_mixture(self) -> Any:
         """The prior's components (``genlab.nn.priors.Mixture``)."""
@@ -170,6 +194,8 @@ class TemperatureSampler(Ability):
     conservative, 0 takes the most likely value each step."""
 
     name = "temperature sampling"
+    requirement = "a model that samples step by step (autoregressive image models, text models)"
+    lacking = "draws a sample in one pass, with no temperature"
 
     @property
     def default_temperature(self) -> float:
@@ -182,6 +208,8 @@ class ImageCompletion(TemperatureSampler, Ability):
     image whose bottom rows are hidden."""
 
     name = "image completion"
+    requirement = "an autoregressive image model"
+    lacking = "does not draw one pixel at a time"
 
     def complete(self, x: torch.Tensor, *, hide: float = 0.5, n: int = 4, cond: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, temperature: float = 1.0,
@@ -199,6 +227,8 @@ class TextModel(Ability):
     (n, L) ids, and these turn ids into text and back (the vocabulary travels in ``spec.vocab``)."""
 
     name = "text"
+    requirement = "a text model"
+    lacking = "models images, not text"
 
     def tokens_to_text(self, tokens: torch.Tensor) -> list[str]:
         """(B, L) ids -> B strings."""
@@ -222,6 +252,8 @@ class TextInterpolation(TextModel, Ability):
     """A text model with a latent space: decodes the path between the codes of two lines."""
 
     name = "text interpolation"
+    requirement = "a text model with a latent space"
+    lacking = "has no latent path between lines"
 
     def interpolate_text(self, first: str, last: str, steps: int = 8) -> list[str]:
         """The decoded path between the codes of two lines, ``steps`` lines formatted for reading."""
@@ -232,6 +264,8 @@ class FixedNoiseImages(Ability):
     """Draws images of one fixed noise batch: saved each epoch, they make the progress strip of a run."""
 
     name = "progress strip"
+    requirement = "a model with a fixed noise batch"
+    lacking = "has none"
 
     def fixed_noise_images(self) -> torch.Tensor:
         """(N, C, H, W) images in [0, 1] from the model's fixed noise, the same noise every call."""
@@ -255,6 +289,8 @@ class Illustrated(Ability):
     """Has figures of its own for the report (e.g. the VampPrior's learned pseudo-inputs)."""
 
     name = "own figures"
+    requirement = "a model with figures of its own"
+    lacking = "has none"
 
     def illustrations(self) -> list[Illustration]:
         """The family's own figures, as data."""

@@ -32,6 +32,7 @@ class ConditionalVAE(VAE):
     """Conditional VAE: the label into encoder and decoder, or a learned prior mean per class (class-mean)."""
 
     Config: ClassVar[type] = CVAEConfig
+    num_classes: int = 0  # ConditionalModel; set from the data
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "class-mean": {"prior": "class-mean", "arch": "mlp", "latent_dim": 2},
     }

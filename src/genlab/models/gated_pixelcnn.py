@@ -49,13 +49,18 @@ class GatedPixelCNN(PixelModel):
         if config.conditional:
             if spec.num_classes < 2:
                 raise ConfigError(f"model.conditional needs labelled data; {spec.name} has no classes")
-            self.num_classes = spec.num_classes  # ConditionalModel
+            self.label_classes = spec.num_classes
             self.embed = nn.Embedding(spec.num_classes, config.layers * 2 * f)  # one gate bias per layer
         c = spec.shape[0]
         self.stack = nn.ModuleList([GatedPixelLayer(c if i == 0 else f, f, config.kernel, g, first=i == 0)
                                     for i in range(config.layers)])
         self.head = nn.Sequential(nn.ReLU(), MaskedConv2d(f, out_hidden, 1, "B", g),
                                   nn.ReLU(), MaskedConv2d(out_hidden, self.out_channels, 1, "B", g))
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the labels (ConditionalModel, offered with ``model.conditional=true``)."""
+        return self.label_classes
 
     def _network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         biases = (None if y is None else self.embed(y).chunk(len(self.stack), dim=1))  # layers x (B, 2F)

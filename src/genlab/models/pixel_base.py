@@ -22,7 +22,6 @@ from genlab.models.abilities import ConditionalModel
 from genlab.models.base import GenerativeModel
 from genlab.nn.masked import OUTPUTS, PixelOutput
 
-
 # The training of each family's ``mnist-quick`` preset, the short run of the README's measured table: 250 Adam steps
 # of 64 statically binarized MNIST digits on one thread
 MNIST_QUICK_TRAINING: dict[str, Any] = {
@@ -50,10 +49,10 @@ def resolve_output(name: str, spec: DataSpec) -> str:
 class PixelModel(GenerativeModel):
     """Base of the autoregressive image families; subclasses set ``Config`` and implement ``_network``.
 
-    A conditional family sets ``num_classes`` (> 0) when it is built with labels; it is a ``ConditionalModel``
-    only then."""
+    A conditional family sets ``label_classes`` (> 0) when it is built with labels and declares ``num_classes``
+    (the ``ConditionalModel`` member); it offers that ability only when built with labels."""
 
-    num_classes: int = 0
+    label_classes: int = 0  # classes of the labels the network takes; 0: unconditional
 
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__(config, spec)
@@ -69,7 +68,7 @@ class PixelModel(GenerativeModel):
 
     def offers(self, ability: type) -> bool:
         if ability is ConditionalModel:
-            return self.num_classes > 0
+            return self.label_classes > 0
         return super().offers(ability)
 
     @property
@@ -91,7 +90,7 @@ class PixelModel(GenerativeModel):
         raise NotImplementedError
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        return batch["y"] if self.num_classes else None
+        return batch["y"] if self.label_classes else None
 
     def unit_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) images in [0, 1] -> (B, G, H, W, P): the parameters of every unit's conditional given the
@@ -124,10 +123,10 @@ class PixelModel(GenerativeModel):
 
     def _draw_labels(self, n: int, cond: torch.Tensor | None,
                      generator: torch.Generator | None) -> torch.Tensor | None:
-        if not self.num_classes:
+        if not self.label_classes:
             return None
         if cond is None:  # a conditional model asked for unconditional samples: classes drawn uniformly
-            return torch.randint(0, self.num_classes, (n,), generator=generator, device=self.device)
+            return torch.randint(0, self.label_classes, (n,), generator=generator, device=self.device)
         return cond.to(self.device).long()
 
     @torch.no_grad()

@@ -12,8 +12,15 @@ import torch
 from genlab.data.spec import Dataset, pick_test_examples
 from genlab.errors import ConfigError
 from genlab.files import write_text
-from genlab.models.abilities import (ConditionalModel, ImageCompletion, Reconstructs, TemperatureSampler,
-                                     TextInterpolation, TextModel, families_with)
+from genlab.models.abilities import (
+    ConditionalModel,
+    ImageCompletion,
+    Reconstructs,
+    TemperatureSampler,
+    TextInterpolation,
+    TextModel,
+    families_with,
+)
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.report import text_sections
 from genlab.pipelines.runs import as_model, load_run_data, model_data, run_of
@@ -28,7 +35,7 @@ def _needs(model: GenerativeModel, ability: type, what: str) -> None:
     """Refuse ``what`` unless ``model`` has ``ability``; the message names the families that have it."""
     if not isinstance(model, ability):
         have = ", ".join(families_with(ability, MODELS.items())) or "none registered"
-        raise ConfigError(f"{what} needs a model with the {ability.name} ability ({have}); {model.family} has not")
+        raise ConfigError(f"{what} needs {ability.requirement} ({have}); {model.family} {ability.lacking}")
 
 
 def _check_n(n: int, what: str = "n") -> None:
@@ -40,9 +47,9 @@ def labels(model: GenerativeModel, label: int | None, n: int) -> torch.Tensor | 
     """``n`` copies of class ``label`` for a conditional model, or None when no label is asked for."""
     if label is None:
         return None
-    _needs(model, ConditionalModel, "a label")
+    _needs(model, ConditionalModel, "a label (--label)")
     if not 0 <= label < model.num_classes:
-        raise ConfigError(f"the label must be in [0, {model.num_classes}), got {label}")
+        raise ConfigError(f"the label (--label) must be in [0, {model.num_classes}), got {label}")
     return torch.full((n,), label, dtype=torch.long)
 
 

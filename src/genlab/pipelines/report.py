@@ -12,16 +12,36 @@ from genlab.data.spec import Dataset
 from genlab.data.text import format_poem
 from genlab.data.vocab import UNK_CHAR
 from genlab.metrics.latent import encode_split
-from genlab.models.abilities import (ConditionalModel, ImageCompletion, Illustrated, Illustration, LatentModel,
-                                     Reconstructs, StyleTransfer, TemperatureSampler, TextInterpolation, TextModel,
-                                     evaluating)
+from genlab.models.abilities import (
+    ConditionalModel,
+    Illustrated,
+    Illustration,
+    ImageCompletion,
+    LatentModel,
+    Reconstructs,
+    StyleTransfer,
+    TemperatureSampler,
+    TextInterpolation,
+    TextModel,
+    evaluating,
+)
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_rows
 from genlab.pipelines.runs import as_model, load_run_data, read_evaluation
 from genlab.train.run import RunDir
-from genlab.viz.figures import (completion_figure, curves_figure, interpolation_figure, kl_figure,
-                                latent_map_figure, manifold_choice, manifold_figure, reconstruction_figure,
-                                sample_figure, transfer_figure, traversal_figure)
+from genlab.viz.figures import (
+    completion_figure,
+    curves_figure,
+    interpolation_figure,
+    kl_figure,
+    latent_map_figure,
+    manifold_choice,
+    manifold_figure,
+    reconstruction_figure,
+    sample_figure,
+    transfer_figure,
+    traversal_figure,
+)
 from genlab.viz.grids import save_grid
 from genlab.viz.report import write_report
 from genlab.viz.samples import class_histogram_figure, progress_figure

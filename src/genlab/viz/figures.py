@@ -14,8 +14,14 @@ import torch
 
 from genlab.data.spec import Dataset, pick_test_examples
 from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim
-from genlab.models.abilities import (ClassPriorModel, ConditionalModel, ImageCompletion, LatentModel, Reconstructs,
-                                     StyleTransfer)
+from genlab.models.abilities import (
+    ClassPriorModel,
+    ConditionalModel,
+    ImageCompletion,
+    LatentModel,
+    Reconstructs,
+    StyleTransfer,
+)
 from genlab.models.base import GenerativeModel
 from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, save_grid, show_grid
 
