@@ -7,25 +7,25 @@
     genlab.evaluate(model, quality=True)      # likelihood in nats, latent diagnostics, FID
     genlab.report("runs/demo")                # figures and runs/demo/report.html
 """
-from genlab.api import (  # noqa: E402
-                        abilities,
-                        build_config,
-                        compare,
-                        complete,
-                        demo,
-                        evaluate,
-                        interpolate,
-                        list_datasets,
-                        list_models,
-                        list_presets,
-                        load,
-                        load_dataset,
-                        load_run_data,
-                        report,
-                        sample,
-                        sample_text,
-                        train,
-                        unknown_characters,
+from genlab.api import (
+    abilities,
+    build_config,
+    compare,
+    complete,
+    demo,
+    evaluate,
+    interpolate,
+    list_datasets,
+    list_models,
+    list_presets,
+    load,
+    load_dataset,
+    load_run_data,
+    report,
+    sample,
+    sample_text,
+    train,
+    unknown_characters,
 )
 from genlab.version import __version__
 

@@ -44,8 +44,8 @@ def load(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
 
 
 def list_models() -> dict[str, str]:
-    """Registered family name -> the first line of its docstring."""
-    return {name: ((cls.__doc__ or "").strip().splitlines() or [""])[0] for name, cls in MODELS.items()}
+    """Registered family name -> the first paragraph of its docstring, on one line."""
+    return {name: " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()) for name, cls in MODELS.items()}
 
 
 def list_presets() -> dict[str, list[str]]:

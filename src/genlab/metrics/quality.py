@@ -163,26 +163,18 @@ def extract_features(net: FeatureNet, images: torch.Tensor, *, batch_size: int =
     if tuple(images.shape[1:]) != tuple(net.spec.shape):
         raise ValueError(f"images of shape {tuple(images.shape[1:])} do not fit a feature net of "
                          f"{net.spec.name!r} {tuple(net.spec.shape)}")
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(net):
         out = [net.features(images[i:i + batch_size].to(net.device, torch.float32)).cpu()
                for i in range(0, len(images), batch_size)]
-    finally:
-        net.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, net.embed_dim)
 
 
 @torch.no_grad()
 def _predict(net: FeatureNet, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """(N,) argmax labels of the net for (N, C, H, W) images."""
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(net):
         out = [net(images[i:i + batch_size].to(net.device, torch.float32)).argmax(1).cpu()
                for i in range(0, len(images), batch_size)]
-    finally:
-        net.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 

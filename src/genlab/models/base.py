@@ -1,6 +1,7 @@
 """The family contract (DESIGN.md): ``GenerativeModel``. The optional abilities are in ``abilities.py``."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
@@ -57,6 +58,7 @@ class GenerativeModel(nn.Module):
         return {k: v.detach() for k, v in terms.items()}
 
     grad_clip: float | None = None  # set by the trainer from TrainConfig.grad_clip
+    run_dir: Path | None = None  # the run folder it was trained in or loaded from (set by genlab.pipelines)
 
     def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         """Clip the gradient norm of the optimizer's parameters (when the trainer asks for it), then step."""

@@ -4,15 +4,15 @@ from genlab.pipelines.compare import compare, run_row, table_lines
 from genlab.pipelines.demo import DemoResult, demo
 from genlab.pipelines.evaluation import evaluate, evaluate_run, format_evaluation
 from genlab.pipelines.outputs import (
-                                      complete,
-                                      completion_images,
-                                      interpolate,
-                                      sample,
-                                      sample_text,
-                                      unknown_characters,
-                                      write_completion,
-                                      write_reconstructions,
-                                      write_samples,
+    complete,
+    completion_images,
+    interpolate,
+    sample,
+    sample_text,
+    unknown_characters,
+    write_completion,
+    write_reconstructions,
+    write_samples,
 )
 from genlab.pipelines.report import report, text_sections, write_run_report
 from genlab.pipelines.runs import load_model, load_run_data

@@ -74,10 +74,9 @@ def as_model(model: GenerativeModel | str | Path) -> GenerativeModel:
 def run_of(model: GenerativeModel, what: str) -> RunDir:
     """The run folder a model was trained in or loaded from; ``what`` says what needs it, e.g. "evaluate needs
     data=" (the message goes on "for a model that was not loaded from a run folder")."""
-    path = getattr(model, "run_dir", None)
-    if path is None:
+    if model.run_dir is None:
         raise ConfigError(f"{what} for a model that was not loaded from a run folder")
-    return RunDir(path)
+    return RunDir(model.run_dir)
 
 
 def run_config(run_dir: str | Path) -> RunConfig:
