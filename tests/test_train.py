@@ -658,3 +658,25 @@ def test_runs_without_out_get_distinct_folders_in_the_same_second(digits: ImageD
     names = [Path(r).name for r in runs]
     assert names == ["vae-digits-20260101-000000", "vae-digits-20260101-000000-2", "vae-digits-20260101-000000-3"]
     assert all((tmp_path / "runs" / n / "checkpoints" / "model.json").exists() for n in names)
+
+
+@pytest.mark.parametrize("family,overrides,new,old", [
+    ("vae", ["model.arch=mlp", "model.hidden=16", "model.latent_dim=2"], "encoder.head.", "encoder.net."),
+    ("wgan-gp", ["model.arch=conv", "model.channels=4", "model.d_hidden=8", "model.g_hidden=8", "model.latent_dim=2"],
+     "critic.convs.", "critic.trunk."),
+])
+def test_checkpoints_with_the_encoders_earlier_names_still_load(digits: ImageDataset, tmp_path: Path, family: str,
+                                                                overrides: list[str], new: str, old: str) -> None:
+    """The MLP encoder's weights were ``net.*`` and the GAN critic's convolutions ``trunk.*`` before the encoders
+    became one ``ImageEncoder``; run folders written then load with the same weights."""
+    run = tmp_path / "run"
+    model = genlab.train(family, data="digits", dataset=digits, out=run, max_steps=1, epochs=1, progress=False,
+                         overrides=overrides)
+    path = run / "checkpoints" / "model.safetensors"
+    tensors = load_file(str(path))
+    renamed = {(old + k[len(new):] if k.startswith(new) else k): v for k, v in tensors.items()}
+    assert renamed.keys() != tensors.keys()  # the old names are really there
+    save_file(renamed, str(path))
+    loaded = genlab.load(run)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
