@@ -26,7 +26,7 @@ from genlab.metrics.terms import evaluate_terms
 from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 
-__all__ = ["GenlabRun", "ExamplesRun", "load_images", "run_key", "alternate_epochs",
+__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "alternate_epochs",
            "summarize_runs", "results_table", "timing_notes", "add_common_arguments", "check_common_arguments"]
 
 
@@ -55,7 +55,28 @@ class GenlabRun:
     def forward(self, x: torch.Tensor) -> Any:
         return self.model.loss({"x": x})
 
-class ExamplesRun:
+class PeerRun:
+    """A peer's run object (``self.run``: ``epoch()`` -> (loss, seconds), ``test()`` -> nats) behind the interface
+    above; subclasses build ``self.run``, ``self.model`` and ``self.label``."""
+
+    run: Any
+    model: Any
+    label: str
+
+    def epoch(self) -> float:
+        return self.run.epoch()[1]
+
+    def test(self) -> float:
+        return self.run.test()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+    def close(self) -> None:
+        getattr(self.run, "close", lambda: None)()
+
+
+class ExamplesRun(PeerRun):
     """A pytorch/examples-style run (``bench.peers.pytorch_examples_vae``'s ``ExampleRun``: a per-sample PIL
     ``DataLoader``) over genlab's 28x28 grey images; ``make(train, test, seed=, batch_size=)`` builds it."""
 
@@ -73,14 +94,6 @@ class ExamplesRun:
                         (u8(data.test_x), labels(data.test_y, len(data.test_x))), seed=seed, batch_size=batch_size)
         self.model = self.run.model
 
-    def epoch(self) -> float:
-        return self.run.epoch()[1]
-
-    def test(self) -> float:
-        return self.run.test()
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.model(x)
 
 def load_images(name: str, limit: int | None, shape: tuple[int, ...], needs: str) -> Any:
     """genlab's dataset ``name``, its images checked to be ``shape`` (else exit saying ``needs``), cut to the first

@@ -30,6 +30,7 @@ from bench.results import command_line, publish
 from bench.runs import (
     ExamplesRun,
     GenlabRun,
+    PeerRun,
     add_common_arguments,
     alternate_epochs,
     check_common_arguments,
@@ -46,7 +47,7 @@ BATCH = 128
 
 # --- pythae behind the interface of GenlabRun / ExamplesRun: epoch() -> seconds, test() -> nats ---
 
-class _PythaeRun:
+class _PythaeRun(PeerRun):
     def __init__(self, data: Any, seed: int):
         from importlib.metadata import version
 
@@ -56,17 +57,8 @@ class _PythaeRun:
         self.run = PythaeRun(data.train_x, data.test_x, seed=seed, batch_size=BATCH)
         self.model = self.run.model
 
-    def epoch(self) -> float:
-        return self.run.epoch()[1]
-
-    def test(self) -> float:
-        return self.run.test()
-
     def forward(self, x: torch.Tensor) -> Any:
         return self.run.forward_batch(x)
-
-    def close(self) -> None:
-        self.run.close()
 
 
 def _require_pythae() -> None:

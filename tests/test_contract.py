@@ -6,18 +6,43 @@ A new family needs one entry in ``FAMILY_CONFIGS``: a few tiny configs (model-co
 from __future__ import annotations
 
 import dataclasses
+import html as html_lib
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 import genlab
 from genlab.data.images import ImageDataset
-from genlab.models.abilities import ConditionalModel, ExactLikelihoodModel, LatentModel, LikelihoodModel, TextModel
+from genlab.errors import ConfigError
+from genlab.metrics.latent import encode_split, kl_per_dim, latent_diagnostics
+from genlab.models.abilities import (
+    ABILITIES,
+    ClassPriorModel,
+    ConditionalModel,
+    Encoder,
+    ExactLikelihoodModel,
+    FixedNoiseImages,
+    Illustrated,
+    ImageCompletion,
+    LatentModel,
+    LearnedPriorModel,
+    LikelihoodModel,
+    Reconstructs,
+    StyleTransfer,
+    TemperatureSampler,
+    TextInterpolation,
+    TextModel,
+)
 from genlab.models.base import GenerativeModel
 from genlab.registry import MODELS
 from genlab.train.checkpoint import save_model
+
+from helpers import TINY_POEMS, assert_user_error, png_pixels, run_cli
 
 # --- the tiny configs, per family ---
 
@@ -32,6 +57,7 @@ FAMILY_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
         "mlp-logistic": {**_MLP, "likelihood": "logistic"},
         "mlp-iwae": {**_MLP, "iwae_k": 4},
         "mlp-beta-warmup-freebits": {**_MLP, "beta": 2.0, "kl_warmup": 10, "free_bits": 0.1},
+        "mlp-vamp": {**_MLP, "latent_prior": "vamp", "prior_components": 4},
         "conv-bernoulli": {**_CONV, "likelihood": "bernoulli"},
         "conv-logistic": {**_CONV, "likelihood": "logistic"},
     },
@@ -376,3 +402,254 @@ def test_train_steps_lower_the_loss(family: str, name: str | None, family_data: 
         assert torch.isfinite(terms["loss"])
     after = _seeded_loss(model, batch)
     assert after < before - 1e-3 * abs(before), f"loss {before:.4f} -> {after:.4f} after 20 Adam steps"
+
+
+# --- the pipelines: train -> sample -> eval -> report -> compare, and every ability's outputs ---
+#
+# One tiny run per family (and per configuration that switches an ability on), trained two steps through
+# ``genlab.train``, evaluated into ``eval.json`` and reported; the tests below read these runs.
+
+PIPELINE_CASES = _first_cases() + [
+    pytest.param("vae", "mlp-vamp", id="vae-mlp-vamp"),
+    pytest.param("cvae", "class-mean", id="cvae-class-mean"),
+    pytest.param("gated-pixelcnn", "conditional-logistic-mixture", id="gated-pixelcnn-conditional-logistic-mixture"),
+]
+_PIPELINE_IDS = [p.id for p in PIPELINE_CASES]
+
+
+@dataclasses.dataclass
+class Reported:
+    """A run that went through the whole pipeline."""
+
+    run: Path
+    model: GenerativeModel
+    evaluation: dict[str, Any]
+    html: str
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(tmp_path_factory: pytest.TempPathFactory, feature_cache: Path, digits: ImageDataset,
+                  poems: Any, poems_file: Path) -> Any:
+    """``reported(family, name)``: the family's run, trained, evaluated and reported once for the module."""
+    root = tmp_path_factory.mktemp("pipeline-runs")
+    done: dict[tuple[str, str], Reported] = {}
+
+    def reported(family: str, name: str) -> Reported:
+        if (family, name) not in done:
+            cfg = _config(family, name)
+            text = on_text(family)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                model = genlab.train(family, f"poems:{poems_file}" if text else "digits", out=root / f"{family}-{name}",
+                                     max_steps=2, epochs=1, batch_size=32, eval_every=0, progress=False,
+                                     dataset=poems if text else digits,
+                                     overrides=[_override(k, v) for k, v in dataclasses.asdict(cfg).items()])
+                result, path = genlab.evaluate_run(model, k=2, limit=16, quality=True, quality_n=16, progress=False)
+                assert path == model.run_dir / "eval.json"
+                html = genlab.report(model.run_dir, progress=False).read_text(encoding="utf-8")
+            finally:
+                torch.set_num_threads(threads)
+            done[family, name] = Reported(Path(model.run_dir), model, result, html)
+        return done[family, name]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENLAB_CACHE", str(feature_cache))
+        yield reported
+
+
+def _expected_figures(model: GenerativeModel, evaluation: dict[str, Any]) -> set[str]:
+    """The figures a report must hold, worked out from the model's abilities and its evaluation only."""
+    own = {item.name for item in model.illustrations() if item.images is not None} \
+        if isinstance(model, Illustrated) else set()
+    figs = {"curves"} | own
+    if "latent/kl_per_dim" in evaluation:
+        figs.add("kl_per_dim")
+    if isinstance(model, TextModel):
+        return figs
+    figs.add("samples")
+    if "quality/class_histogram" in evaluation:
+        figs.add("class_histogram")
+    if isinstance(model, Reconstructs):
+        figs.add("reconstructions")
+    if isinstance(model, LatentModel):
+        figs |= {"latent_map", "interpolation", "traversal"} | ({"manifold"} if model.latent_dim >= 2 else set())
+    if isinstance(model, ImageCompletion):
+        figs.add("completion")
+    if isinstance(model, StyleTransfer):
+        figs.add("transfer")
+    if isinstance(model, FixedNoiseImages):
+        figs.add("progress")
+    return figs
+
+
+def _finite_numbers(value: Any) -> bool:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_numbers(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite_numbers(v) for v in value)
+    return False
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_pipeline_round_trip(family: str, name: str, pipeline_runs: Any, tmp_path: Path) -> None:
+    r = pipeline_runs(family, name)
+    model = genlab.load(r.run)  # everything below works from the folder
+    # sample: reproducible from the seed, of the data's kind
+    a, b = genlab.sample(r.run, 5, seed=3), genlab.sample(model, 5, seed=3)
+    assert torch.equal(a, b)
+    if isinstance(model, TextModel):
+        assert a.shape == (5, model.spec.shape[0]) and a.dtype == torch.long
+        assert int(a.min()) >= 0 and int(a.max()) < len(model.spec.vocab)
+    else:
+        assert a.shape == (5, *model.spec.shape) and a.dtype == torch.float32
+        assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    # eval: eval.json holds what evaluate_run returned, every number finite, a likelihood where there is one
+    assert json.loads((r.run / "eval.json").read_text(encoding="utf-8")) == json.loads(json.dumps(r.evaluation))
+    assert _finite_numbers(r.evaluation), r.evaluation
+    if not isinstance(model, TextModel) and isinstance(model, (LikelihoodModel, ExactLikelihoodModel)):
+        assert r.evaluation["test/nll"] > 0 and r.evaluation["test/bits_per_dim"] > 0
+        assert r.evaluation.get("nll_exact", False) is isinstance(model, ExactLikelihoodModel)
+    # report: exactly the figures the abilities call for, each a readable PNG embedded in report.html
+    pngs = {p.stem: p for p in (r.run / "figures").glob("*.png")}
+    assert set(pngs) == _expected_figures(model, r.evaluation)
+    for stem, path in pngs.items():
+        pixels = png_pixels(path)
+        assert min(pixels.shape[:2]) > 64 and np.ptp(pixels) > 100, stem  # a figure, with ink on it
+        assert f'alt="{stem}"' in r.html, stem
+    assert "<h2>Evaluation</h2>" in r.html and "<h2>Configuration</h2>" in r.html
+    # compare: the run is one row of a comparison, measured from its eval.json
+    rows, page = genlab.compare([r.run], tmp_path / "compare.html", k=2, quality=False, progress=False)
+    assert [row["family"] for row in rows] == [family] and page.is_file()
+    assert json.loads(page.with_suffix(".json").read_text(encoding="utf-8"))["runs"][0]["family"] == family
+
+
+def test_compare_every_family_on_one_page(pipeline_runs: Any, tmp_path: Path) -> None:
+    runs = [pipeline_runs(*p.values).run for p in PIPELINE_CASES]
+    rows, page = genlab.compare(runs, tmp_path / "all.html", k=2, quality=False, progress=False)
+    assert [row["family"] for row in rows] == [p.values[0] for p in PIPELINE_CASES]
+    html = page.read_text(encoding="utf-8")
+    assert all(row["name"] in html for row in rows)
+    assert png_pixels(page.with_suffix(".png")).std() > 0  # the image families' samples, side by side
+
+
+def test_every_ability_is_had_by_a_pipeline_case(pipeline_runs: Any) -> None:
+    """The ability tests below check each ability on the runs that have it; none may go unchecked."""
+    had = {a for p in PIPELINE_CASES for a in ABILITIES if isinstance(pipeline_runs(*p.values).model, a)}
+    assert set(ABILITIES) - had == set(), [a.name for a in set(ABILITIES) - had]
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_image_completion_or_refusal(family: str, name: str, pipeline_runs: Any) -> None:
+    r = pipeline_runs(family, name)
+    if not isinstance(r.model, ImageCompletion):
+        with pytest.raises(ConfigError, match="autoregressive"):
+            genlab.complete(r.run, hide=0.5, n=2, count=2)
+        return
+    images, done = genlab.complete(r.run, hide=0.5, n=2, count=2)
+    assert images.shape == (2, *r.model.spec.shape) and done.shape == (2, 2, *r.model.spec.shape)
+    kept = r.model.kept_rows(0.5)
+    assert 0 < kept < r.model.spec.shape[1]
+    assert torch.equal(done[:, :, :, :kept], images[:, None, :, :kept].expand(-1, 2, -1, -1, -1))
+    assert float(done.min()) >= 0.0 and float(done.max()) <= 1.0
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_temperature_or_refusal(family: str, name: str, pipeline_runs: Any) -> None:
+    r = pipeline_runs(family, name)
+    if not isinstance(r.model, TemperatureSampler):
+        with pytest.raises(ConfigError, match="temperature"):
+            genlab.sample(r.run, 3, temperature=0.5)
+        return
+    cond = torch.arange(3) if isinstance(r.model, ConditionalModel) else None  # else the labels are drawn
+    greedy = genlab.sample(r.run, 3, temperature=0.0, seed=1, cond=cond)
+    if not isinstance(r.model, LatentModel):  # 0 takes the most likely value each step: no randomness is left
+        assert torch.equal(greedy, genlab.sample(r.run, 3, temperature=0.0, seed=2, cond=cond))
+    else:  # the code is still drawn from the prior; what is decoded from it is the most likely text
+        assert torch.equal(greedy, genlab.sample(r.run, 3, temperature=0.0, seed=1, cond=cond))
+    assert genlab.sample(r.run, 3, temperature=0.5).shape == greedy.shape
+    if isinstance(r.model, TextModel):
+        assert len(genlab.sample_text(r.run, 3, temperature=0.5)) == 3
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_label_through_the_cli_or_refusal(family: str, name: str, pipeline_runs: Any, cli_env: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    r = pipeline_runs(family, name)
+    if not isinstance(r.model, ConditionalModel):
+        assert_user_error(run_cli(capsys, "sample", r.run, "--label", "0", "-n", "2", "--out", "x.png"),
+                          "--label", ConditionalModel.lacking)
+        return
+    code, out, err = run_cli(capsys, "sample", r.run, "--label", "1", "-n", "4", "--out", "one.png")
+    assert code == 0, err
+    assert png_pixels(cli_env / "one.png").std() > 0
+    assert_user_error(run_cli(capsys, "sample", r.run, "--label", str(r.model.num_classes), "-n", "2",
+                              "--out", "x.png"), "--label", str(r.model.num_classes))
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_text_outputs_or_refusal(family: str, name: str, pipeline_runs: Any) -> None:
+    r = pipeline_runs(family, name)
+    if not isinstance(r.model, TextModel):
+        with pytest.raises(ConfigError, match="text model"):
+            genlab.sample_text(r.run, 3)
+        with pytest.raises(ConfigError, match="text model"):
+            genlab.interpolate(r.run, TINY_POEMS[0], TINY_POEMS[1], steps=3)
+        return
+    lines = genlab.sample_text(r.run, 3, seed=5)
+    assert len(lines) == 3 and lines == genlab.sample_text(r.run, 3, seed=5) and all(lines)
+    assert "samples" in r.html
+    if isinstance(r.model, TextInterpolation):
+        path = genlab.interpolate(r.run, TINY_POEMS[0], TINY_POEMS[1], steps=3)
+        assert len(path) == 3 and all(path)
+        assert "interpolation" in r.html
+    else:
+        with pytest.raises(ConfigError, match="latent"):
+            genlab.interpolate(r.run, TINY_POEMS[0], TINY_POEMS[1], steps=3)
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_own_figures_reach_the_report(family: str, name: str, pipeline_runs: Any) -> None:
+    r = pipeline_runs(family, name)
+    if not isinstance(r.model, Illustrated):
+        return
+    items = r.model.illustrations()
+    assert items, f"{family} is Illustrated but has no illustrations"
+    for item in items:
+        assert html_lib.escape(item.caption) in r.html, item.name
+        if item.images is not None:
+            assert f'alt="{item.name}"' in r.html
+        if item.lines is not None:
+            assert all(html_lib.escape(line) in r.html for line in item.lines)
+
+
+def test_eval_of_one_sample_is_one_line(pipeline_runs: Any, cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = pipeline_runs("vae", next(iter(FAMILY_CONFIGS["vae"])))
+    assert_user_error(run_cli(capsys, "eval", r.run, "-n", "1"), "-n")
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_latent_metrics_follow_the_prior(family: str, name: str, pipeline_runs: Any) -> None:
+    """Encoders get the KL per dimension, taken against the model's own prior when it is analytic (N(0, I), or
+    N(mean of the class, I) for a class prior: then the dimensions add up to the ELBO's KL term) and against
+    N(0, I) for a learned prior."""
+    r = pipeline_runs(family, name)
+    ev = r.evaluation
+    if not isinstance(r.model, Encoder):
+        assert "latent/kl_per_dim" not in ev
+        return
+    assert len(ev["latent/kl_per_dim"]) == r.model.latent_dim
+    assert min(ev["latent/kl_per_dim"]) >= 0
+    learned = isinstance(r.model, LearnedPriorModel)
+    assert ev["latent/kl_per_dim_against"] == ("N(0, I)" if learned else "p(z)")
+    if not learned and "test/kl" in ev and not isinstance(r.model, TextModel):  # the ELBO's KL is over all tests
+        whole = latent_diagnostics(r.model, genlab.load_run_data(r.run, progress=False))["kl_per_dim"]
+        assert sum(whole) == pytest.approx(ev["test/kl"], rel=1e-3, abs=1e-4 * len(whole))
+        if isinstance(r.model, ClassPriorModel):  # taken against N(0, I) instead, it would not add up
+            post = encode_split(r.model, genlab.load_run_data(r.run, progress=False))
+            against_normal = kl_per_dim(dataclasses.replace(post, prior_mu=None)).sum().item()
+            assert abs(against_normal - ev["test/kl"]) > 1e-2

@@ -14,6 +14,7 @@ from genlab.api import (
     complete,
     demo,
     evaluate,
+    evaluate_run,
     interpolate,
     list_datasets,
     list_models,
@@ -29,6 +30,6 @@ from genlab.api import (
 )
 from genlab.version import __version__
 
-__all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "unknown_characters",
-           "report", "compare", "demo", "list_models", "list_presets", "list_datasets", "load_dataset",
-           "load_run_data", "build_config", "abilities", "__version__"]
+__all__ = ["train", "load", "evaluate", "evaluate_run", "sample", "complete", "sample_text", "interpolate",
+           "unknown_characters", "report", "compare", "demo", "list_models", "list_presets", "list_datasets",
+           "load_dataset", "load_run_data", "build_config", "abilities", "__version__"]
