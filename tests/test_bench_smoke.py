@@ -20,7 +20,7 @@ from genlab.config import build_config
 from genlab.data import DataSpec
 from genlab.registry import MODELS
 
-from helpers import SHARED_DATA
+from helpers import SHARED_DATA, needs_shared
 
 # --- counting work ---
 
@@ -98,10 +98,12 @@ def _run_vae_mlp_epoch(tmp_path, monkeypatch, peers: str) -> dict:
     return written
 
 
+@needs_shared("fashion-mnist")
 def test_vae_mlp_epoch_smoke_pytorch_examples(tmp_path, monkeypatch):
     _run_vae_mlp_epoch(tmp_path, monkeypatch, "pytorch-examples")
 
 
+@needs_shared("fashion-mnist")
 @pytest.mark.skipif(importlib.util.find_spec("pythae") is None,
                     reason="pythae is not installed (a benchmark-only peer: `make bench` or `.venv/bin/pip install "
                            "pythae`); the pythae column is not checked")
@@ -144,6 +146,7 @@ def test_conv_peer_has_the_layers_of_genlab_conv_small():
         torch.testing.assert_close(peer.decode(mu), genlab_model.decode(mu))
 
 
+@needs_shared("mnist")
 def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
 
@@ -177,6 +180,7 @@ def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
 
 # --- time to quality: a smoke run of the preset pipeline (train under a time limit, then the k-sample NLL) ---
 
+@needs_shared("mnist")
 def test_time_to_quality_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
 
@@ -204,6 +208,7 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
         time_to_quality.main(["--run", str(tmp_path), "--k", "4", "--results-dir", str(out), "--readme", ""])
 
 
+@needs_shared("mnist")
 def test_nll_eval_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
 
@@ -215,6 +220,7 @@ def test_nll_eval_smoke(tmp_path, monkeypatch):
     assert len(written["times_s"]["per batch"]) == 1 and all(t > 0 for t in written["median_s"].values())
 
 
+@needs_shared("mnist")
 def test_pixelcnn_step_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
 
