@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from genlab import files as files_mod
 from genlab.config import build_config
 from genlab.data.images import ImageDataset
 from genlab.data.spec import batch_to_device
-from genlab.errors import CheckpointError, ConfigError, GenlabError, TrainingDiverged
+from genlab.errors import CheckpointError, ConfigError, GenlabError, StorageError, TrainingDiverged
 from genlab.files import write_json, write_tensors
 from genlab.metrics.terms import EVAL_SEED, evaluate_terms
 from genlab.models.base import GenerativeModel
@@ -76,9 +78,12 @@ def _without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _leftovers(folder: Path) -> list[str]:
-    """Temporary files a save or metrics rewrite could leave behind."""
+    """Temporary files a save or metrics rewrite could leave behind (the lock and the kept checkpoints are not);
+    at most the current checkpoint and the one before it are kept."""
+    kept = sorted(p.name for p in (folder / ".checkpoints").iterdir()) if (folder / ".checkpoints").is_dir() else []
+    assert len(kept) <= 2 and all(name.startswith("step-") for name in kept), kept
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.startswith(".") or p.name.endswith(".tmp"))
+                  if (p.name.startswith(".") and p.name not in (".lock", ".checkpoints")) or p.name.endswith(".tmp"))
 
 
 def _one_line(err: BaseException) -> str:
@@ -164,16 +169,29 @@ def test_resume_guards(digits: ImageDataset, tmp_path: Path) -> None:
     assert [r["epoch"] for r in _metrics(run)] == [1]  # nothing above touched the run
 
 
-def test_resume_refuses_trainer_files_from_another_step(digits: ImageDataset, tmp_path: Path) -> None:
+def test_resume_falls_back_past_files_from_another_step(digits: ImageDataset, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Trainer files of another step in the current checkpoint: resume says so and goes on from the newest
+    complete checkpoint kept; with none kept, it refuses."""
     run = tmp_path / "run"
     _train(run, digits, epochs=1)
     old = {name: (run / "checkpoints" / name).read_bytes() for name in ("trainer.json", "trainer.safetensors")}
     _resume(run, digits, epochs=2)
     for name, data in old.items():
         (run / "checkpoints" / name).write_bytes(data)
+    capsys.readouterr()
+    resumed = _resume(run, digits, epochs=3)
+    assert "using the last complete checkpoint" in capsys.readouterr().err
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    _assert_same_tensors(_weights(run), _weights(_train(tmp_path / "whole", digits, epochs=3).run_dir))
+    for name, data in old.items():  # the same damage, and no complete checkpoint to fall back to
+        (run / "checkpoints" / name).write_bytes(data)
+    for kept in (run / ".checkpoints").iterdir():
+        if kept.resolve() != (run / "checkpoints").resolve():
+            shutil.rmtree(kept)
     with pytest.raises(CheckpointError) as info:
-        _resume(run, digits, epochs=3)
-    assert "different steps" in _one_line(info.value)
+        _resume(run, digits, epochs=4)
+    assert "different times" in _one_line(info.value) or "different steps" in _one_line(info.value)
 
 
 def test_resume_refuses_a_model_that_does_not_match(digits: ImageDataset, tmp_path: Path) -> None:
@@ -182,7 +200,7 @@ def test_resume_refuses_a_model_that_does_not_match(digits: ImageDataset, tmp_pa
     trainer = _trainer(digits, RunDir(run), latent_dim=5)
     with pytest.raises(CheckpointError) as info:
         trainer.resume()
-    assert "does not match" in _one_line(info.value)
+    assert "do not match" in _one_line(info.value)
 
 
 # --- divergence ---
@@ -271,7 +289,8 @@ def test_checkpoint_folder_holds_only_finished_files(digits: ImageDataset, tmp_p
     run = tmp_path / "run"
     _train(run, digits, epochs=2)
     assert {p.name for p in (run / "checkpoints").iterdir()} == CHECKPOINT_FILES
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoints"}
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoints", ".checkpoints", ".lock"}
+    assert (run / "checkpoints").is_symlink() and not Path(os.readlink(run / "checkpoints")).is_absolute()
     assert _leftovers(run) == []
     meta = json.loads((run / "checkpoints" / "model.json").read_text())
     assert meta["family"] == "vae" and meta["epoch"] == 2 and meta["step"] == 2 * STEPS_PER_EPOCH
@@ -289,7 +308,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path,
         raise OSError("disk full")
 
     monkeypatch.setattr(files_mod, "save_file", half_written)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match=f"cannot write {target}: disk full"):
         write_tensors(target, {"a": torch.zeros(4)}, {"step": "2"})
     monkeypatch.undo()
     assert target.read_bytes() == before

@@ -24,3 +24,8 @@ class CheckpointError(GenlabError):
 
 class TrainingDiverged(GenlabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StorageError(GenlabError):
+    """A file cannot be written (a full disk, a read-only folder, a file-size limit), or a run folder is in use by
+    another genlab process; what was written before is kept."""

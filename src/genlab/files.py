@@ -2,9 +2,13 @@
 written atomically (a temporary name in the same folder, fsync, one rename) and read with one-line errors.
 
 Nothing is pickled: reading a file cannot run code. Every layer may use these; they know nothing of models.
+A write that fails (a full disk, a read-only folder, the file-size limit) raises ``StorageError`` with one line
+naming the path and the cause, and leaves the file it was replacing as it was. Files get the permissions the
+umask allows (as ``open`` would give them), not the owner-only ones of a temporary file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -16,22 +20,72 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, StorageError
+
+# --- write failures ---
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere (--out)",
+    errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere (--out)",
+    errno.EFBIG: "the file-size limit was reached (ulimit -f); raise it or write less",
+    errno.EACCES: "the folder is not writable; fix its permissions or write elsewhere (--out)",
+    errno.EPERM: "the folder is not writable; fix its permissions or write elsewhere (--out)",
+    errno.EROFS: "the file system is read-only; write elsewhere (--out)",
+}
+
+
+def write_failure(path: Path, err: OSError) -> StorageError:
+    """The one-line error of a failed write to ``path``."""
+    cause = err.strerror or str(err) or type(err).__name__
+    advice = _ADVICE.get(err.errno or 0, "check the folder and try again")
+    return StorageError(f"cannot write {path}: {cause}; {advice}")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what ``open`` gives a new file under this process's umask
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in folder ``path`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder; the rename itself is still atomic
+        pass
+    finally:
+        os.close(fd)
+
 
 # --- atomic writes ---
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the finished file over ``path`` in one rename."""
+    """Call ``write(tmp_path)`` then move the finished file over ``path`` in one rename; on failure ``path`` is
+    left as it was and the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_failure(path, e) from None
     os.close(fd)
     try:
+        os.chmod(tmp, FILE_MODE)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failure(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -28,12 +28,13 @@ def causal_mask(out_channels: int, in_channels: int, kh: int, kw: int, mask_type
     """(out, in, kh, kw) 0/1 mask of a raster-order convolution whose centre is (kh // 2, kw // 2)."""
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask_type must be 'A' or 'B', not {mask_type!r}")
-    mask = torch.zeros(out_channels, in_channels, kh, kw)
+    # built on the CPU whatever the default device (a model sized on the meta device still needs its fan-in)
+    mask = torch.zeros(out_channels, in_channels, kh, kw, device="cpu")
     ch, cw = kh // 2, kw // 2
     mask[:, :, :ch, :] = 1.0  # rows above
     mask[:, :, ch, :cw] = 1.0  # the centre row, left of the centre
-    g_out = torch.arange(out_channels) % groups  # (out,)
-    g_in = torch.arange(in_channels) % groups  # (in,)
+    g_out = torch.arange(out_channels, device="cpu") % groups  # (out,)
+    g_in = torch.arange(in_channels, device="cpu") % groups  # (in,)
     seen = g_in[None, :] < g_out[:, None] if mask_type == "A" else g_in[None, :] <= g_out[:, None]
     mask[:, :, ch, cw] = seen.float()
     return mask

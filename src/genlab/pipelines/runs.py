@@ -3,19 +3,22 @@ its evaluation (``eval.json``). ``genlab.train.run.RunDir`` is the folder's layo
 above the trainer that opens one."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from genlab.config import RunConfig
 from genlab.data import DataSpec, load
 from genlab.data.spec import Dataset
 from genlab.errors import CheckpointError, ConfigError, GenlabError
 from genlab.files import read_json_object, write_json
-from genlab.models.base import GenerativeModel, state_dict_mismatch
+from genlab.models.base import GenerativeModel
 from genlab.registry import MODELS
-from genlab.train.checkpoint import load_model_files
+from genlab.train.checkpoint import MODEL_META, MODEL_WEIGHTS, POINTER, STORE, load_checked_state, load_model_files
 from genlab.train.run import RunDir
 
 EVAL_FILE = "eval.json"
@@ -31,12 +34,49 @@ def new_run_folder(cfg: RunConfig, root: Path = Path("runs")) -> Path:
     return out
 
 
-def _checkpoint_dir(path: Path) -> Path:
+# a model's size is checked on torch's meta device (no memory) before it is built: a ~1 kB model.json or a flag
+# must not be able to ask for more than this many parameters
+MAX_PARAMETERS_VARIABLE = "GENLAB_MAX_PARAMETERS"
+DEFAULT_MAX_PARAMETERS = 100_000_000
+
+
+def max_parameters() -> int:
+    text = os.environ.get(MAX_PARAMETERS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAMETERS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ConfigError(f"{MAX_PARAMETERS_VARIABLE}={text!r} is not a number of parameters") from None
+    if value < 1:
+        raise ConfigError(f"{MAX_PARAMETERS_VARIABLE} must be >= 1, got {value}")
+    return value
+
+
+def build_model(family: str, model_config: Any, spec: DataSpec, where: str = "the config") -> GenerativeModel:
+    """The family's model, after its parameter count was taken on the meta device and found within
+    ``GENLAB_MAX_PARAMETERS`` (``where`` names what asked for it, for the message)."""
+    cls = MODELS.get(family)
+    with torch.device("meta"):
+        sized = cls(model_config, spec)
+    count = sum(p.numel() for p in sized.parameters()) + sum(b.numel() for b in sized.buffers())
+    limit = max_parameters()
+    if count > limit:
+        raise ConfigError(f"{where} asks for a {family} model of {count:,} parameters and buffers, over the limit of "
+                          f"{limit:,}; use smaller layers, or raise the limit with {MAX_PARAMETERS_VARIABLE}=N")
+    return cls(model_config, spec)
+
+
+def _locate(path: Path) -> tuple[Path | None, Path]:
+    """(the run folder or None, the checkpoint folder to read) for a run folder, its checkpoints folder or a
+    checkpoint file."""
     if path.is_file() and path.suffix in (".safetensors", ".json"):
-        return path.parent
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints"
-    return path
+        path = path.parent
+    if (path / MODEL_META).is_file() or path.name in (POINTER,) or path.parent.name == STORE:
+        run = path.parent.parent if path.parent.name == STORE else path.parent
+        return (run if (run / "config.json").is_file() else None), path
+    folder = RunDir(path).checkpoint()
+    return path, (folder if folder is not None else path / POINTER)
 
 
 def load_model(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
@@ -45,23 +85,20 @@ def load_model(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
     path = Path(run_dir)
     if not path.exists():
         raise CheckpointError(f"run folder {path} does not exist; train one with `genlab train` or check the path")
-    ckpt = _checkpoint_dir(path)
+    run, ckpt = _locate(path)
     state, meta = load_model_files(ckpt)
     try:
-        family = MODELS.get(meta["family"])
         cfg = RunConfig.from_dict({"model": meta["family"], "model_config": meta["model_config"],
                                    "data": {}, "train": {}}).model_config
         spec = DataSpec.from_dict(meta["data_spec"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{ckpt / 'model.json'} is incomplete ({e}); it was not written by genlab") from None
-    net = family(cfg, spec)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"the weights in {ckpt} do not match the {meta['family']} model its config "
-                              f"describes ({state_dict_mismatch(e)}); was the file replaced?") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt / MODEL_META} is incomplete ({e}); it was not written by genlab") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{ckpt / MODEL_META}: {e}") from None
+    net = build_model(meta["family"], cfg, spec, str(ckpt / MODEL_META))
+    load_checked_state(net, state, ckpt / MODEL_WEIGHTS)
     net.to(device).eval()
-    net.run_dir = ckpt.parent if ckpt.name == "checkpoints" else ckpt
+    net.run_dir = run if run is not None else ckpt
     net.checkpoint_meta = meta
     return net
 

@@ -13,12 +13,23 @@ from genlab.data.spec import Dataset
 from genlab.errors import CheckpointError, ConfigError
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
-from genlab.pipelines.runs import new_run_folder
-from genlab.registry import MODELS
+from genlab.pipelines.runs import build_model, new_run_folder
 from genlab.train.run import RunDir
 from genlab.train.trainer import Trainer
 
-__all__ = ["train"]
+__all__ = ["train", "Interrupted"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C; says how to go on from what was saved."""
+
+    def __init__(self, run: Path, family: str, epoch: int, saved: bool):
+        self.run, self.epoch, self.saved = run, epoch, saved
+        how = (f"the last checkpoint (epoch {epoch}) is kept; resume with `genlab train {family} --out {run} "
+               "--resume`"
+               if saved else f"no epoch had finished, so nothing was saved; start again (the folder {run} can be "
+                             "removed)")
+        super().__init__(f"interrupted; {how}")
 
 
 def _resumed_config(run: RunDir, overrides: Iterable[str], options: dict[str, Any]) -> RunConfig:
@@ -46,21 +57,43 @@ def train(model: str = "vae", data: str | None = None, *, out: str | Path | None
         if out is None:
             raise ConfigError("resume needs the run folder: --out RUN")
         run = RunDir(out)
-        cfg = _resumed_config(run, overrides, options)
-    else:
-        cfg = build_config(model, data, preset=preset, overrides=overrides, **options)
-        run = RunDir(out if out is not None else new_run_folder(cfg))
+        if not run.path.is_dir():
+            raise CheckpointError(f"run folder {run.path} does not exist, so it holds no checkpoint to resume; "
+                                  "start it without --resume")
+        with run.lock():
+            cfg = _resumed_config(run, overrides, options)
+            return _fit(cfg, run, *_built(cfg, dataset), resume=True)
+    cfg = build_config(model, data, preset=preset, overrides=overrides, **options)
+    run = RunDir(out if out is not None else new_run_folder(cfg))
+    if run.has_checkpoint():  # said before the data is loaded; checked again under the lock
+        raise _taken(run)
+    built = _built(cfg, dataset)  # a bad dataset or an oversized model stops here, before the folder is made
+    with run.lock():
         if run.has_checkpoint():
-            raise CheckpointError(f"{run.path} already holds a run; pass --resume to continue it or choose another "
-                                  "--out")
-    data_obj = dataset if dataset is not None else load(cfg.data, progress=cfg.train.progress)
+            raise _taken(run)
+        return _fit(cfg, run, *built, resume=False)
+
+
+def _taken(run: RunDir) -> CheckpointError:
+    return CheckpointError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _built(cfg: RunConfig, dataset: Dataset | None) -> tuple[Dataset, GenerativeModel]:
+    data = dataset if dataset is not None else load(cfg.data, progress=cfg.train.progress)
     torch.manual_seed(cfg.train.seed)
-    net = MODELS.get(cfg.model)(cfg.model_config, data_obj.spec)
+    return data, build_model(cfg.model, cfg.model_config, data.spec)
+
+
+def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, resume: bool) -> GenerativeModel:
+    """Write the config, (resume,) fit; the caller holds the run folder's lock."""
     run.write_config(cfg.to_dict())
-    trainer = Trainer(net, data_obj, cfg.train, run, callbacks=progress_callbacks(net, run))
+    trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run))
     if resume:
         trainer.resume()
-    net.history = trainer.fit()
+    try:
+        net.history = trainer.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(run.path, cfg.model, trainer.epoch, run.has_checkpoint()) from None
     net.run_dir = run.path
     net.eval()
     return net

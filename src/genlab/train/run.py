@@ -1,13 +1,24 @@
-"""The run folder: ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``figures/``, ``report.html``."""
+"""The run folder: ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (see ``genlab.train.checkpoint``),
+``figures/``, ``report.html``, and ``.lock``, which the one process training into the folder holds."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from genlab.errors import CheckpointError
-from genlab.files import read_json_object, write_json
-from genlab.train.checkpoint import MODEL_META
+from genlab.errors import CheckpointError, StorageError
+from genlab.files import read_json_object, write_failure, write_json, write_text
+from genlab.train.checkpoint import POINTER, find_checkpoint, save_checkpoint
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system: no locking
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".lock"
 
 
 class RunDir:
@@ -24,17 +35,50 @@ class RunDir:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        """Where the current checkpoint is read (a link to the newest complete one)."""
+        return self.path / POINTER
 
     @property
     def figures(self) -> Path:
         return self.path / "figures"
 
+    def checkpoint(self, *, trainer: bool = False) -> Path | None:
+        """The folder of the checkpoint to read (``find_checkpoint``), or None when the run has none yet."""
+        return find_checkpoint(self.path, trainer=trainer)
+
     def has_checkpoint(self) -> bool:
-        return (self.checkpoints / MODEL_META).exists()
+        return self.checkpoint() is not None
+
+    def save_checkpoint(self, model: Any, meta: dict[str, Any], trainer_state: dict[str, Any], step: int) -> Path:
+        return save_checkpoint(self.path, model, meta, trainer_state, step)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock (an OS file lock, freed when the process ends however it ends) for a writer; a
+        second writer gets one line instead of sharing the folder."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")
+        except OSError as e:
+            raise write_failure(self.path / LOCK_FILE, e) from None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise StorageError(f"run folder {self.path} is in use by another genlab process ({holder}); "
+                                       "wait for it to finish or choose another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
 
     def write_config(self, config: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
@@ -43,28 +87,32 @@ class RunDir:
         return read_json_object(self.config_path)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as e:
+            raise write_failure(self.metrics_path, e) from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
             return []
         out = []
-        with open(self.metrics_path, encoding="utf-8") as f:
+        with open(self.metrics_path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
                     break  # a line cut by a crash: what follows it is not trusted
+                if not isinstance(record, dict):
+                    break
+                out.append(record)
         return out
 
     def truncate_metrics(self, epoch: int) -> None:
         """Keep only the records up to ``epoch`` (what the checkpoint being resumed has seen)."""
-        keep = [r for r in self.read_metrics() if r.get("epoch", 0) <= epoch]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-        tmp.replace(self.metrics_path)
+        keep = [r for r in self.read_metrics() if isinstance(r.get("epoch", 0), int) and r.get("epoch", 0) <= epoch]
+        write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -17,8 +17,17 @@ from genlab.config import TrainConfig
 from genlab.data.spec import Dataset, batch_length, batch_to_device
 from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from genlab.metrics.terms import evaluate_terms
-from genlab.models.base import GenerativeModel, state_dict_mismatch
-from genlab.train.checkpoint import load_model_files, load_trainer, save_model, save_trainer
+from genlab.models.base import GenerativeModel
+from genlab.train.checkpoint import (
+    MODEL_WEIGHTS,
+    TRAINER_META,
+    TRAINER_WEIGHTS,
+    check_optimizer_state,
+    check_trainer_state,
+    load_checked_state,
+    load_model_files,
+    load_trainer,
+)
 from genlab.train.run import RunDir
 from genlab.version import __version__
 
@@ -129,24 +138,26 @@ class Trainer:
         meta = {**self.meta, "genlab_version": __version__, "family": self.model.family,
                 "model_config": dataclasses.asdict(self.model.config), "data_spec": self.model.spec.to_dict(),
                 "epoch": self.epoch, "step": self.step, "parameters": self.model.num_parameters()}
-        save_trainer(self.run.checkpoints, self._trainer_state(), self.step)
-        save_model(self.run.checkpoints, self.model, meta)
+        self.run.save_checkpoint(self.model, meta, self._trainer_state(), self.step)
 
     def resume(self) -> None:
-        """Load weights, optimizer and RNG state from the run folder's checkpoint."""
+        """Load weights, optimizer and RNG state from the run folder's last complete checkpoint, each tensor
+        checked against what this model and its optimizers expect before any is used."""
         assert self.run is not None
-        state_dict, meta = load_model_files(self.run.checkpoints)
-        try:
-            self.model.load_state_dict(state_dict)
-        except RuntimeError as e:
-            raise CheckpointError(f"checkpoint in {self.run.checkpoints} does not match the model "
-                                  f"({state_dict_mismatch(e)})") from None
-        state = load_trainer(self.run.checkpoints)
-        if state["step"] != meta["step"]:
-            raise CheckpointError(f"{self.run.checkpoints}: model and trainer files are from different steps; "
-                                  "cannot resume exactly")
+        folder = self.run.checkpoint(trainer=True)
+        if folder is None:
+            raise CheckpointError(f"{self.run.path} holds no complete checkpoint to resume; start it without "
+                                  "--resume")
+        state_dict, meta = load_model_files(folder)
+        load_checked_state(self.model, state_dict, folder / MODEL_WEIGHTS)
+        state = check_trainer_state(load_trainer(folder), meta, folder / TRAINER_META)
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise CheckpointError(f"{folder / TRAINER_META} holds optimizers {sorted(state['optimizers'])}, the "
+                                  f"model has {sorted(self.optimizers)}; cannot resume")
+        checked = {name: check_optimizer_state(opt, state["optimizers"][name], f"{folder / TRAINER_WEIGHTS} "
+                                               f"({name} optimizer)") for name, opt in self.optimizers.items()}
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            opt.load_state_dict(checked[name])
             _match_param_layouts(opt)
         torch.set_rng_state(state["rng"])
         self.epoch, self.step, self.train_time = state["epoch"], state["step"], state["train_time"]
