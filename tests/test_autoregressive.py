@@ -171,6 +171,6 @@ def test_vae_with_head_samples_and_decodes(digits_static: ImageDataset) -> None:
     ({"ar_hidden": -1}, "ar_hidden must be >= 0"),
 ])
 def test_vae_head_config_errors(digits_static: ImageDataset, options: dict, expected: str) -> None:
-    cfg = build_config("vae", "digits", **{"ar_hidden": 8, **options})
-    with pytest.raises(ConfigError, match=expected):
+    with pytest.raises(ConfigError, match=expected):  # out of range when built; the rest when the model is made
+        cfg = build_config("vae", "digits", **{"ar_hidden": 8, **options})
         VAE(cfg.model_config, digits_static.spec)

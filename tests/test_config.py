@@ -182,9 +182,9 @@ def test_wrong_type_from_values(key: str, value: Any, expected: str) -> None:
 
 
 def test_build_coerces_json_values() -> None:
-    cfg = build(TrainConfig, {"epochs": 4, "lr": 1, "betas": [0, 1], "max_steps": None, "grad_clip": "0.5"},
+    cfg = build(TrainConfig, {"epochs": 4, "lr": 1, "betas": [0, 0.5], "max_steps": None, "grad_clip": "0.5"},
                 "train")
-    assert cfg == dataclasses.replace(TrainConfig(), epochs=4, lr=1.0, betas=(0.0, 1.0), grad_clip=0.5)
+    assert cfg == dataclasses.replace(TrainConfig(), epochs=4, lr=1.0, betas=(0.0, 0.5), grad_clip=0.5)
     assert type(cfg.lr) is float and all(type(b) is float for b in cfg.betas)
     assert build(DataConfig, {}, "data") == DataConfig()
 
@@ -327,3 +327,66 @@ def test_from_dict_fills_defaults_and_checks_keys() -> None:
     with pytest.raises(ConfigError) as info:
         RunConfig.from_dict({**d, "model_config": {**d["model_config"], "z_dim": 2}})
     assert all(k in _one_line(info.value) for k in VAE_KEYS)
+
+
+# --- ranges: every field checked where the config is built ---
+
+OUT_OF_RANGE = [  # (dotted key, value, what the message says)
+    ("train.lr", "-1", "train.lr must be > 0"), ("train.lr", "nan", "train.lr must be a finite number"),
+    ("train.lr", "0", "train.lr must be > 0"), ("train.weight_decay", "-0.1", "weight_decay must be >= 0"),
+    ("train.betas", "0.9,1.0", "betas must be < 1"), ("train.betas", "-0.1,0.9", "betas must be >= 0"),
+    ("train.betas", "0.9", "betas needs 2 values"), ("train.grad_clip", "-1", "grad_clip must be > 0"),
+    ("train.grad_clip", "0", "grad_clip must be > 0"), ("train.lr_gamma", "-0.5", "lr_gamma must be > 0"),
+    ("train.lr_gamma", "1.5", "lr_gamma must be <= 1"), ("train.threads", "-1", "threads must be >= 1"),
+    ("train.seed", "-1", "seed must be >= 0"), ("train.seed", str(2**32), "seed must be <= 4294967295"),
+    ("train.device", "gpu", "device must look like cpu, cuda"), ("train.device", "cuda:x", "device must look"),
+    ("train.batch_size", "0", "batch_size must be >= 1"), ("train.epochs", "-1", "epochs must be >= 0"),
+    ("train.max_steps", "-3", "max_steps must be >= 1"), ("train.max_steps", "0", "max_steps must be >= 1"),
+    ("train.time_limit", "-5", "time_limit must be > 0"), ("train.eval_every", "-1", "eval_every must be >= 0"),
+    ("train.optimizer", "sgd", "optimizer must be one of adam, adamw, rmsprop"),
+    ("train.schedule", "step", "schedule must be one of constant, cosine, exponential"),
+    ("data.image_size", "0", "image_size must be >= 1"), ("data.channels", "0", "data.channels must be >= 1"),
+    ("data.palette", "-2", "palette must be >= 0"), ("data.binarize", "half", "binarize must be one of"),
+    ("model.hidden", "0", "model.hidden must be >= 1"), ("model.hidden", "1000000,1000000", "must be <= 65536"),
+    ("model.latent_dim", "0", "latent_dim must be >= 1"), ("model.beta", "-1", "beta must be >= 0"),
+    ("model.free_bits", "-0.5", "free_bits must be >= 0"), ("model.iwae_k", "0", "iwae_k must be >= 1"),
+    ("model.sigma", "0", "sigma must be > 0"), ("model.kl_warmup", "-10", "kl_warmup must be >= 0"),
+    ("model.sigma", "inf", "sigma must be a finite number"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", OUT_OF_RANGE)
+def test_out_of_range_values_are_refused_with_the_field_name(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config("vae", overrides=[f"{key}={value}"])
+    assert expected in _one_line(info.value) and "got" in str(info.value)
+
+
+@pytest.mark.parametrize("family,key,value,expected", [
+    ("gan", "model.n_critic", "0", "n_critic must be >= 1"), ("gan", "model.g_hidden", "32,0", "g_hidden must"),
+    ("wgan-gp", "model.gp_weight", "-10", "gp_weight must be >= 0"),
+    ("gan-qp", "model.qp_lambda", "0", "qp_lambda must be > 0"),
+    ("pixelcnn", "model.layers", "0", "layers must be >= 1"), ("pixelcnn", "model.mixtures", "0", "mixtures must"),
+    ("text-vae", "model.word_dropout", "1.5", "word_dropout must be < 1"),
+    ("text-vae", "data.min_count", "0", "min_count must be >= 1"),
+])
+def test_every_family_has_its_fields_checked(family: str, key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        build_config(family, overrides=[f"{key}={value}"])
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_defaults_and_presets_are_in_range(family: str) -> None:
+    for preset in (None, *MODELS.get(family).presets):
+        build_config(family, preset=preset)  # raises when a default or a preset is out of range
+
+
+def test_a_hand_edited_config_json_is_checked_like_flags() -> None:
+    d = build_config("vae").to_dict()
+    d["train"]["grad_clip"] = -1.0
+    with pytest.raises(ConfigError, match="train.grad_clip must be > 0"):
+        RunConfig.from_dict(d)
+    d = build_config("vae").to_dict()
+    d["model_config"]["hidden"] = [1000000, 1000000]
+    with pytest.raises(ConfigError, match="model.hidden must be <= 65536"):
+        RunConfig.from_dict(d)

@@ -134,8 +134,8 @@ def test_samples_come_from_the_learned_prior(digits_static: ImageDataset) -> Non
     ({"latent_prior": "vamp", "free_bits": 0.5}, "free_bits needs the per-dimension KL"),
 ])
 def test_prior_config_errors(digits_static: ImageDataset, options: dict, expected: str) -> None:
-    cfg = build_config("vae", "digits", **options)
-    with pytest.raises(ConfigError, match=expected):
+    with pytest.raises(ConfigError, match=expected):  # out of range when built; the rest when the model is made
+        cfg = build_config("vae", "digits", **options)
         VAE(cfg.model_config, digits_static.spec)
 
 

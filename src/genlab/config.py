@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -22,7 +24,7 @@ from genlab.errors import ConfigError
 from genlab.registry import MODELS
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_overrides", "build", "parse_value",
-           "split_overrides"]
+           "split_overrides", "validate", "check_value", "Range", "FIELD_RANGES"]
 
 
 @dataclass
@@ -49,6 +51,112 @@ class TrainConfig:
     channels_last: bool = False
     eval_every: int = 1  # evaluate on the test split every N epochs (0: never)
     progress: bool = True  # show progress bars
+
+
+# --- the ranges of values ---
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field (or each element of a tuple field) may take: ``lo``/``hi`` bounds, each inclusive
+    unless ``open_lo``/``open_hi``; every float must also be finite. ``choices`` lists a string field's values."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None  # a regular expression a string field must match in full
+    hint: str = ""  # the pattern in words, for the message
+    length: int | None = None  # a tuple field's number of elements
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is out of range, or None."""
+        if isinstance(value, str):
+            if self.choices and value not in self.choices:
+                return f"must be one of {', '.join(self.choices)}"
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                return f"must look like {self.hint or self.pattern}"
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if self.lo is not None and (value < self.lo or (self.open_lo and value == self.lo)):
+            return f"must be {'>' if self.open_lo else '>='} {_number(self.lo)}"
+        if self.hi is not None and (value > self.hi or (self.open_hi and value == self.hi)):
+            return f"must be {'<' if self.open_hi else '<='} {_number(self.hi)}"
+        return None
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+WIDTH = Range(1, 65536)  # layer widths, channels, latent sizes: past this a model does not fit a laptop
+COUNT = Range(0, 10**9)  # counts where 0 means none (steps of warm-up, epochs)
+WEIGHT = Range(0, 1e6)  # loss weights and penalties
+POSITIVE = Range(0, 1e6, open_lo=True)
+
+# One table for every config dataclass, by field name: a name means the same thing in every family; "section.name"
+# entries refine it for one section. Ints not named here must be >= 0; every float must be finite.
+FIELD_RANGES: dict[str, Range] = {
+    # train
+    "epochs": COUNT, "max_steps": Range(1, 10**12), "time_limit": Range(0, 1e9, open_lo=True),
+    "batch_size": Range(1, 2**20), "lr": Range(0, open_lo=True), "weight_decay": Range(0, 10),
+    "betas": Range(0, 1, open_hi=True, length=2), "lr_gamma": Range(0, 1, open_lo=True), "grad_clip": POSITIVE,
+    "seed": Range(0, 2**32 - 1), "threads": Range(1, 4096), "eval_every": COUNT,
+    "optimizer": Range(choices=("adam", "adamw", "rmsprop")),
+    "schedule": Range(choices=("constant", "cosine", "exponential")),
+    "device": Range(pattern=r"cpu|auto|mps|cuda(:\d{1,3})?", hint="cpu, cuda, cuda:N, mps or auto"),
+    # data
+    "image_size": Range(1, 4096), "channels": WIDTH, "data.channels": Range(1, 4), "palette": Range(0, 4096), "min_count": Range(1, 10**9),
+    "binarize": Range(choices=("none", "static", "dynamic", "threshold")),
+    # models: sizes
+    "latent_dim": WIDTH, "hidden": WIDTH, "d_hidden": WIDTH, "g_hidden": WIDTH, "features": WIDTH,
+    "out_hidden": WIDTH, "embed_dim": WIDTH, "gru_hidden": WIDTH, "ar_hidden": Range(0, 65536),
+    "layers": Range(1, 1024), "encoder_layers": Range(0, 64), "decoder_layers": Range(0, 64),
+    "kernel": Range(1, 63), "first_kernel": Range(1, 63), "mixtures": Range(1, 1024), "n_critic": Range(1, 1000),
+    "iwae_k": Range(1, 100000), "prior_components": Range(1, 100000), "kl_warmup": COUNT,
+    # models: weights and scales
+    "beta": WEIGHT, "free_bits": Range(0, 1000), "sigma": Range(0, 1e3, open_lo=True), "gp_weight": WEIGHT,
+    "qp_lambda": POSITIVE, "recon_x_weight": WEIGHT, "recon_z_weight": WEIGHT, "critic_limit": POSITIVE,
+    "temperature": Range(0, 100), "word_dropout": Range(0, 1, open_hi=True),
+}
+DEFAULT_INT = Range(0, 2**63 - 1)
+
+
+def check_value(name: str, value: Any, rule: Range | str) -> Any:
+    """Check one argument (``-n``, ``--hide``; not a config field) against ``rule`` or the range of the config
+    field named ``rule``; raise ``ConfigError`` saying what it must be. Returns ``value``."""
+    rule = FIELD_RANGES[rule] if isinstance(rule, str) else rule
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    why = rule.problem(value)
+    if why:
+        raise ConfigError(f"{name} {why}, got {value}")
+    return value
+
+
+def validate(obj: Any, section: str) -> Any:
+    """Check every field of config dataclass ``obj`` against its range (``FIELD_RANGES``: the
+    "section.name" entry, else the name's); raise ``ConfigError`` naming the first field out of range. Returns ``obj``."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        rule = FIELD_RANGES.get(f"{section}.{f.name}") or FIELD_RANGES.get(f.name)
+        if rule and rule.length is not None and isinstance(value, tuple) and len(value) != rule.length:
+            raise ConfigError(f"{section}.{f.name} needs {rule.length} values, got {len(value)}")
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is None:
+                continue
+            if rule is None and isinstance(item, int) and not isinstance(item, bool):
+                rule_used = DEFAULT_INT
+            else:
+                rule_used = rule or Range()
+            why = rule_used.problem(item)
+            if why:
+                shown = value if not isinstance(value, tuple) else ",".join(map(str, value))
+                raise ConfigError(f"{section}.{f.name} {why}, got {shown}")
+    return obj
 
 
 # --- parsing values ---
@@ -133,7 +241,7 @@ def build(cls: type, values: dict[str, Any], section: str) -> Any:
     for key in values:
         if key not in fields:
             raise _unknown(key, section, fields)
-    return cls(**{k: _coerce(v, fields[k], f"{section}.{k}") for k, v in values.items()})
+    return validate(cls(**{k: _coerce(v, fields[k], f"{section}.{k}") for k, v in values.items()}), section)
 
 
 def apply_overrides(obj: Any, overrides: dict[str, str], section: str) -> Any:
@@ -145,7 +253,7 @@ def apply_overrides(obj: Any, overrides: dict[str, str], section: str) -> Any:
             raise _unknown(key, section, fields)
         changes[key] = parse_value(text, fields[key], f"{section}.{key}") if isinstance(text, str) else _coerce(
             text, fields[key], f"{section}.{key}")
-    return dataclasses.replace(obj, **changes)
+    return validate(dataclasses.replace(obj, **changes), section)
 
 
 # --- the run config ---
