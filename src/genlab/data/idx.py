@@ -4,6 +4,10 @@ An IDX file is a 4-byte magic number ``00 00 <dtype code> <ndim>``, then ``ndim`
 values in C order, big-endian. Gzip compression is detected by the magic bytes ``1f 8b``, never by the file name.
 Every structural problem (missing file, corrupt gzip stream, wrong magic, wrong length) raises ``DatasetError``
 with one line that names the file, what is wrong and what to do.
+
+The header is never trusted: the declared size must fit under ``max_data_bytes()`` (``$GENLAB_MAX_DATA_BYTES``,
+default 2 GiB) and must match the bytes really present, which are read (and, for gzip, inflated) at most one byte
+past the declared size, so neither a header claiming terabytes nor a gzip bomb costs more than the limit.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import gzip
 import hashlib
 import os
 import secrets
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -20,12 +25,16 @@ import numpy as np
 
 from genlab.errors import DatasetError
 
-__all__ = ["IDX_DTYPES", "read_idx", "write_idx", "file_sha256"]
+__all__ = ["IDX_DTYPES", "DataLimitExceeded", "MAX_DATA_BYTES_ENV", "format_bytes", "max_data_bytes",
+           "check_data_size", "limit_error", "read_idx", "write_idx", "file_sha256"]
 
 # --- format constants ---
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 1 << 20  # read and hash in 1 MiB pieces so that memory stays bounded by the payload itself
+MAX_NDIM = 32  # numpy's smallest supported maximum; real IDX files have 1 to 4 dimensions
+MAX_DATA_BYTES_ENV = "GENLAB_MAX_DATA_BYTES"
+DEFAULT_MAX_DATA_BYTES = 2 * 1024**3
 
 # dtype code -> big-endian numpy dtype, as defined by the IDX format
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -43,6 +52,52 @@ _CODE_OF_KIND = {(dtype.kind, dtype.itemsize): code for code, dtype in IDX_DTYPE
 _REPLACE_HINT = "delete it and download it again (or replace it with a good copy)"
 
 
+# --- size limit ---
+
+
+class DataLimitExceeded(DatasetError):
+    """A file holds, or declares, more data than ``max_data_bytes()`` allows."""
+
+
+def format_bytes(n: int) -> str:
+    """``2147483648`` -> ``2.0 GiB``; sizes under 1 KiB stay in bytes."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def max_data_bytes() -> int:
+    """The most bytes of data one file may hold: ``$GENLAB_MAX_DATA_BYTES`` (a whole number of bytes), else 2 GiB."""
+    raw = os.environ.get(MAX_DATA_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_DATA_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DatasetError(f"{MAX_DATA_BYTES_ENV}={raw!r} is not a positive whole number of bytes; set it to e.g. "
+                           f"{4 * 1024**3} (4 GiB) or unset it for the default of 2 GiB")
+    return value
+
+
+def check_data_size(what: str, size: int, *, declared: bool = False) -> None:
+    """Raise ``DataLimitExceeded`` naming ``what`` when ``size`` bytes are over ``max_data_bytes()``."""
+    limit = max_data_bytes()
+    if size > limit:
+        verb = "declares" if declared else "holds"
+        raise limit_error(f"{what} {verb} {format_bytes(size)} of data, which", limit)
+
+
+def limit_error(subject: str, limit: int, thing: str = "file") -> DataLimitExceeded:
+    """The one-line error for data over the limit: ``<subject> exceeds the limit of ...`` and how to lift it."""
+    return DataLimitExceeded(
+        f"{subject} exceeds the limit of {format_bytes(limit)} ({MAX_DATA_BYTES_ENV}); raise it if the {thing} is "
+        "genuine"
+    )
+
+
 def _is_gzip(path: Path) -> bool:
     """True when the file starts with the gzip magic bytes."""
     with open(path, "rb") as f:
@@ -50,7 +105,16 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _open_decompressed(path: Path) -> tuple[BinaryIO, bool]:
-    """Open ``path`` for reading its uncompressed bytes; also say whether it is gzip-compressed."""
+    """Open ``path`` for reading its uncompressed bytes; also say whether it is gzip-compressed.
+
+    Anything but a regular file (a FIFO, a device such as /dev/zero) is refused before it is opened: it could
+    block or never end.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        raise DatasetError(f"file {str(path)!r} is not a regular file (a pipe or a device?); point to the file itself")
     if _is_gzip(path):
         return gzip.open(path, "rb"), True  # type: ignore[return-value]
     return open(path, "rb"), False
@@ -90,9 +154,8 @@ def _open_error(path: Path, err: OSError) -> DatasetError:
 # --- reading ---
 
 
-def _parse(stream: BinaryIO, path: Path) -> np.ndarray:
-    """Parse an IDX stream (already decompressed) into a native-endian array; raise DatasetError on any defect."""
-    name = str(path)
+def _parse_header(stream: BinaryIO, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """Read the magic number and the sizes; return the big-endian dtype and the declared shape."""
     magic = _read_exactly(stream, 4)
     if len(magic) < 4:
         raise DatasetError(
@@ -111,15 +174,40 @@ def _parse(stream: BinaryIO, path: Path) -> np.ndarray:
         )
     if ndim < 1:
         raise DatasetError(f"IDX file {name!r} declares 0 dimensions; {_REPLACE_HINT}")
+    if ndim > MAX_NDIM:
+        raise DatasetError(f"IDX file {name!r} declares {ndim} dimensions (at most {MAX_NDIM} are supported); "
+                           f"{_REPLACE_HINT}")
     dims_raw = _read_exactly(stream, 4 * ndim)
     if len(dims_raw) < 4 * ndim:
         raise DatasetError(f"IDX file {name!r} is truncated inside its header ({ndim} sizes expected); {_REPLACE_HINT}")
-    dims = struct.unpack(f">{ndim}I", dims_raw)
-    dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.uint64)) * dtype.itemsize  # Python int: no overflow
+    return IDX_DTYPES[code], struct.unpack(f">{ndim}I", dims_raw)
 
-    # Read in chunks and stop one byte past the expected length, so a corrupt header claiming terabytes costs
-    # nothing more than the bytes that really are there.
+
+def _check_raw_size(stream: BinaryIO, name: str, dims: tuple[int, ...], dtype: np.dtype, expected: int) -> None:
+    """For an uncompressed file, compare the declared size with the file size before reading any data."""
+    present = os.fstat(stream.fileno()).st_size - stream.tell()
+    if present < expected:
+        raise DatasetError(
+            f"IDX file {name!r} is truncated: shape {dims} of {dtype.name} needs {expected} data bytes, "
+            f"found {present}; {_REPLACE_HINT}"
+        )
+    if present > expected:
+        raise DatasetError(
+            f"IDX file {name!r} has trailing bytes after the {expected} data bytes of shape {dims}; {_REPLACE_HINT}"
+        )
+
+
+def _parse(stream: BinaryIO, path: Path, compressed: bool = False) -> np.ndarray:
+    """Parse an IDX stream (already decompressed) into a native-endian array; raise DatasetError on any defect."""
+    name = str(path)
+    dtype, dims = _parse_header(stream, name)
+    expected = int(np.prod(dims, dtype=object)) * dtype.itemsize  # Python ints: no overflow
+    check_data_size(f"IDX file {name!r} (shape {dims} of {dtype.name})", expected, declared=True)
+    if not compressed:
+        _check_raw_size(stream, name, dims, dtype, expected)
+
+    # Read in chunks and stop one byte past the expected length, so a corrupt header claiming more than is there,
+    # or a gzip bomb behind a small header, costs nothing more than the bytes declared.
     payload = bytearray()
     while len(payload) <= expected:
         chunk = stream.read(min(CHUNK_BYTES, expected + 1 - len(payload)))
@@ -146,7 +234,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Returns a native-endian, writable array whose shape is the one declared in the header, e.g. (10000, 28, 28)
     uint8 for MNIST test images or (10000,) uint8 for labels. The structure is validated exactly: a truncated file,
-    trailing bytes, a wrong magic number, an unknown dtype code or a corrupt gzip stream raise ``DatasetError``.
+    trailing bytes, a wrong magic number, an unknown dtype code, a corrupt gzip stream or a declared size over
+    ``max_data_bytes()`` raise ``DatasetError``.
     """
     path = Path(path)
     try:
@@ -155,7 +244,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise _open_error(path, err) from None
     try:
         with stream:
-            return _parse(stream, path)
+            return _parse(stream, path, compressed)
     except (OSError, EOFError, zlib.error) as err:
         # gzip.BadGzipFile is an OSError; a gzip stream cut short raises EOFError.
         raise _read_error(path, err, compressed) from None
@@ -202,16 +291,23 @@ def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of the *uncompressed* content of ``path`` (decompressed first when it is gzip), streamed.
 
     This is the checksum published for MNIST-style datasets, so a ``.gz`` and a raw copy of one file hash the same.
+    Content past ``max_data_bytes()`` raises ``DataLimitExceeded`` as soon as it is reached (a gzip bomb is not
+    inflated further).
     """
     path = Path(path)
     digest = hashlib.sha256()
+    limit = max_data_bytes()
+    size = 0
     try:
         stream, compressed = _open_decompressed(path)
     except OSError as err:
         raise _open_error(path, err) from None
     try:
         with stream:
-            while chunk := stream.read(CHUNK_BYTES):
+            while chunk := stream.read(min(CHUNK_BYTES, limit + 1 - size)):
+                size += len(chunk)
+                if size > limit:
+                    raise limit_error(f"file {str(path)!r}: its uncompressed content", limit)
                 digest.update(chunk)
     except (OSError, EOFError, zlib.error) as err:
         raise _read_error(path, err, compressed) from None

@@ -7,6 +7,10 @@ indexing these tensors with a shuffled permutation (no per-sample DataLoader), s
 from __future__ import annotations
 
 import dataclasses
+import os
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from genlab.data.idx import read_idx
+from genlab.data.idx import limit_error, max_data_bytes, read_idx
 from genlab.data.sources import SOURCES, find_dataset_files
 from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.errors import DatasetError
@@ -23,6 +27,10 @@ from genlab.registry import DATASETS
 BINARIZATIONS = ("none", "static", "dynamic", "threshold")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _STATIC_SEED = 20151231  # the fixed draw of static binarization (and of the test split under dynamic)
+MAX_IMAGE_PIXELS_ENV = "GENLAB_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+# What PIL raises on a damaged or hostile file while it opens or decodes it (its own DecompressionBomb errors aside)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -172,20 +180,63 @@ def _stratified_split(y: np.ndarray, test_per_class: int, seed: int = 0) -> tupl
     return train, test
 
 
+_IDX_IMAGE_SIZE = (28, 28)  # the size of every image of the named IDX datasets (MNIST, Fashion-MNIST)
+
+
+def _idx_images(images: np.ndarray, path: Path, name: str) -> torch.Tensor:
+    """IDX images of ``name`` -> (N, 1, 28, 28) float32 in [0, 1]; DatasetError naming ``path`` when the shape is
+    not (N, 28, 28) with N > 0, or the values are not grey levels (0..255 integers, or floats in [0, 1])."""
+    if images.ndim != 3 or images.shape[1:] != _IDX_IMAGE_SIZE:
+        raise DatasetError(f"{name}: {path} holds an array of shape {images.shape}, not (N, 28, 28) {name} images; "
+                           "replace the files with the standard ones")
+    if len(images) == 0:
+        raise DatasetError(f"{name}: {path} holds no images; replace the files with the standard ones")
+    if images.dtype == np.uint8:
+        return _from_uint8(images)
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all():
+            raise DatasetError(f"{name}: {path} holds NaN or infinite pixel values; replace the files with the "
+                               "standard ones")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            raise DatasetError(f"{name}: {path} holds float pixels in [{low:g}, {high:g}], not in [0, 1]; scale "
+                               "them to [0, 1] or use the standard uint8 files")
+        return torch.from_numpy(images.astype(np.float32)).unsqueeze(1).contiguous()  # already in [0, 1]
+    low, high = int(images.min()), int(images.max())
+    if low < 0 or high > 255:
+        raise DatasetError(f"{name}: {path} holds integer pixels in [{low}, {high}], not grey levels 0..255; "
+                           "replace the files with the standard ones")
+    return _from_uint8(images.astype(np.uint8))
+
+
+def _idx_labels(labels: np.ndarray, path: Path, name: str, num_classes: int) -> torch.Tensor:
+    """IDX labels -> (N,) int64; DatasetError naming ``path`` unless they are integers in 0..num_classes-1."""
+    if labels.ndim != 1 or labels.dtype.kind not in "ui":
+        raise DatasetError(f"{name}: {path} holds {labels.dtype} values of shape {labels.shape}, not a list of "
+                           "integer labels; replace the files with the standard ones")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetError(f"{name}: {path} holds labels in [{labels.min()}, {labels.max()}], but {name} has "
+                           f"{num_classes} classes (0..{num_classes - 1}); replace the files with the standard ones")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
 def _load_idx_dataset(name: str, data_dir: str | None, download: bool, progress: bool) -> tuple:
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # a typo must not fall back silently
         raise DatasetError(f"--data-dir {data_dir}: no such directory; give the folder holding the {name} IDX files")
-    files = find_dataset_files(name, data_dir=data_dir, download=download, progress=progress)
-    arrays = {k: read_idx(p) for k, p in files.items()}
+    files = find_dataset_files(name, data_dir=data_dir, download=download, progress=progress, strict_data_dir=True)
+    class_names = _CLASS_NAMES[name]
+    splits = []
     for split in ("train", "test"):
-        xs, ys = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
-            raise DatasetError(f"{name}: {split} images {xs.shape} and labels {ys.shape} do not match; "
-                               "replace the files with the standard ones")
-    spec = DataSpec(name=name, shape=(1, 28, 28), num_classes=10, class_names=_CLASS_NAMES[name])
-    as_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
-    return (spec, _from_uint8(arrays["train_images"]), as_y(arrays["train_labels"]),
-            _from_uint8(arrays["test_images"]), as_y(arrays["test_labels"]))
+        x_path, y_path = files[f"{split}_images"], files[f"{split}_labels"]
+        xs = _idx_images(read_idx(x_path), x_path, name)
+        ys = _idx_labels(read_idx(y_path), y_path, name, len(class_names))
+        if len(xs) != len(ys):
+            raise DatasetError(f"{name}: {split} images {tuple(xs.shape)} and labels {tuple(ys.shape)} do not match "
+                               f"({x_path} holds {len(xs)} images, {y_path} {len(ys)} labels); replace the files "
+                               "with the standard ones")
+        splits += [xs, ys]
+    spec = DataSpec(name=name, shape=(1, 28, 28), num_classes=10, class_names=class_names)
+    return (spec, *splits)
 
 
 def _load_mnist5k() -> tuple:
@@ -213,37 +264,93 @@ def _load_digits() -> tuple:
     return spec, x[train].contiguous(), yt[train], x[test].contiguous(), yt[test]
 
 
+def max_image_pixels() -> int:
+    """The most pixels (width x height) one image of a folder may declare: ``$GENLAB_MAX_IMAGE_PIXELS``, else
+    4096 x 4096. PIL's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) still applies above it."""
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DatasetError(f"{MAX_IMAGE_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; set it to "
+                           f"e.g. {8192 * 8192} (8192x8192) or unset it for the default of 4096x4096")
+    return value
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (some PIL messages hold line breaks)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _folder_entries(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The class names (sub-folders, hidden ones aside) and the (image file, class index or -1) pairs of ``root``.
+    Only regular files count: a pipe named ``x.png`` would block the reader forever."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    is_image = lambda p: p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()  # noqa: E731
+    if classes:
+        entries = [(p, ci) for ci, c in enumerate(classes) for p in sorted((root / c).rglob("*")) if is_image(p)]
+    else:
+        entries = [(p, -1) for p in sorted(root.iterdir()) if is_image(p)]
+    return classes, entries
+
+
+def _read_image(p: Path, mode: str | None, image_size: int | None, label: str) -> np.ndarray:
+    """Decode one image file to uint8 (H, W) or (H, W, 3) in ``mode`` (None: grey for grey files, else RGB),
+    resized when ``image_size`` is given. The size in the header is checked against ``max_image_pixels()`` before
+    any pixel is decoded; every decoding failure is a one-line DatasetError naming the file."""
+    from PIL import Image
+
+    limit = max_image_pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(p) as im:  # lazy: only the header is read here
+                width, height = im.size
+                if width < 1 or height < 1:
+                    raise DatasetError(f"{label}: image {p} is {width}x{height} pixels, an empty image; remove it")
+                if width * height > limit:
+                    raise DatasetError(
+                        f"{label}: image {p} is {width}x{height} pixels, over the limit of {limit:,} pixels "
+                        f"({MAX_IMAGE_PIXELS_ENV}); shrink it, remove it, or raise the limit if it is genuine")
+                im = im.convert(mode or ("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"))
+                if image_size is not None:
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                return np.asarray(im, dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DatasetError(f"{label}: image {p} is refused by PIL as a possible decompression bomb "
+                               f"({_one_line(e)}); shrink it or remove it") from None
+        except _DECODE_ERRORS as e:
+            raise DatasetError(f"{label}: cannot read image {p} ({_one_line(e)}); remove or replace it") from None
+
+
 def _load_folder(path: str, image_size: int | None, channels: int | None, progress: bool) -> tuple:
-    from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
+    if not path.strip():  # Path("") is the current directory: never read it by accident
+        raise DatasetError("--data folder: the PATH after the colon is empty; give a folder of PNG/JPEG images, "
+                           "e.g. --data folder:./images")
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DatasetError(f"folder:{path}: no such directory; give a folder of PNG/JPEG images "
                            "(optionally one sub-folder per class)")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    entries: list[tuple[Path, int]] = []
-    if classes:
-        for ci, c in enumerate(classes):
-            entries += [(p, ci) for p in sorted((root / c).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    else:
-        entries = [(p, -1) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    classes, entries = _folder_entries(root)
     if not entries:
         raise DatasetError(f"folder:{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     images = []
     mode = None if channels is None else {1: "L", 3: "RGB"}.get(channels)
     if channels is not None and mode is None:
         raise DatasetError(f"folder datasets have 1 (grey) or 3 (RGB) channels, not {channels}")
+    budget, held = max_data_bytes(), 0
     for p, _ in tqdm(entries, desc=f"reading {root.name}", disable=not progress, leave=False):
-        try:
-            with Image.open(p) as im:
-                im = im.convert(mode or ("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"))
-                mode = im.mode  # the first image fixes the mode of the rest
-                if image_size is not None:
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                images.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as e:
-            raise DatasetError(f"folder:{path}: cannot read image {p} ({e}); remove or replace it") from None
+        image = _read_image(p, mode, image_size, f"folder:{path}")
+        mode = "L" if image.ndim == 2 else "RGB"  # the first image fixes the mode of the rest
+        held += image.size * 4  # held as float32
+        if held > budget:
+            raise limit_error(f"folder:{path}: the images decoded up to {p.name} (as float32)", budget, "folder")
+        images.append(image)
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DatasetError(f"folder:{path}: images have different sizes {sorted(shapes)[:3]}...; "
@@ -272,6 +379,10 @@ def finish_images(parts: tuple, cfg: DataConfig, *, resize: bool = True) -> Imag
     if cfg.binarize not in BINARIZATIONS:
         raise DatasetError(f"unknown binarization {cfg.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
     spec, train_x, train_y, test_x, test_y = parts
+    for split, x in (("train", train_x), ("test", test_x)):
+        if not torch.isfinite(x).all():  # here, not later as a diverged loss ("try a lower --lr")
+            raise DatasetError(f"{spec.name}: the {split} images hold NaN or infinite pixel values; replace the "
+                               "files they were read from")
     if resize and cfg.image_size is not None and cfg.image_size != spec.shape[-1]:
         size = (cfg.image_size, cfg.image_size)
         train_x = torch.nn.functional.interpolate(train_x, size=size, mode="bilinear", align_corners=False)

@@ -10,6 +10,9 @@ Search order, first folder holding all four files wins (each raw or ``.gz``):
    uncompressed content before it is renamed into place.
 
 Files found locally are not hashed on every load (too slow); ``read_idx`` still validates their structure.
+With ``strict_data_dir`` (what ``--data-dir`` uses), an explicit folder that holds some but not all four files is an
+error naming what is missing, never a silent fall back to the next place. A download is refused as soon as it
+passes its declared ``Content-Length`` or ``max_data_bytes()`` (``$GENLAB_MAX_DATA_BYTES``), before any checksum.
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
-from genlab.data.idx import file_sha256
+from genlab.data.idx import DataLimitExceeded, check_data_size, file_sha256, limit_error, max_data_bytes
 from genlab.errors import DatasetError
 
 __all__ = ["IDX_FILES", "IdxSource", "SOURCES", "SYSTEM_DATA_DIRS", "cache_dir", "search_dirs", "find_dataset_files"]
@@ -154,6 +158,20 @@ def _files_in(folder: Path, source: IdxSource) -> dict[str, Path]:
     return found
 
 
+def _check_explicit(folders: Sequence[Path], source: IdxSource) -> None:
+    """Raise DatasetError when none of ``folders`` (the explicit ``--data-dir`` and its ``<name>/``) holds all four
+    files but one of them holds some: the user meant that copy, and another one must not be used in its place."""
+    partial = [(folder, found) for folder in folders if (found := _files_in(folder, source))]
+    if not partial or any(len(found) == len(IDX_FILES) for _, found in partial):
+        return
+    folder, found = max(partial, key=lambda item: len(item[1]))
+    missing = ", ".join(source.files[key] for key in IDX_FILES if key not in found)
+    raise DatasetError(
+        f"--data-dir {folder}: holds only {len(found)} of the 4 {source.name} files (missing {missing}); add the "
+        "missing files (raw or .gz), or give a folder holding all four"
+    )
+
+
 # --- download ---
 
 
@@ -168,6 +186,26 @@ def _failure_reason(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _copy_limited(response: BinaryIO, out: BinaryIO, declared: int | None, label: str, *, progress: bool) -> None:
+    """Copy ``response`` to ``out`` in chunks, refusing (DatasetError) a declared ``Content-Length`` over
+    ``max_data_bytes()`` before reading, and a body longer than it declared, or than the limit, as soon as it is."""
+    limit = max_data_bytes()
+    if declared is not None:
+        check_data_size("the server", declared, declared=True)
+    allowed = limit if declared is None else declared
+    written = 0
+    with tqdm(total=declared, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+              leave=False) as bar:
+        while chunk := response.read(min(_DOWNLOAD_CHUNK, allowed + 1 - written)):
+            written += len(chunk)
+            if written > allowed:
+                if declared is None:
+                    raise limit_error("the file served", limit)
+                raise DatasetError(f"the server sent more than the {declared} bytes it declared (Content-Length)")
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
 def _download_verified(url: str, target: Path, expected_sha256: str, *, progress: bool, timeout: float) -> None:
     """Download ``url`` to ``target`` through a temporary file in the same folder, renamed into place only once
     the SHA-256 of its uncompressed content matches.
@@ -179,20 +217,12 @@ def _download_verified(url: str, target: Path, expected_sha256: str, *, progress
     try:
         with open(tmp, "xb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            with tqdm(
-                total=int(length) if length and length.isdigit() else None,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=target.name,
-                disable=not progress,
-                leave=False,
-            ) as bar:
-                while chunk := response.read(_DOWNLOAD_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
+            declared = int(length) if length and length.isdigit() else None
+            _copy_limited(response, out, declared, target.name, progress=progress)
         try:
             actual = file_sha256(tmp)
+        except DataLimitExceeded:
+            raise limit_error("the uncompressed content of the file served", max_data_bytes()) from None
         except DatasetError:
             raise DatasetError("the file served is not a valid gzip stream") from None
         if actual != expected_sha256:
@@ -211,6 +241,7 @@ def _download_missing(source: IdxSource, mirrors: Sequence[str], *, progress: bo
     Files already verified stay in the cache; no temporary or rejected file is left behind, nor a folder created
     here that ends up empty.
     """
+    max_data_bytes()  # a bad $GENLAB_MAX_DATA_BYTES is reported once, not as every mirror's failure
     target_dir = cache_dir() / source.name
     created = not target_dir.exists()
     try:
@@ -259,6 +290,7 @@ def find_dataset_files(
     mirrors: Sequence[str] | None = None,
     progress: bool = True,
     timeout: float = 30.0,
+    strict_data_dir: bool = False,
 ) -> dict[str, Path]:
     """Paths of the four IDX files of dataset ``name``, keyed by ``IDX_FILES``.
 
@@ -267,10 +299,13 @@ def find_dataset_files(
     ``mirrors`` (default: the dataset's official ones), each with a ``timeout`` in seconds and a progress bar when
     ``progress``, and verified by SHA-256 before being renamed into place. Raises DatasetError for an unknown name,
     and, when nothing is found and nothing could be downloaded, one line naming every place searched and how to
-    provide the files.
+    provide the files. With ``strict_data_dir``, ``data_dir`` (or its ``<name>/``) holding some but not all four
+    files is a DatasetError naming the missing ones, instead of a search of the other places.
     """
     source = _source(name)
     folders = search_dirs(source.name, data_dir)
+    if strict_data_dir and data_dir is not None:
+        _check_explicit(folders[:2], source)
     for folder in folders:
         found = _files_in(folder, source)
         if len(found) == len(IDX_FILES):

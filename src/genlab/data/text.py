@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from genlab.data.idx import check_data_size
 from genlab.data.sources import search_dirs
 from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.data.vocab import BOS, PAD, UNK, UNK_CHAR, Vocabulary
@@ -155,30 +156,54 @@ def extract_samples(texts: Iterable[Any], forms: Sequence[str], stats: Counter, 
                         yield sample
 
 
-def _read_file(path: Path, stats: Counter) -> tuple[list[Any], bool]:
-    """The candidate texts of one file and whether they are poems (JSON) or lines (plain text)."""
+def _read_text(path: Path) -> str:
+    """The text of ``path``, refused (one line) when it is over ``max_data_bytes()`` (checked before reading),
+    not UTF-8, unreadable, or empty."""
     try:
+        check_data_size(str(path), path.stat().st_size)
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 or remove "
                            "it") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if not raw.strip():
+        raise DatasetError(f"{path}: the file is empty; fill it or remove it")
+    return raw
+
+
+def _parse_json(raw: str, path: Path) -> Any:
+    """Decode JSON text; every way it can fail (syntax, nesting too deep, a number too long) is one line."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); fix or remove "
+                           "the file") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: not usable JSON (nested too deeply to decode); a chinese-poetry file is a "
+                           "flat list of poems: fix or remove the file") from None
+    except ValueError as e:  # e.g. an integer over Python's digit limit
+        raise DatasetError(f"{path}: not usable JSON ({' '.join(str(e).split())}); fix or remove the file") from None
+
+
+def _read_file(path: Path, stats: Counter) -> tuple[list[Any], bool]:
+    """The candidate texts of one file and whether they are poems (JSON) or lines (plain text)."""
+    raw = _read_text(path)
     stats["files"] += 1
     if path.suffix.lower() != ".json":
         lines = raw.splitlines()
         stats["lines"] += len(lines)
         return lines, False
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); fix or remove "
-                           "the file") from None
+    obj = _parse_json(raw, path)
     if isinstance(obj, dict):
         obj = [obj]
     if not isinstance(obj, list):
         raise DatasetError(f"{path}: expected a JSON list of poems (objects with 'paragraphs'), found a "
                            f"{type(obj).__name__}")
+    if not any(isinstance(p, dict) for p in obj):  # single odd entries are counted; a list of none is the wrong file
+        found = f"a list of {', '.join(sorted({type(p).__name__ for p in obj}))}" if obj else "an empty list"
+        raise DatasetError(f"{path}: expected a JSON list of poems (objects with 'paragraphs'), found {found}; fix "
+                           "or remove the file")
     stats["poems"] += len(obj)
     return [p.get("paragraphs") if isinstance(p, dict) else None for p in obj], True
 

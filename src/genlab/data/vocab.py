@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from genlab.errors import DatasetError
+from genlab.files import MAX_JSON_BYTES, write_text
 
 __all__ = ["PAD", "UNK", "BOS", "SPECIALS", "UNK_CHAR", "Vocabulary"]
 
@@ -95,20 +96,23 @@ class Vocabulary:
         try:
             obj = json.loads(text)
             tokens = obj["tokens"]
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise DatasetError(f"not a genlab vocabulary ({e}); expected JSON {{\"tokens\": [...]}}") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as e:  # ValueError: bad JSON, 5000-digit numbers
+            why = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+            raise DatasetError(f"not a genlab vocabulary ({why}); expected JSON {{\"tokens\": [...]}}") from None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise DatasetError("not a genlab vocabulary: 'tokens' must be a list of strings")
         return cls(tokens)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
+        return write_text(Path(path), self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
         try:
+            if Path(path).stat().st_size > MAX_JSON_BYTES:
+                raise DatasetError(f"{path} is over {MAX_JSON_BYTES // 2**20} MiB, too large for a vocabulary")
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: not a genlab vocabulary (not UTF-8 text)") from None
         except OSError as e:
             raise DatasetError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
