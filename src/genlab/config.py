@@ -109,7 +109,8 @@ FIELD_RANGES: dict[str, Range] = {
     "schedule": Range(choices=("constant", "cosine", "exponential")),
     "device": Range(pattern=r"cpu|auto|mps|cuda(:\d{1,3})?", hint="cpu, cuda, cuda:N, mps or auto"),
     # data
-    "image_size": Range(1, 4096), "channels": WIDTH, "data.channels": Range(1, 4), "palette": Range(0, 4096), "min_count": Range(1, 10**9),
+    "image_size": Range(1, 4096), "channels": WIDTH, "data.channels": Range(1, 4), "palette": Range(0, 4096),
+    "min_count": Range(1, 10**9),
     "binarize": Range(choices=("none", "static", "dynamic", "threshold")),
     # models: sizes
     "latent_dim": WIDTH, "hidden": WIDTH, "d_hidden": WIDTH, "g_hidden": WIDTH, "features": WIDTH,
@@ -138,8 +139,8 @@ def check_value(name: str, value: Any, rule: Range | str) -> Any:
 
 
 def validate(obj: Any, section: str) -> Any:
-    """Check every field of config dataclass ``obj`` against its range (``FIELD_RANGES``: the
-    "section.name" entry, else the name's); raise ``ConfigError`` naming the first field out of range. Returns ``obj``."""
+    """Check every field of config dataclass ``obj`` against its range (``FIELD_RANGES``: the "section.name" entry,
+    else the name's); raise ``ConfigError`` naming the first field out of range. Returns ``obj``."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         rule = FIELD_RANGES.get(f"{section}.{f.name}") or FIELD_RANGES.get(f.name)
