@@ -5,6 +5,8 @@ User errors (bad flags, missing runs, corrupt files, unknown datasets) print one
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -12,9 +14,11 @@ import torch
 
 from genlab import api
 from genlab.errors import GenlabError
+from genlab.pipelines.training import Interrupted
 from genlab.version import __version__
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -235,19 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [a for a in extra if not a.startswith(("--model.", "--data.", "--train."))]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write fails with EFBIG (one line) instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return args.func(args, extra)
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as e:  # training: what was kept and how to go on
+        print(f"genlab: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        run = getattr(args, "out", None)
-        hint = f"; resume with `genlab train {args.model} --out {run} --resume`" if run and hasattr(args, "model") \
-            else ""
-        print(f"genlab: interrupted{hint}", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        print(f"genlab: error: {e}", file=sys.stderr)
+        print("genlab: interrupted; nothing of this command was written half-way", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:  # a path or device the checks above did not foresee: still one line
+        where = f"{e.filename}: " if e.filename else ""
+        cause = e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e) or type(e).__name__
+        print(f"genlab: error: {where}{cause}; check the path, its permissions and the free space", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("genlab: error: out of memory; try a smaller --batch-size, -n or model", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -24,7 +24,7 @@ from genlab.errors import ConfigError
 from genlab.registry import MODELS
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_overrides", "build", "parse_value",
-           "split_overrides", "validate", "check_value", "Range", "FIELD_RANGES"]
+           "split_overrides", "validate", "check_value", "resumed_config", "Range", "FIELD_RANGES"]
 
 
 @dataclass
@@ -334,7 +334,15 @@ def build_config(model: str = "vae", data: str | None = None, *, preset: str | N
         routed["data"].pop("name", None)
     sections = {"model": family.Config(), "data": DataConfig(name=data), "train": TrainConfig()}
     sections = {s: apply_overrides(obj, routed[s], s) for s, obj in sections.items()}
-    routed = {"model": {}, "data": {}, "train": {}}
+    sections = _apply_options(sections, model, overrides, options)
+    return RunConfig(model=model, model_config=sections["model"], data=sections["data"], train=sections["train"])
+
+
+def _apply_options(sections: dict[str, Any], model: str, overrides: Iterable[str],
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """Route ``options`` (plain field names) to the section that has the field, then apply them and the dotted
+    ``overrides`` to the three sections."""
+    routed: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
     for key, value in options.items():
         owners = [s for s, obj in sections.items() if key in _field_names(obj)]
         if not owners:
@@ -344,6 +352,25 @@ def build_config(model: str = "vae", data: str | None = None, *, preset: str | N
         routed[owners[0]][key] = value
     for section, values in split_overrides(overrides).items():
         routed[section].update(values)
-    for section, values in routed.items():
-        sections[section] = apply_overrides(sections[section], values, section)
-    return RunConfig(model=model, model_config=sections["model"], data=sections["data"], train=sections["train"])
+    return {section: apply_overrides(sections[section], routed[section], section) for section in sections}
+
+
+def resumed_config(saved: RunConfig, model: str | None = None, data: str | None = None, *,
+                   preset: str | None = None, overrides: Iterable[str] = (), **options: Any) -> RunConfig:
+    """The config a resumed run continues with: ``saved``, with train options changed as asked. The model and
+    data options may be repeated (the same command with ``--resume`` added) but not changed."""
+    if model is not None and model != saved.model:
+        raise ConfigError(f"this run trains {saved.model}, not {model}; resume it as `genlab train {saved.model} ...`")
+    if data is not None and data != saved.data.name:
+        raise ConfigError(f"this run trains on {saved.data.name}, not {data}; a resumed run keeps its data")
+    if preset is not None:
+        raise ConfigError("a preset sets up a new run; leave --preset out when resuming")
+    asked = _apply_options({"model": saved.model_config, "data": saved.data, "train": saved.train}, saved.model,
+                           overrides, options)
+    for section, before in (("model", saved.model_config), ("data", saved.data)):
+        for f in dataclasses.fields(before):
+            old, new = getattr(before, f.name), getattr(asked[section], f.name)
+            if old != new:
+                raise ConfigError(f"a resumed run keeps its model and data: {section}.{f.name} is {old!r} in this "
+                                  f"run, not {new!r}; only train.* options may change")
+    return RunConfig(model=saved.model, model_config=saved.model_config, data=saved.data, train=asked["train"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,9 @@ _ADVICE = {
     errno.EACCES: "the folder is not writable; fix its permissions or write elsewhere (--out)",
     errno.EPERM: "the folder is not writable; fix its permissions or write elsewhere (--out)",
     errno.EROFS: "the file system is read-only; write elsewhere (--out)",
+    errno.EISDIR: "a folder has that name; name a file instead",
+    errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
 }
 
 
@@ -78,8 +82,8 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise write_failure(path, e) from None
     os.close(fd)
     try:
-        os.chmod(tmp, FILE_MODE)
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # after: a writer may replace the file it was given (safetensors does)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -108,22 +112,54 @@ def write_text(path: Path, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(Path(path), write)
+    return Path(path)
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(clean, tmp, metadata=metadata)
+        except SafetensorError as e:  # its I/O errors carry the OS error number in the text only
+            found = re.search(r"os error (\d+)", str(e))
+            code = int(found.group(1)) if found else errno.EIO
+            raise OSError(code, os.strerror(code)) from None
+
+    atomic_write(Path(path), write)
 
 
 # --- reads ---
 
 
+MAX_JSON_BYTES = 64 * 2**20  # the JSON files of a run folder are a few kB; past this one is not genlab's
+
+
 def read_json(path: Path) -> Any:
+    """The JSON value in ``path``; a missing, unreadable, oversized or corrupt file (bad UTF-8, bad syntax,
+    nesting too deep to parse) raises ``CheckpointError`` with one line."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; is this a genlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}; check the path and its permissions") from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path} is over {MAX_JSON_BYTES // 2**20} MiB, too large for a run folder's JSON; "
+                              "is this the right file?")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError; so are 5000-digit numbers
+        raise CheckpointError(f"{path} is corrupt ({' '.join(str(e).split())}); restore it or retrain") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is corrupt (nested too deeply to be genlab's); restore it or retrain") from None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

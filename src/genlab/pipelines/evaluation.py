@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from genlab.config import Range, check_value
 from genlab.data.spec import Dataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import evaluate as evaluate_images
@@ -27,12 +28,13 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
     with ``quality``, the novelty of ``quality_n`` samples drawn at ``temperature`` (None: the model's)."""
     net = as_model(model)
     text = isinstance(net, TextModel)
-    if k < 0:
-        raise ConfigError(f"k must be >= 0 (0 skips the importance-weighted NLL), got {k}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be >= 1 test example, got {limit}")
-    if quality and quality_n < (1 if text else 2):
-        raise ConfigError(f"the sample-quality metrics need at least {1 if text else 2} samples (-n), got {quality_n}")
+    check_value("k (importance samples; 0 skips the NLL)", k, Range(0, 10**6))
+    if limit is not None:
+        check_value("limit (test examples)", limit, Range(1, 10**9))
+    if quality:
+        check_value("-n (samples of the quality metrics)", quality_n, Range(1 if text else 2, 10**6))
+    if temperature is not None:
+        check_value("temperature", temperature, "temperature")
     if temperature is not None and not text:
         raise ConfigError(f"temperature applies to the novelty samples of text models; {net.family} samples images")
     data = model_data(net, data, "evaluate", progress)

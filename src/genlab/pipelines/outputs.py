@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from genlab.config import Range, check_value
 from genlab.data.spec import Dataset, pick_test_examples
 from genlab.errors import ConfigError
 from genlab.files import write_text
@@ -38,9 +39,27 @@ def _needs(model: GenerativeModel, ability: type, what: str) -> None:
         raise ConfigError(f"{what} needs {ability.requirement} ({have}); {model.family} {ability.lacking}")
 
 
-def _check_n(n: int, what: str = "n") -> None:
-    if n < 1:
-        raise ConfigError(f"{what} must be >= 1, got {n}")
+MAX_IMAGES = 10_000  # one grid or one call: past this the figure is unreadable and the memory large
+
+
+def _check_n(n: int, what: str = "n", most: int = MAX_IMAGES) -> None:
+    check_value(what, n, Range(1, most))
+
+
+def _check_draw(seed: int, temperature: float | None) -> None:
+    check_value("seed", seed, "seed")
+    if temperature is not None:
+        check_value("temperature", temperature, "temperature")
+
+
+def png_path(out: str | Path, name: str) -> Path:
+    """Where a figure asked for as ``out`` goes: into ``out/name`` when ``out`` is a folder (or ends with a
+    slash), else ``out`` itself with ``.png`` added unless it has it."""
+    text = str(out)
+    path = Path(out)
+    if path.is_dir() or text.endswith(("/", "\\")):
+        return path / name
+    return path if path.suffix.lower() == ".png" else path.with_name(path.name + ".png")
 
 
 def labels(model: GenerativeModel, label: int | None, n: int) -> torch.Tensor | None:
@@ -62,6 +81,7 @@ def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0, c
     step, None the model's default. ``progress`` shows a bar over the pixels of a model drawn pixel by pixel."""
     net = as_model(model)
     _check_n(n)
+    _check_draw(seed, temperature)
     if temperature is not None:
         _needs(net, TemperatureSampler, "a sampling temperature")
     gen = torch.Generator(device=net.device).manual_seed(seed)
@@ -75,7 +95,8 @@ def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0, c
 
 def completion_images(data: Dataset, count: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``count`` test images (and their labels, or None), a fixed spread picked with ``seed``."""
-    _check_n(count, "the number of images to complete")
+    _check_n(count, "the number of images to complete", 1000)
+    check_value("seed", seed, "seed")
     return pick_test_examples(data, count, seed)
 
 
@@ -87,6 +108,7 @@ def complete(model: GenerativeModel | str | Path, images: torch.Tensor | None = 
     (B, C, H, W) and the completions (B, n, C, H, W); the kept rows are copied unchanged."""
     net = as_model(model)
     _needs(net, ImageCompletion, "completion")
+    _check_completion(hide, n, seed, temperature)
     cond = None
     if images is None:
         images, cond = completion_images(load_run_data(run_of(net, "complete needs images=").path, False), count,
@@ -96,6 +118,12 @@ def complete(model: GenerativeModel | str | Path, images: torch.Tensor | None = 
     gen = torch.Generator(device=net.device).manual_seed(seed)
     return images, net.complete(images, hide=hide, n=n, cond=cond, generator=gen, temperature=temperature,
                                 progress=progress)
+
+
+def _check_completion(hide: float, n: int, seed: int, temperature: float) -> None:
+    check_value("hide", hide, Range(0, 1, open_lo=True, open_hi=True))
+    _check_n(n, "the number of completions", 100)
+    _check_draw(seed, temperature)
 
 
 def _text_model(model: GenerativeModel | str | Path, what: str) -> TextModel:
@@ -110,6 +138,7 @@ def sample_text(model: GenerativeModel | str | Path, n: int = 20, *, seed: int =
     0 takes the most likely character at each position, > 0 samples; None uses the model's default."""
     net = _text_model(model, "sample_text")
     _check_n(n)
+    _check_draw(seed, temperature)
     gen = torch.Generator(device=net.device).manual_seed(seed)
     return net.sample_text(n, generator=gen, temperature=temperature)
 
@@ -119,6 +148,7 @@ def interpolate(model: GenerativeModel | str | Path, first: str, last: str, step
     ``last``'s in equal steps (endpoints included)."""
     net = as_model(model)
     _needs(net, TextInterpolation, "interpolate")
+    check_value("steps", steps, Range(2, 1000))
     return net.interpolate_text(first, last, steps)
 
 
@@ -155,9 +185,10 @@ def write_samples(model: GenerativeModel | str | Path, n: int = 64, *, seed: int
     start, cpu_start = time.perf_counter(), time.process_time()
     x = sample(net, n, seed=seed, cond=cond, temperature=temperature, progress=isinstance(net, ImageCompletion))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    path = Path(out) if out else run_of(net, "sample needs out=").figures / f"samples-seed{seed}.png"
+    name = f"samples-seed{seed}.png"
+    path = png_path(out, name) if out else run_of(net, "sample needs out=").figures / name
     temp = "" if temperature is None else f", temperature {temperature:g}"
-    save_grid(x, path, title=f"{n} samples, seed {seed}{temp}")
+    path = save_grid(x, path, title=f"{n} samples, seed {seed}{temp}")
     return Written(path, seconds=seconds, cpu_seconds=cpu, threads=torch.get_num_threads())
 
 
@@ -166,10 +197,11 @@ def write_completion(model: GenerativeModel | str | Path, *, hide: float = 0.5, 
     """The completion figure of ``images`` test images (default ``RUN/figures/completion-PCT.png``)."""
     net = as_model(model)
     _needs(net, ImageCompletion, "completion")
-    _check_n(images, "the number of images to complete")
-    _check_n(n, "the number of completions")
+    _check_n(images, "the number of images to complete", 1000)
+    _check_completion(hide, n, seed, temperature)
     data = model_data(net, None, "complete")
-    path = Path(out) if out else run_of(net, "complete needs out=").figures / f"completion-{round(hide * 100)}.png"
+    name = f"completion-{round(hide * 100)}.png"
+    path = png_path(out, name) if out else run_of(net, "complete needs out=").figures / name
     start = time.perf_counter()
     completion_figure(net, data, path, hides=(hide,), n=n, count=images, seed=seed, temperature=temperature,
                       progress=True)
@@ -186,6 +218,7 @@ def write_reconstructions(model: GenerativeModel | str | Path, n: int = 16, *,
     data = model_data(net, None, "reconstruct")
     if isinstance(net, TextModel):
         return Written(None, text_sections(net, data, n=1)["reconstructions"][1][:n])
-    path = Path(out) if out else run_of(net, "reconstruct needs out=").figures / "reconstructions.png"
+    path = png_path(out, "reconstructions.png") if out else run_of(net, "reconstruct needs out=").figures / \
+        "reconstructions.png"
     reconstruction_figure(net, data, path, n=n)
     return Written(path)

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import torch
 
-from genlab.config import RunConfig, apply_overrides, build_config, split_overrides
+from genlab.config import RunConfig, build_config, resumed_config
 from genlab.data import load
 from genlab.data.spec import Dataset
 from genlab.errors import CheckpointError, ConfigError
@@ -32,25 +32,22 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"interrupted; {how}")
 
 
-def _resumed_config(run: RunDir, overrides: Iterable[str], options: dict[str, Any]) -> RunConfig:
+def _resumed_config(run: RunDir, model: str | None, data: str | None, preset: str | None, overrides: Iterable[str],
+                    options: dict[str, Any]) -> RunConfig:
     if not run.has_checkpoint():
         raise CheckpointError(f"{run.path} holds no checkpoint to resume; start it without --resume")
-    cfg = RunConfig.from_dict(run.read_config())
-    changes = split_overrides(overrides)
-    changes["train"].update(options)
-    if changes["model"] or changes["data"]:
-        raise ConfigError("a resumed run keeps its model and data; only train.* options may change")
-    cfg.train = apply_overrides(cfg.train, changes["train"], "train")
-    return cfg
+    saved = RunConfig.from_dict(run.read_config())
+    return resumed_config(saved, model, data, preset=preset, overrides=overrides, **options)
 
 
-def train(model: str = "vae", data: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
-          resume: bool = False, overrides: Iterable[str] = (), dataset: Dataset | None = None,
+def train(model: str | None = None, data: str | None = None, *, out: str | Path | None = None,
+          preset: str | None = None, resume: bool = False, overrides: Iterable[str] = (), dataset: Dataset | None = None,
           **options: Any) -> GenerativeModel:
-    """Train a model and return it; ``model.run_dir`` is its run folder and ``model.history`` its metrics.
+    """Train a model (a family name, default vae) and return it; ``model.run_dir`` is its run folder and
+    ``model.history`` its metrics.
 
     With ``resume=True`` the run in ``out`` continues from its last checkpoint (train options such as ``epochs``
-    may be raised; the model and data stay as saved) and ends with the same weights as an uninterrupted run.
+    may be raised; the family, model and data options may be repeated but stay as saved) and ends with the same weights as an uninterrupted run.
     ``dataset`` replaces the one the config names (a dataset built in Python).
     """
     if resume:
@@ -61,9 +58,9 @@ def train(model: str = "vae", data: str | None = None, *, out: str | Path | None
             raise CheckpointError(f"run folder {run.path} does not exist, so it holds no checkpoint to resume; "
                                   "start it without --resume")
         with run.lock():
-            cfg = _resumed_config(run, overrides, options)
+            cfg = _resumed_config(run, model, data, preset, overrides, options)
             return _fit(cfg, run, *_built(cfg, dataset), resume=True)
-    cfg = build_config(model, data, preset=preset, overrides=overrides, **options)
+    cfg = build_config(model or "vae", data, preset=preset, overrides=overrides, **options)
     run = RunDir(out if out is not None else new_run_folder(cfg))
     if run.has_checkpoint():  # said before the data is loaded; checked again under the lock
         raise _taken(run)
@@ -90,6 +87,8 @@ def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, re
     trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run))
     if resume:
         trainer.resume()
+    else:  # a fresh start in a folder whose earlier attempt saved no checkpoint: its epochs are not this run's
+        run.truncate_metrics(0)
     try:
         net.history = trainer.fit()
     except KeyboardInterrupt:

@@ -121,10 +121,18 @@ def load_trainer(ckpt_dir: Path) -> dict[str, Any]:
     tensors = read_tensors(ckpt_dir / TRAINER_WEIGHTS)
     if _file_step(ckpt_dir / TRAINER_WEIGHTS) != meta.get("step"):
         raise CheckpointError(f"{ckpt_dir}: the trainer files were written at different times; cannot resume")
+    if not isinstance(meta.get("state"), dict):
+        raise CheckpointError(f"{ckpt_dir / TRAINER_META} is corrupt (no trainer state); cannot resume: restore it "
+                              "or retrain")
     try:
         return unflatten_state(meta["state"], tensors)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt_dir / TRAINER_META} is corrupt ({e}); cannot resume") from None
+    except KeyError as e:
+        raise CheckpointError(f"{ckpt_dir / TRAINER_WEIGHTS} lacks the tensor {e} that {TRAINER_META} lists; cannot "
+                              "resume: restore it or retrain") from None
+    except (TypeError, ValueError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise CheckpointError(f"{ckpt_dir / TRAINER_META} is corrupt ({why}); cannot resume: restore it or "
+                              "retrain") from None
 
 
 # --- checking what was read against what is expected ---
@@ -199,9 +207,11 @@ def check_optimizer_state(opt: torch.optim.Optimizer, saved: Any, where: str) ->
 
 
 def check_trainer_state(state: Any, meta: dict[str, Any], where: Path) -> dict[str, Any]:
-    """The trainer's own counters and RNG state, checked: counts, a finite time, torch's generator layout."""
+    """The trainer's own counters and RNG state, checked: counts, a finite time, torch's generator layout.
+    ``where`` is the checkpoint folder."""
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{where} is corrupt ({what}); cannot resume: restore it or retrain")
+        return CheckpointError(f"the trainer state in {where} is corrupt ({what}); cannot resume: restore it or "
+                               "retrain")
 
     if not isinstance(state, dict):
         raise bad("not a trainer state")
@@ -217,7 +227,7 @@ def check_trainer_state(state: Any, meta: dict[str, Any], where: Path) -> dict[s
         raise bad(f"train_time is {seconds!r}")
     rng, want = state.get("rng"), torch.get_rng_state()
     if not torch.is_tensor(rng) or rng.shape != want.shape or rng.dtype != want.dtype:
-        raise bad("its random-number state is not torch's")
+        raise bad(f"the random-number state in {TRAINER_WEIGHTS} is not torch's")
     if not isinstance(state.get("optimizers"), dict):
         raise bad("no optimizer state")
     return state

@@ -114,5 +114,7 @@ class RunDir:
 
     def truncate_metrics(self, epoch: int) -> None:
         """Keep only the records up to ``epoch`` (what the checkpoint being resumed has seen)."""
+        if not self.metrics_path.exists():
+            return
         keep = [r for r in self.read_metrics() if isinstance(r.get("epoch", 0), int) and r.get("epoch", 0) <= epoch]
         write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -150,7 +150,7 @@ class Trainer:
                                   "--resume")
         state_dict, meta = load_model_files(folder)
         load_checked_state(self.model, state_dict, folder / MODEL_WEIGHTS)
-        state = check_trainer_state(load_trainer(folder), meta, folder / TRAINER_META)
+        state = check_trainer_state(load_trainer(folder), meta, folder)
         if set(state["optimizers"]) != set(self.optimizers):
             raise CheckpointError(f"{folder / TRAINER_META} holds optimizers {sorted(state['optimizers'])}, the "
                                   f"model has {sorted(self.optimizers)}; cannot resume")

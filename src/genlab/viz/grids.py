@@ -2,6 +2,7 @@
 matplotlib axis without ticks, and figures saved as PNG (grey images in grey). Matplotlib runs headless (Agg)."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from genlab.files import write_bytes  # noqa: E402
 
 __all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "save_grid"]
 
@@ -38,11 +41,13 @@ def show_grid(ax: Any, grid: np.ndarray) -> None:
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    """Write ``fig`` as a PNG to ``path``, atomically (a failed write leaves the old file and one-line error)."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return write_bytes(Path(path), buffer.getvalue())
 
 
 def grid_figsize(rows: int, cols: int, h: int, w: int, extra: tuple[float, float] = (0.4, 0.6)) -> tuple:

@@ -8,6 +8,7 @@ with the epochs labelled. Which rows exist in a run folder is the pipelines' bus
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -15,18 +16,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genlab.files import write_bytes
 from genlab.viz.grids import image_grid, plt, save_figure
 
 
 def save_progress_row(images: torch.Tensor, path: Path) -> Path:
     """(N, C, H, W) images in [0, 1] -> one row of them as an 8-bit PNG (1-pixel white gaps), written atomically."""
     grid = image_grid(images, nrow=len(images))  # (H', W') or (H', W', 3) in [0, 1]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return write_bytes(Path(path), buffer.getvalue())
 
 
 def progress_figure(rows: Sequence[tuple[int, np.ndarray]], path: Path, *, max_rows: int = 10) -> Path:
