@@ -149,7 +149,8 @@ def test_a_full_disk_gives_one_line_and_keeps_the_last_checkpoint(small_disk: Pa
     after = _weights(run)
     assert all(torch.equal(before[k], after[k]) for k in before)
     filler.unlink()
-    done = _genlab([*TRAIN, "--epochs", "2", "--model.hidden=48", "--out", run, "--resume"])  # space again: the run goes on
+    # space again: the run goes on
+    done = _genlab([*TRAIN, "--epochs", "2", "--model.hidden=48", "--out", run, "--resume"])
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r["epoch"] for r in _metrics(run)] == [1, 2]
 

@@ -41,14 +41,15 @@ def _resumed_config(run: RunDir, model: str | None, data: str | None, preset: st
 
 
 def train(model: str | None = None, data: str | None = None, *, out: str | Path | None = None,
-          preset: str | None = None, resume: bool = False, overrides: Iterable[str] = (), dataset: Dataset | None = None,
+          preset: str | None = None, resume: bool = False, overrides: Iterable[str] = (),
+          dataset: Dataset | None = None,
           **options: Any) -> GenerativeModel:
     """Train a model (a family name, default vae) and return it; ``model.run_dir`` is its run folder and
     ``model.history`` its metrics.
 
     With ``resume=True`` the run in ``out`` continues from its last checkpoint (train options such as ``epochs``
-    may be raised; the family, model and data options may be repeated but stay as saved) and ends with the same weights as an uninterrupted run.
-    ``dataset`` replaces the one the config names (a dataset built in Python).
+    may be raised; the family, model and data options may be repeated but stay as saved) and ends with the same
+    weights as an uninterrupted run. ``dataset`` replaces the one the config names (a dataset built in Python).
     """
     if resume:
         if out is None:
