@@ -27,6 +27,7 @@ from genlab.files import write_json, write_tensors
 from genlab.metrics.terms import EVAL_SEED, evaluate_terms
 from genlab.models.base import GenerativeModel
 from genlab.models.vae import VAE
+from genlab.pipelines.runs import build_model
 from genlab.registry import MODELS
 from genlab.train import trainer as trainer_mod
 from genlab.train.run import RunDir
@@ -699,3 +700,29 @@ def test_checkpoints_with_the_encoders_earlier_names_still_load(digits: ImageDat
     loaded = genlab.load(run)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("family", sorted(f for f in MODELS if f not in ("text-vae", "toy-positions")))  # images
+def test_sizing_a_model_on_the_meta_device_leaves_its_weights_as_they_were(digits_static: ImageDataset,
+                                                                           family: str) -> None:
+    """build_model counts the parameters on the meta device first; that must not draw from torch's RNG, so a
+    seeded run gets the same initial weights as building the model directly."""
+    cfg = build_config(family, "digits")
+    torch.manual_seed(7)
+    sized = build_model(family, cfg.model_config, digits_static.spec)
+    torch.manual_seed(7)
+    direct = MODELS.get(family)(cfg.model_config, digits_static.spec)
+    a, b = sized.state_dict(), direct.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sized.num_parameters() == direct.num_parameters() > 0
+
+
+def test_a_model_over_the_parameter_limit_is_refused_before_it_is_built(digits_static: ImageDataset,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = build_config("vae", "digits", hidden=(64,))
+    monkeypatch.setenv("GENLAB_MAX_PARAMETERS", "1000")
+    with pytest.raises(ConfigError, match=r"parameters and buffers, over the limit of 1,000.*GENLAB_MAX_PARAMETERS"):
+        build_model("vae", cfg.model_config, digits_static.spec)
+    monkeypatch.setenv("GENLAB_MAX_PARAMETERS", "lots")
+    with pytest.raises(ConfigError, match="GENLAB_MAX_PARAMETERS='lots' is not a positive whole number"):
+        build_model("vae", cfg.model_config, digits_static.spec)

@@ -27,6 +27,10 @@ __all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_over
            "split_overrides", "validate", "check_value", "resumed_config", "Range", "FIELD_RANGES"]
 
 
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "exponential")  # the exponential one decays by lr_gamma per epoch
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10  # passes over the training split
@@ -35,7 +39,7 @@ class TrainConfig:
     # cosine schedule follows the elapsed fraction of this budget instead of the epoch count
     time_limit: float | None = None
     batch_size: int = 128
-    optimizer: str = "adam"  # adam | adamw | rmsprop
+    optimizer: str = "adam"  # one of OPTIMIZERS
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)  # Adam/AdamW momentum coefficients
@@ -105,8 +109,7 @@ FIELD_RANGES: dict[str, Range] = {
     "batch_size": Range(1, 2**20), "lr": Range(0, open_lo=True), "weight_decay": Range(0, 10),
     "betas": Range(0, 1, open_hi=True, length=2), "lr_gamma": Range(0, 1, open_lo=True), "grad_clip": POSITIVE,
     "seed": Range(0, 2**32 - 1), "threads": Range(1, 4096), "eval_every": COUNT,
-    "optimizer": Range(choices=("adam", "adamw", "rmsprop")),
-    "schedule": Range(choices=("constant", "cosine", "exponential")),
+    "optimizer": Range(choices=OPTIMIZERS), "schedule": Range(choices=SCHEDULES),
     "device": Range(pattern=r"cpu|auto|mps|cuda(:\d{1,3})?", hint="cpu, cuda, cuda:N, mps or auto"),
     # data
     "image_size": Range(1, 4096), "channels": WIDTH, "data.channels": Range(1, 4), "palette": Range(0, 4096),
@@ -123,7 +126,8 @@ FIELD_RANGES: dict[str, Range] = {
     "qp_lambda": POSITIVE, "recon_x_weight": WEIGHT, "recon_z_weight": WEIGHT, "critic_limit": POSITIVE,
     "temperature": Range(0, 100), "word_dropout": Range(0, 1, open_hi=True),
 }
-DEFAULT_INT = Range(0, 2**63 - 1)
+DEFAULT_INT = Range(0, 2**63 - 1)  # an int field the table does not name
+ANY = Range()  # any other field: floats must still be finite
 
 
 def check_value(name: str, value: Any, rule: Range | str) -> Any:
@@ -147,13 +151,8 @@ def validate(obj: Any, section: str) -> Any:
         if rule and rule.length is not None and isinstance(value, tuple) and len(value) != rule.length:
             raise ConfigError(f"{section}.{f.name} needs {rule.length} values, got {len(value)}")
         for item in value if isinstance(value, tuple) else (value,):
-            if item is None:
-                continue
-            if rule is None and isinstance(item, int) and not isinstance(item, bool):
-                rule_used = DEFAULT_INT
-            else:
-                rule_used = rule or Range()
-            why = rule_used.problem(item)
+            is_int = isinstance(item, int) and not isinstance(item, bool)
+            why = None if item is None else (rule or (DEFAULT_INT if is_int else ANY)).problem(item)
             if why:
                 shown = value if not isinstance(value, tuple) else ",".join(map(str, value))
                 raise ConfigError(f"{section}.{f.name} {why}, got {shown}")

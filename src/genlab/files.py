@@ -138,6 +138,19 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
 # --- reads ---
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` whose every failure -- bad syntax, bad UTF-8, nesting too deep to decode, a number too long
+    to convert -- is a ``ValueError`` with a one-line reason (``json.JSONDecodeError`` for the syntax ones)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to decode") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # UnicodeDecodeError, or an integer over Python's digit limit
+        raise ValueError(" ".join(str(e).split())) from None
+
+
 MAX_JSON_BYTES = 64 * 2**20  # the JSON files of a run folder are a few kB; past this one is not genlab's
 
 
@@ -155,11 +168,9 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is over {MAX_JSON_BYTES // 2**20} MiB, too large for a run folder's JSON; "
                               "is this the right file?")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError; so are 5000-digit numbers
-        raise CheckpointError(f"{path} is corrupt ({' '.join(str(e).split())}); restore it or retrain") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} is corrupt (nested too deeply to be genlab's); restore it or retrain") from None
+        return parse_json(raw)
+    except ValueError as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); restore it or retrain") from None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

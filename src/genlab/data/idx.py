@@ -24,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 
 from genlab.errors import DatasetError
+from genlab.limits import MAX_DATA_BYTES_ENV, max_data_bytes
 
 __all__ = ["IDX_DTYPES", "DataLimitExceeded", "MAX_DATA_BYTES_ENV", "format_bytes", "max_data_bytes",
            "check_data_size", "limit_error", "read_idx", "write_idx", "file_sha256"]
@@ -33,8 +34,6 @@ __all__ = ["IDX_DTYPES", "DataLimitExceeded", "MAX_DATA_BYTES_ENV", "format_byte
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 1 << 20  # read and hash in 1 MiB pieces so that memory stays bounded by the payload itself
 MAX_NDIM = 32  # numpy's smallest supported maximum; real IDX files have 1 to 4 dimensions
-MAX_DATA_BYTES_ENV = "GENLAB_MAX_DATA_BYTES"
-DEFAULT_MAX_DATA_BYTES = 2 * 1024**3
 
 # dtype code -> big-endian numpy dtype, as defined by the IDX format
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -65,21 +64,6 @@ def format_bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"
-
-
-def max_data_bytes() -> int:
-    """The most bytes of data one file may hold: ``$GENLAB_MAX_DATA_BYTES`` (a whole number of bytes), else 2 GiB."""
-    raw = os.environ.get(MAX_DATA_BYTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_DATA_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DatasetError(f"{MAX_DATA_BYTES_ENV}={raw!r} is not a positive whole number of bytes; set it to e.g. "
-                           f"{4 * 1024**3} (4 GiB) or unset it for the default of 2 GiB")
-    return value
 
 
 def check_data_size(what: str, size: int, *, declared: bool = False) -> None:

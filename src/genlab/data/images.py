@@ -7,7 +7,6 @@ indexing these tensors with a shuffled permutation (no per-sample DataLoader), s
 from __future__ import annotations
 
 import dataclasses
-import os
 import struct
 import warnings
 import zlib
@@ -18,17 +17,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from genlab.data.idx import limit_error, max_data_bytes, read_idx
+from genlab.data.idx import limit_error, read_idx
 from genlab.data.sources import SOURCES, find_dataset_files
 from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.errors import DatasetError
+from genlab.limits import MAX_IMAGE_PIXELS_ENV, max_data_bytes, max_image_pixels
 from genlab.registry import DATASETS
 
 BINARIZATIONS = ("none", "static", "dynamic", "threshold")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _STATIC_SEED = 20151231  # the fixed draw of static binarization (and of the test split under dynamic)
-MAX_IMAGE_PIXELS_ENV = "GENLAB_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 # What PIL raises on a damaged or hostile file while it opens or decodes it (its own DecompressionBomb errors aside)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
@@ -262,22 +260,6 @@ def _load_digits() -> tuple:
     spec = DataSpec(name="digits", shape=(1, 8, 8), num_classes=10, class_names=DIGIT_NAMES, levels=17)
     yt = torch.from_numpy(y)
     return spec, x[train].contiguous(), yt[train], x[test].contiguous(), yt[test]
-
-
-def max_image_pixels() -> int:
-    """The most pixels (width x height) one image of a folder may declare: ``$GENLAB_MAX_IMAGE_PIXELS``, else
-    4096 x 4096. PIL's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) still applies above it."""
-    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DatasetError(f"{MAX_IMAGE_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; set it to "
-                           f"e.g. {8192 * 8192} (8192x8192) or unset it for the default of 4096x4096")
-    return value
 
 
 def _one_line(err: BaseException) -> str:

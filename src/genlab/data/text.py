@@ -33,6 +33,7 @@ from genlab.data.sources import search_dirs
 from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.data.vocab import BOS, PAD, UNK, UNK_CHAR, Vocabulary
 from genlab.errors import DatasetError
+from genlab.files import parse_json
 from genlab.registry import DATASETS
 
 __all__ = ["FORMS", "PAD", "UNK", "BOS", "UNK_CHAR", "Vocabulary", "TextDataset", "extract_samples",
@@ -175,15 +176,13 @@ def _read_text(path: Path) -> str:
 def _parse_json(raw: str, path: Path) -> Any:
     """Decode JSON text; every way it can fail (syntax, nesting too deep, a number too long) is one line."""
     try:
-        return json.loads(raw)
+        return parse_json(raw)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); fix or remove "
                            "the file") from None
-    except RecursionError:
-        raise DatasetError(f"{path}: not usable JSON (nested too deeply to decode); a chinese-poetry file is a "
-                           "flat list of poems: fix or remove the file") from None
-    except ValueError as e:  # e.g. an integer over Python's digit limit
-        raise DatasetError(f"{path}: not usable JSON ({' '.join(str(e).split())}); fix or remove the file") from None
+    except ValueError as e:  # nested too deeply, a number too long
+        raise DatasetError(f"{path}: not usable JSON ({e}); a chinese-poetry file is a flat list of poems: fix or "
+                           "remove the file") from None
 
 
 def _read_file(path: Path, stats: Counter) -> tuple[list[Any], bool]:

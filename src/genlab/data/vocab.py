@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from genlab.errors import DatasetError
-from genlab.files import MAX_JSON_BYTES, write_text
+from genlab.files import MAX_JSON_BYTES, parse_json, write_text
 
 __all__ = ["PAD", "UNK", "BOS", "SPECIALS", "UNK_CHAR", "Vocabulary"]
 
@@ -94,11 +94,10 @@ class Vocabulary:
     @classmethod
     def from_json(cls, text: str) -> "Vocabulary":
         try:
-            obj = json.loads(text)
-            tokens = obj["tokens"]
-        except (ValueError, TypeError, KeyError, RecursionError) as e:  # ValueError: bad JSON, 5000-digit numbers
-            why = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
-            raise DatasetError(f"not a genlab vocabulary ({why}); expected JSON {{\"tokens\": [...]}}") from None
+            tokens = parse_json(text)["tokens"]
+        except (ValueError, TypeError, KeyError) as e:
+            raise DatasetError(f"not a genlab vocabulary ({' '.join(str(e).split())}); expected JSON "
+                               "{\"tokens\": [...]}") from None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise DatasetError("not a genlab vocabulary: 'tokens' must be a list of strings")
         return cls(tokens)

@@ -3,7 +3,6 @@ its evaluation (``eval.json``). ``genlab.train.run.RunDir`` is the folder's layo
 above the trainer that opens one."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from genlab.data import DataSpec, load
 from genlab.data.spec import Dataset
 from genlab.errors import CheckpointError, ConfigError, GenlabError
 from genlab.files import read_json_object, write_json
+from genlab.limits import MAX_PARAMETERS_ENV, max_parameters
 from genlab.models.base import GenerativeModel
 from genlab.registry import MODELS
 from genlab.train.checkpoint import MODEL_META, MODEL_WEIGHTS, POINTER, STORE, load_checked_state, load_model_files
@@ -35,22 +35,7 @@ def new_run_folder(cfg: RunConfig, root: Path = Path("runs")) -> Path:
 
 
 # a model's size is checked on torch's meta device (no memory) before it is built: a ~1 kB model.json or a flag
-# must not be able to ask for more than this many parameters
-MAX_PARAMETERS_VARIABLE = "GENLAB_MAX_PARAMETERS"
-DEFAULT_MAX_PARAMETERS = 100_000_000
-
-
-def max_parameters() -> int:
-    text = os.environ.get(MAX_PARAMETERS_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MAX_PARAMETERS
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise ConfigError(f"{MAX_PARAMETERS_VARIABLE}={text!r} is not a number of parameters") from None
-    if value < 1:
-        raise ConfigError(f"{MAX_PARAMETERS_VARIABLE} must be >= 1, got {value}")
-    return value
+# must not be able to ask for more than ``max_parameters()``
 
 
 def build_model(family: str, model_config: Any, spec: DataSpec, where: str = "the config") -> GenerativeModel:
@@ -63,7 +48,7 @@ def build_model(family: str, model_config: Any, spec: DataSpec, where: str = "th
     limit = max_parameters()
     if count > limit:
         raise ConfigError(f"{where} asks for a {family} model of {count:,} parameters and buffers, over the limit of "
-                          f"{limit:,}; use smaller layers, or raise the limit with {MAX_PARAMETERS_VARIABLE}=N")
+                          f"{limit:,}; use smaller layers, or raise the limit with {MAX_PARAMETERS_ENV}=N")
     return cls(model_config, spec)
 
 
@@ -72,7 +57,7 @@ def _locate(path: Path) -> tuple[Path | None, Path]:
     checkpoint file."""
     if path.is_file() and path.suffix in (".safetensors", ".json"):
         path = path.parent
-    if (path / MODEL_META).is_file() or path.name in (POINTER,) or path.parent.name == STORE:
+    if (path / MODEL_META).is_file() or path.name == POINTER or path.parent.name == STORE:
         run = path.parent.parent if path.parent.name == STORE else path.parent
         return (run if (run / "config.json").is_file() else None), path
     folder = RunDir(path).checkpoint()

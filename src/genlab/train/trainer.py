@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from genlab.config import TrainConfig
+from genlab.config import OPTIMIZERS, SCHEDULES, TrainConfig, validate
 from genlab.data.spec import Dataset, batch_length, batch_to_device
 from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from genlab.metrics.terms import evaluate_terms
@@ -30,9 +30,6 @@ from genlab.train.checkpoint import (
 )
 from genlab.train.run import RunDir
 from genlab.version import __version__
-
-OPTIMIZERS = ("adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "cosine", "exponential")
 
 
 class Callback(Protocol):
@@ -105,14 +102,10 @@ class Trainer:
         self.model, self.data, self.cfg, self.run = model, data, cfg, run
         self.meta = dict(meta or {})
         self.callbacks = list(callbacks)
+        validate(cfg, "train")  # the ranges every config gets when built; a TrainConfig made by hand gets them here
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.batch_size < 1 or cfg.epochs < 0:
-            raise ConfigError("train.batch_size must be >= 1 and train.epochs >= 0")
-        if cfg.time_limit is not None and not cfg.time_limit > 0:
-            raise ConfigError(f"train.time_limit must be a positive number of seconds, got {cfg.time_limit}")
-        _lr_factor(cfg, 0)  # validates the schedule name
         self.model.to(self.device)
         if cfg.channels_last:  # conv weights NHWC; dense layers and the values are unchanged
             self.model.to(memory_format=torch.channels_last)
