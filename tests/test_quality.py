@@ -326,3 +326,11 @@ def test_inception_fid_without_weights_never_downloads(monkeypatch: pytest.Monke
         inception_fid(x, x)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "hub" / "checkpoints") in message
+
+
+def test_feature_net_trains_inside_no_grad(digits: ImageDataset) -> None:
+    """``genlab compare`` measures under torch.no_grad(); a feature net not yet cached must still train there
+    (it once failed with "element 0 of tensors does not require grad")."""
+    with torch.no_grad():
+        net = quality.feature_net(digits, epochs=1, progress=False, cache=False)
+    assert net.test_accuracy > 0.5

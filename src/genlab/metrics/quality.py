@@ -207,6 +207,7 @@ def feature_net_path(data: ImageDataset, *, epochs: int | None = None) -> Path:
     return cache_dir() / "features" / f"{safe}-{key}.safetensors"
 
 
+@torch.enable_grad()  # callers may hold no_grad (compare does): training needs it
 def _train_feature_net(data: ImageDataset, epochs: int, *, progress: bool,
                        device: torch.device) -> FeatureNet:
     """Train a fresh net with Adam (seeded: same data and threads -> same weights) and measure its test accuracy."""

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from genlab.config import Range, check_value
 from genlab.files import write_json
 from genlab.models.abilities import ExactLikelihoodModel, LikelihoodModel, TextModel
 from genlab.pipelines.evaluation import evaluate
@@ -52,6 +53,9 @@ def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: 
             quality_n: int = 2000, progress: bool = True, seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
     """Measure each run (reusing its eval.json), write ``out`` (HTML with the table and the samples, images
     embedded) and ``<out stem>.json``; returns the rows (each with its ``"model"``) and the HTML path."""
+    check_value("k (importance samples; 0 skips the NLL)", k, Range(0, 10**6))  # before any run is measured
+    if quality:
+        check_value("-n (samples of the quality metrics)", quality_n, Range(2, 10**6))
     rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
     out = Path(out)
     panels, texts = [], []
