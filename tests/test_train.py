@@ -374,6 +374,14 @@ META_EDITS = {
     "no-step": (lambda m: _drop(m, "step"), "different times"),
     "other-step": (lambda m: _set(m, "step", m["step"] + 1), "different times"),
     "not-an-object": (lambda m: [m], "not an object"),
+    # a data_spec genlab would not have written: each field is checked before the model is built from it
+    "null-channel": (lambda m: _set(m, "data_spec", {**m["data_spec"], "shape": [None, 8, 8]}), "data_spec.shape"),
+    "huge-image": (lambda m: _set(m, "data_spec", {**m["data_spec"], "shape": [3, 60000, 60000]}), "data_spec.shape"),
+    "names-vs-classes": (lambda m: _set(m, "data_spec", {**m["data_spec"], "num_classes": 3}), "num_classes=3"),
+    "levels": (lambda m: _set(m, "data_spec", {**m["data_spec"], "levels": -5}), "data_spec.levels"),
+    "vocab": (lambda m: _set(m, "data_spec", {**m["data_spec"], "vocab": None}), "data_spec.vocab"),
+    "palette": (lambda m: _set(m, "data_spec", {**m["data_spec"], "palette": [[2.0]]}), "data_spec.palette"),
+    "spec-key": (lambda m: _set(m, "data_spec", {**m["data_spec"], "colour": 1}), "unknown keys"),
 }
 
 

@@ -40,13 +40,63 @@ class DataSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
-        d = dict(d)
-        d["shape"] = tuple(d["shape"])
-        d["class_names"] = tuple(d.get("class_names", ()))
-        d["vocab"] = tuple(d.get("vocab", ()))
-        d["palette"] = tuple(tuple(float(v) for v in colour) for colour in d.get("palette", ()))
-        return cls(**d)
+    def from_dict(cls, d: Any) -> DataSpec:
+        """The spec a run folder saved, every field checked for type and range (the file may be hostile): a
+        ``ValueError`` with one line for anything genlab would not have written."""
+        if not isinstance(d, dict):
+            raise ValueError(f"data_spec is a JSON {type(d).__name__}, not an object")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown or "name" not in d or "shape" not in d:
+            raise ValueError(f"data_spec has unknown keys {unknown}" if unknown else "data_spec lacks name or shape")
+        shape = tuple(_int_list(d["shape"], "shape", 1, MAX_SIDE))
+        if not 1 <= len(shape) <= 3 or math.prod(shape) > MAX_EXAMPLE_SIZE:
+            raise ValueError(f"data_spec.shape {list(shape)} is not an image (C, H, W) or a text length (L,) "
+                             f"of at most {MAX_EXAMPLE_SIZE:,} values")
+        num_classes = _int(d.get("num_classes", 0), "num_classes", 0, MAX_CLASSES)
+        class_names = tuple(_str_list(d.get("class_names", []), "class_names", MAX_CLASSES))
+        if class_names and len(class_names) != num_classes:
+            raise ValueError(f"data_spec names {len(class_names)} classes but has num_classes={num_classes}")
+        binary = d.get("binary", False)
+        if not isinstance(binary, bool):
+            raise ValueError(f"data_spec.binary={binary!r} is not true or false")
+        palette = d.get("palette", [])
+        if not isinstance(palette, (list, tuple)) or len(palette) > MAX_PALETTE or any(
+                not isinstance(c, (list, tuple)) or len(c) != shape[0] or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in c)
+                for c in palette):
+            raise ValueError(f"data_spec.palette is not a list of at most {MAX_PALETTE} colours of {shape[0]} "
+                             "values in [0, 1]")
+        name = d["name"]
+        if not isinstance(name, str):
+            raise ValueError(f"data_spec.name={name!r} is not a string")
+        return cls(name=name, shape=shape, num_classes=num_classes, binary=binary, class_names=class_names,
+                   levels=_int(d.get("levels", 256), "levels", 2, 2**16),
+                   vocab=tuple(_str_list(d.get("vocab", []), "vocab", MAX_VOCAB)),
+                   palette=tuple(tuple(float(v) for v in colour) for colour in palette))
+
+
+MAX_SIDE = 65536  # a side of an image, or a text length
+MAX_EXAMPLE_SIZE = 2**26  # values in one example
+MAX_CLASSES = MAX_VOCAB = 10**6
+MAX_PALETTE = 4096
+
+
+def _int(value: Any, key: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"data_spec.{key}={value!r} is not an integer in [{lo}, {hi}]")
+    return value
+
+
+def _int_list(value: Any, key: str, lo: int, hi: int) -> list[int]:
+    if not isinstance(value, (list, tuple)) or len(value) > 8:
+        raise ValueError(f"data_spec.{key} is not a short list of integers")
+    return [_int(v, key, lo, hi) for v in value]
+
+
+def _str_list(value: Any, key: str, most: int) -> list[str]:
+    if not isinstance(value, (list, tuple)) or len(value) > most or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"data_spec.{key} is not a list of at most {most:,} strings")
+    return value
 
 
 @runtime_checkable
