@@ -18,7 +18,8 @@ import torch
 
 import genlab
 from genlab.data.images import ImageDataset
-from genlab.errors import ConfigError
+from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError, GenlabError
 from genlab.metrics.latent import encode_split, kl_per_dim, latent_diagnostics
 from genlab.models.abilities import (
     ABILITIES,
@@ -653,3 +654,17 @@ def test_latent_metrics_follow_the_prior(family: str, name: str, pipeline_runs: 
             post = encode_split(r.model, genlab.load_run_data(r.run, progress=False))
             against_normal = kl_per_dim(dataclasses.replace(post, prior_mu=None)).sum().item()
             assert abs(against_normal - ev["test/kl"]) > 1e-2
+
+
+@pytest.mark.parametrize("family", sorted(MODELS.names()))
+def test_every_family_refuses_data_of_the_other_kind_in_one_line(family: str) -> None:
+    """An image family given a text spec (or a text family given an image spec, or an image spec of the wrong
+    rank, as a hostile model.json may hold) is refused before any layer is built: it once ended in IndexError."""
+    cls = MODELS.get(family)
+    text = DataSpec("poems:x", (10,), vocab=("<pad>", "<unk>", "白", "日"))
+    image = DataSpec("digits", (1, 8, 8), num_classes=10, class_names=tuple("0123456789"))
+    flat = DataSpec("flat", (64,), num_classes=10, class_names=tuple("0123456789"))
+    for spec in ([image] if cls.data_kind == "text" else [text, flat]):
+        with pytest.raises(GenlabError) as info:
+            cls(cls.Config(), spec)
+        assert "\n" not in str(info.value) and spec.name in str(info.value), str(info.value)

@@ -8,6 +8,18 @@ import torch
 from torch import nn
 
 from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError
+
+
+def check_data_kind(cls: type[GenerativeModel], spec: DataSpec) -> None:
+    """Refuse, in one line, data of the other kind (text for an image family, or images for a text one)."""
+    name = cls.family or cls.__name__
+    if cls.data_kind == "text" and (not spec.is_text or len(spec.shape) != 1):
+        raise ConfigError(f"{name} models text; {spec.name} is not a text dataset (use --data poems or poems:PATH)")
+    if cls.data_kind == "images" and (spec.is_text or len(spec.shape) != 3):
+        what = "a text dataset" if spec.is_text else f"data of shape {tuple(spec.shape)}"
+        raise ConfigError(f"{name} models images (C, H, W); {spec.name} is {what}; choose an image dataset, or a "
+                          "family that models text (see `genlab list`)")
 
 
 class GenerativeModel(nn.Module):
@@ -23,8 +35,10 @@ class GenerativeModel(nn.Module):
     # named settings of the model config; keys "train.X" / "data.X" set those sections (see config.build_config)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values this family trains with unless told
+    data_kind: ClassVar[str] = "images"  # what it models: "images" (C, H, W) or "text" (token ids of spec.vocab)
 
     def __init__(self, config: Any, spec: DataSpec):
+        check_data_kind(type(self), spec)
         super().__init__()
         self.config = config
         self.spec = spec

@@ -56,8 +56,6 @@ class PixelModel(GenerativeModel):
 
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__(config, spec)
-        if len(spec.shape) != 3:
-            raise ConfigError(f"{type(self).__name__} models images (C, H, W), not data of shape {spec.shape}")
         kind = resolve_output(config.output, spec)
         palette = torch.tensor(spec.palette, dtype=torch.float32) if kind == "palette" else None
         self.output = PixelOutput(kind, levels=spec.levels, mixtures=config.mixtures, palette=palette)

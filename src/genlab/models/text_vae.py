@@ -66,9 +66,6 @@ def _check_config(cfg: TextVAEConfig, spec: DataSpec) -> None:
         raise ConfigError("model.word_dropout applies to the gru decoder only (the conv decoder reads no characters)")
     if cfg.beta < 0 or cfg.kl_warmup < 0 or cfg.temperature < 0:
         raise ConfigError("model.beta, model.kl_warmup and model.temperature must be >= 0")
-    if not spec.vocab or len(spec.shape) != 1:
-        raise ConfigError(f"text-vae models text; {spec.name} is not a text dataset (use --data poems or "
-                          "poems:PATH)")
 
 
 class GatedConv1d(nn.Module):
@@ -89,6 +86,7 @@ class TextVAE(GenerativeModel):
     """VAE of fixed-length lines of characters (couplets): gated 1-D conv encoder, conv or GRU decoder."""
 
     Config: ClassVar[type] = TextVAEConfig
+    data_kind: ClassVar[str] = "text"
     presets: ClassVar[dict[str, dict]] = {
         "conv": {"decoder": "conv"},
         "gru-bowman": {"decoder": "gru", "kl_warmup": 5000, "word_dropout": 0.25},
