@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from genlab import api
+from genlab.config import check_value
 from genlab.errors import GenlabError
 from genlab.pipelines.training import Interrupted
 from genlab.version import __version__
@@ -61,9 +62,7 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_complete(args: argparse.Namespace, extra: list[str]) -> int:
     if args.threads is not None:
-        if args.threads < 1:
-            raise GenlabError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(check_value("--threads", args.threads, "threads"))
     written = api.write_completion(args.run, hide=args.hide, n=args.n, images=args.images, seed=args.seed,
                                    temperature=args.temperature, out=args.out)
     print(f"completed {args.images} test images x {args.n} with the bottom {args.hide:.0%} hidden in "

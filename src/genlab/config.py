@@ -238,6 +238,8 @@ def _unknown(key: str, section: str, known: typing.Iterable[str]) -> ConfigError
 def build(cls: type, values: dict[str, Any], section: str) -> Any:
     """Build dataclass ``cls`` from a dict, checking keys and types."""
     fields = _fields(cls)
+    if not isinstance(values, dict):
+        raise ConfigError(f"the {section} section is a {type(values).__name__}, not an object of options")
     for key in values:
         if key not in fields:
             raise _unknown(key, section, fields)
@@ -275,6 +277,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"config is a {type(d).__name__}, not an object; it was not written by genlab")
+        if not isinstance(d.get("model", ""), str):
+            raise ConfigError(f"config names the model family {d['model']!r}, not a name; it was not written by genlab")
         for key in ("model", "model_config", "data", "train"):
             if key not in d:
                 raise ConfigError(f"config is missing {key!r}; it was not written by genlab")
