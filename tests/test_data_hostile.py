@@ -123,6 +123,15 @@ def test_overflowing_dimensions_are_refused(tmp_path: Path) -> None:
     one_line_error(lambda: read_idx(path), path.name, "exceeds the limit")
 
 
+def test_an_empty_shape_with_huge_other_sizes_is_refused(tmp_path: Path) -> None:
+    """(0, 65536, 65536, 2**31) holds no bytes, yet no array can have that shape (found by tests/test_fuzz.py)."""
+    path = tmp_path / "empty-but-huge"
+    path.write_bytes(idx_header(0x08, (0, 2**16, 2**16, 2**31)))
+    one_line_error(lambda: read_idx(path), path.name, "exceeds the limit")
+    path.write_bytes(idx_header(0x08, (0, 28)))
+    assert read_idx(path).shape == (0, 28)
+
+
 def test_the_limit_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "small-idx3-ubyte"
     path.write_bytes(idx_bytes(np.zeros((2, 10, 10), np.uint8), 0x08))
