@@ -388,3 +388,15 @@ def test_a_hand_edited_config_json_is_checked_like_flags() -> None:
     d["model_config"]["hidden"] = [1000000, 1000000]
     with pytest.raises(ConfigError, match="model.hidden must be <= 65536"):
         RunConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("saved", [
+    "not an object", ["vae"], {"model": ["vae"], "model_config": {}, "data": {}, "train": {}},
+    {"model": "vae", "model_config": "hidden=16", "data": {}, "train": {}},
+    {"model": "vae", "model_config": {}, "data": [], "train": {}},
+])
+def test_a_saved_config_that_is_not_objects_is_a_config_error(saved: object) -> None:
+    """config.json as a hostile file may hold any JSON (found by tests/test_fuzz.py: an AttributeError)."""
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(saved)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)

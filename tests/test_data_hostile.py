@@ -483,3 +483,20 @@ def test_bad_text_corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     (folder / "a.txt").write_text("白日依山盡，黃河入海流。\n欲窮千里目，更上一層樓。\n", encoding="utf-8")
     (folder / "b.json").write_text("[" * 100_000, encoding="utf-8")
     one_line_error(lambda: load_poems(folder), str(folder / "b.json"))
+
+
+def test_a_palette_image_with_byte_transparency_loads_without_a_warning(tmp_path: Path) -> None:
+    """A palette PNG whose tRNS chunk gives many alphas is kept by PIL as bytes, and converting it to grey warns
+    (found by tests/test_fuzz.py); on the command line that warning is noise before the result."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.new("L", (4, 4), 7).save(folder / "a.png")  # the first image makes the folder grey
+    Image.new("P", (4, 4), 1).save(folder / "b.png", transparency=bytes([10, 128]))
+    with Image.open(folder / "b.png") as im:
+        assert isinstance(im.info.get("transparency"), bytes)  # the case PIL warns about
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parts = _load_folder(str(folder), None, None, False)
+    assert parts[1].shape[1:] == (1, 4, 4)

@@ -288,6 +288,7 @@ def _read_image(p: Path, mode: str | None, image_size: int | None, label: str) -
     limit = max_image_pixels()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. palette transparency notes
         try:
             with Image.open(p) as im:  # lazy: only the header is read here
                 width, height = im.size
