@@ -18,12 +18,13 @@ import torch
 from PIL import Image
 
 from genlab.data import load_dataset, sources
-from genlab.data.idx import IDX_DTYPES, DataLimitExceeded, file_sha256, read_idx
+from genlab.data.idx import IDX_DTYPES, file_sha256, read_idx
 from genlab.data.images import _load_folder, finish_images
 from genlab.data.sources import SOURCES, find_dataset_files
 from genlab.data.spec import DataConfig, DataSpec
 from genlab.data.text import load_text_dataset
 from genlab.errors import DatasetError
+from genlab.limits import DataLimitExceeded
 
 GIB = 1024**3
 MNIST = SOURCES["mnist"]

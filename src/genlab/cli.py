@@ -10,10 +10,7 @@ import signal
 import sys
 from typing import Any, Sequence
 
-import torch
-
 from genlab import api
-from genlab.config import check_value
 from genlab.errors import GenlabError
 from genlab.pipelines.training import Interrupted
 from genlab.version import __version__
@@ -61,10 +58,8 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_complete(args: argparse.Namespace, extra: list[str]) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(check_value("--threads", args.threads, "threads"))
     written = api.write_completion(args.run, hide=args.hide, n=args.n, images=args.images, seed=args.seed,
-                                   temperature=args.temperature, out=args.out)
+                                   temperature=args.temperature, out=args.out, threads=args.threads)
     print(f"completed {args.images} test images x {args.n} with the bottom {args.hide:.0%} hidden in "
           f"{written.seconds:.2f} s")
     print(f"wrote {written.path}")

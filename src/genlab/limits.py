@@ -42,3 +42,33 @@ def max_image_pixels() -> int:
 def max_parameters() -> int:
     """The most parameters and buffers a model may have (1e8 unless ``$GENLAB_MAX_PARAMETERS`` says)."""
     return env_limit(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS, "parameters", "500000000", ConfigError)
+
+
+# --- the data limit's checks and message ---
+
+class DataLimitExceeded(DatasetError):
+    """A file holds, or declares, more data than ``max_data_bytes()`` allows."""
+
+
+def format_bytes(n: int) -> str:
+    """``2147483648`` -> ``2.0 GiB``; sizes under 1 KiB stay in bytes."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_data_size(what: str, size: int, *, declared: bool = False) -> None:
+    """Raise ``DataLimitExceeded`` naming ``what`` when ``size`` bytes are over ``max_data_bytes()``."""
+    limit = max_data_bytes()
+    if size > limit:
+        verb = "declares" if declared else "holds"
+        raise limit_error(f"{what} {verb} {format_bytes(size)} of data, which", limit)
+
+
+def limit_error(subject: str, limit: int, thing: str = "file") -> DataLimitExceeded:
+    """The one-line error for data over the limit: ``<subject> exceeds the limit of ...`` and how to lift it."""
+    return DataLimitExceeded(
+        f"{subject} exceeds the limit of {format_bytes(limit)} ({MAX_DATA_BYTES_ENV}); raise it if the {thing} is "
+        "genuine"
+    )

@@ -24,10 +24,9 @@ from typing import BinaryIO
 import numpy as np
 
 from genlab.errors import DatasetError
-from genlab.limits import MAX_DATA_BYTES_ENV, max_data_bytes
+from genlab.limits import check_data_size, limit_error, max_data_bytes
 
-__all__ = ["IDX_DTYPES", "DataLimitExceeded", "MAX_DATA_BYTES_ENV", "format_bytes", "max_data_bytes",
-           "check_data_size", "limit_error", "read_idx", "write_idx", "file_sha256"]
+__all__ = ["IDX_DTYPES", "read_idx", "write_idx", "file_sha256"]
 
 # --- format constants ---
 
@@ -49,37 +48,6 @@ IDX_DTYPES: dict[int, np.dtype] = {
 _CODE_OF_KIND = {(dtype.kind, dtype.itemsize): code for code, dtype in IDX_DTYPES.items()}
 
 _REPLACE_HINT = "delete it and download it again (or replace it with a good copy)"
-
-
-# --- size limit ---
-
-
-class DataLimitExceeded(DatasetError):
-    """A file holds, or declares, more data than ``max_data_bytes()`` allows."""
-
-
-def format_bytes(n: int) -> str:
-    """``2147483648`` -> ``2.0 GiB``; sizes under 1 KiB stay in bytes."""
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
-def check_data_size(what: str, size: int, *, declared: bool = False) -> None:
-    """Raise ``DataLimitExceeded`` naming ``what`` when ``size`` bytes are over ``max_data_bytes()``."""
-    limit = max_data_bytes()
-    if size > limit:
-        verb = "declares" if declared else "holds"
-        raise limit_error(f"{what} {verb} {format_bytes(size)} of data, which", limit)
-
-
-def limit_error(subject: str, limit: int, thing: str = "file") -> DataLimitExceeded:
-    """The one-line error for data over the limit: ``<subject> exceeds the limit of ...`` and how to lift it."""
-    return DataLimitExceeded(
-        f"{subject} exceeds the limit of {format_bytes(limit)} ({MAX_DATA_BYTES_ENV}); raise it if the {thing} is "
-        "genuine"
-    )
 
 
 def _is_gzip(path: Path) -> bool:

@@ -17,11 +17,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from genlab.data.idx import limit_error, read_idx
+from genlab.data.idx import read_idx
 from genlab.data.sources import SOURCES, find_dataset_files
 from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.errors import DatasetError
-from genlab.limits import MAX_IMAGE_PIXELS_ENV, max_data_bytes, max_image_pixels
+from genlab.limits import MAX_IMAGE_PIXELS_ENV, limit_error, max_data_bytes, max_image_pixels
 from genlab.registry import DATASETS
 
 BINARIZATIONS = ("none", "static", "dynamic", "threshold")

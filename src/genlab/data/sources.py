@@ -28,8 +28,9 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from genlab.data.idx import DataLimitExceeded, check_data_size, file_sha256, limit_error, max_data_bytes
+from genlab.data.idx import file_sha256
 from genlab.errors import DatasetError
+from genlab.limits import DataLimitExceeded, check_data_size, limit_error, max_data_bytes
 
 __all__ = ["IDX_FILES", "IdxSource", "SOURCES", "SYSTEM_DATA_DIRS", "cache_dir", "search_dirs", "find_dataset_files"]
 

@@ -12,6 +12,43 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+# --- checking a saved spec ---
+
+MAX_SIDE = 65536  # a side of an image, or a text length
+MAX_EXAMPLE_SIZE = 2**26  # values in one example
+MAX_CLASSES = MAX_VOCAB = 10**6
+MAX_PALETTE = 4096
+
+
+def _int(value: Any, key: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"data_spec.{key}={value!r} is not an integer in [{lo}, {hi}]")
+    return value
+
+
+def _int_list(value: Any, key: str, lo: int, hi: int) -> list[int]:
+    if not isinstance(value, (list, tuple)) or len(value) > 8:
+        raise ValueError(f"data_spec.{key} is not a short list of integers")
+    return [_int(v, key, lo, hi) for v in value]
+
+
+def _str_list(value: Any, key: str, most: int) -> list[str]:
+    if not isinstance(value, (list, tuple)) or len(value) > most or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"data_spec.{key} is not a list of at most {most:,} strings")
+    return value
+
+
+def _colours(value: Any, channels: int) -> list[tuple[float, ...]]:
+    """A palette: at most ``MAX_PALETTE`` colours of ``channels`` numbers in [0, 1] each."""
+    def colour(c: Any) -> bool:
+        return isinstance(c, (list, tuple)) and len(c) == channels and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in c)
+
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_PALETTE or not all(map(colour, value)):
+        raise ValueError(f"data_spec.palette is not a list of at most {MAX_PALETTE} colours of {channels} values "
+                         "in [0, 1]")
+    return [tuple(float(v) for v in c) for c in value]
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -59,44 +96,13 @@ class DataSpec:
         binary = d.get("binary", False)
         if not isinstance(binary, bool):
             raise ValueError(f"data_spec.binary={binary!r} is not true or false")
-        palette = d.get("palette", [])
-        if not isinstance(palette, (list, tuple)) or len(palette) > MAX_PALETTE or any(
-                not isinstance(c, (list, tuple)) or len(c) != shape[0] or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in c)
-                for c in palette):
-            raise ValueError(f"data_spec.palette is not a list of at most {MAX_PALETTE} colours of {shape[0]} "
-                             "values in [0, 1]")
         name = d["name"]
         if not isinstance(name, str):
             raise ValueError(f"data_spec.name={name!r} is not a string")
         return cls(name=name, shape=shape, num_classes=num_classes, binary=binary, class_names=class_names,
                    levels=_int(d.get("levels", 256), "levels", 2, 2**16),
                    vocab=tuple(_str_list(d.get("vocab", []), "vocab", MAX_VOCAB)),
-                   palette=tuple(tuple(float(v) for v in colour) for colour in palette))
-
-
-MAX_SIDE = 65536  # a side of an image, or a text length
-MAX_EXAMPLE_SIZE = 2**26  # values in one example
-MAX_CLASSES = MAX_VOCAB = 10**6
-MAX_PALETTE = 4096
-
-
-def _int(value: Any, key: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"data_spec.{key}={value!r} is not an integer in [{lo}, {hi}]")
-    return value
-
-
-def _int_list(value: Any, key: str, lo: int, hi: int) -> list[int]:
-    if not isinstance(value, (list, tuple)) or len(value) > 8:
-        raise ValueError(f"data_spec.{key} is not a short list of integers")
-    return [_int(v, key, lo, hi) for v in value]
-
-
-def _str_list(value: Any, key: str, most: int) -> list[str]:
-    if not isinstance(value, (list, tuple)) or len(value) > most or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"data_spec.{key} is not a list of at most {most:,} strings")
-    return value
+                   palette=tuple(_colours(d.get("palette", []), shape[0])))
 
 
 @runtime_checkable

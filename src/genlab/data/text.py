@@ -28,12 +28,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from genlab.data.idx import check_data_size
 from genlab.data.sources import search_dirs
 from genlab.data.spec import DataConfig, DatasetEntry, DataSpec
 from genlab.data.vocab import BOS, PAD, UNK, UNK_CHAR, Vocabulary
 from genlab.errors import DatasetError
 from genlab.files import parse_json
+from genlab.limits import check_data_size
 from genlab.registry import DATASETS
 
 __all__ = ["FORMS", "PAD", "UNK", "BOS", "UNK_CHAR", "Vocabulary", "TextDataset", "extract_samples",

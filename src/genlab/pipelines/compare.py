@@ -7,10 +7,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from genlab.config import Range, check_value
 from genlab.files import write_json
 from genlab.models.abilities import ExactLikelihoodModel, LikelihoodModel, TextModel
-from genlab.pipelines.evaluation import evaluate
+from genlab.pipelines.evaluation import check_measure_args, evaluate
 from genlab.pipelines.runs import load_model, read_evaluation, write_evaluation
 from genlab.train.run import RunDir
 from genlab.viz.compare import samples_figure, table_lines, write_compare_page
@@ -53,9 +52,7 @@ def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: 
             quality_n: int = 2000, progress: bool = True, seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
     """Measure each run (reusing its eval.json), write ``out`` (HTML with the table and the samples, images
     embedded) and ``<out stem>.json``; returns the rows (each with its ``"model"``) and the HTML path."""
-    check_value("k (importance samples; 0 skips the NLL)", k, Range(0, 10**6))  # before any run is measured
-    if quality:
-        check_value("-n (samples of the quality metrics)", quality_n, Range(2, 10**6))
+    check_measure_args(k, quality, quality_n)  # before any run is measured
     rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
     out = Path(out)
     panels, texts = [], []

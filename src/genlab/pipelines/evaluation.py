@@ -19,6 +19,14 @@ from genlab.viz.report import short_value
 __all__ = ["evaluate", "evaluate_run", "format_evaluation"]
 
 
+def check_measure_args(k: int, quality: bool, quality_n: int, *, least: int = 2) -> None:
+    """The importance samples ``k`` and, with ``quality``, the ``quality_n`` samples (at least ``least``: FID needs
+    two images) in range, checked before anything is measured."""
+    check_value("k (importance samples; 0 skips the NLL)", k, Range(0, 10**6))
+    if quality:
+        check_value("-n (samples of the quality metrics)", quality_n, Range(least, 10**6))
+
+
 def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *, k: int = 5000,
              limit: int | None = None, latent: bool = True, quality: bool = False, quality_n: int = 5000,
              progress: bool = True, temperature: float | None = None) -> dict[str, Any]:
@@ -28,11 +36,9 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
     with ``quality``, the novelty of ``quality_n`` samples drawn at ``temperature`` (None: the model's)."""
     net = as_model(model)
     text = isinstance(net, TextModel)
-    check_value("k (importance samples; 0 skips the NLL)", k, Range(0, 10**6))
+    check_measure_args(k, quality, quality_n, least=1 if text else 2)
     if limit is not None:
         check_value("limit (test examples)", limit, Range(1, 10**9))
-    if quality:
-        check_value("-n (samples of the quality metrics)", quality_n, Range(1 if text else 2, 10**6))
     if temperature is not None:
         check_value("temperature", temperature, "temperature")
     if temperature is not None and not text:

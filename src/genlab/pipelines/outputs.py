@@ -193,8 +193,12 @@ def write_samples(model: GenerativeModel | str | Path, n: int = 64, *, seed: int
 
 
 def write_completion(model: GenerativeModel | str | Path, *, hide: float = 0.5, n: int = 4, images: int = 8,
-                     seed: int = 0, temperature: float = 1.0, out: str | Path | None = None) -> Written:
-    """The completion figure of ``images`` test images (default ``RUN/figures/completion-PCT.png``)."""
+                     seed: int = 0, temperature: float = 1.0, out: str | Path | None = None,
+                     threads: int | None = None) -> Written:
+    """The completion figure of ``images`` test images (default ``RUN/figures/completion-PCT.png``), drawn with
+    ``threads`` torch threads (None: torch's)."""
+    if threads is not None:
+        torch.set_num_threads(check_value("--threads", threads, "threads"))
     net = as_model(model)
     _needs(net, ImageCompletion, "completion")
     _check_n(images, "the number of images to complete", 1000)
