@@ -4,14 +4,33 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlab-installed
 
-.PHONY: demo test lint test-slow bench bench-quality clean
+# PyTorch, the CPU build unless you choose otherwise. PyPI's Linux wheel of torch is the CUDA build (several GB), so
+# on Linux the CPU wheel (torch==X+cpu) comes from PyTorch's CPU index when pip does not already see one (a local
+# wheel folder or mirror); PyPI's macOS wheels are CPU (and Apple GPU) builds already. A torch that is already in
+# .venv is never replaced. For a CUDA build: `make demo TORCH_SPEC=torch==2.13.0 TORCH_INDEX=` (PyPI's default build)
+# or any wheel index, e.g. `TORCH_INDEX=https://download.pytorch.org/whl/cu128`; or install torch into .venv first.
+TORCH_VERSION ?= 2.13.0
+TORCH_SPEC ?= $(if $(filter Darwin,$(shell uname -s)),torch==$(TORCH_VERSION),torch==$(TORCH_VERSION)+cpu)
+TORCH_INDEX ?= $(if $(filter Darwin,$(shell uname -s)),,https://download.pytorch.org/whl/cpu)
+
+# The development data (MNIST, Fashion-MNIST, poems) next to the project, when it is there: tests and benchmarks
+# then read it instead of downloading. Without it the tests that need it find it where genlab searches or skip.
+SHARED_DATA := $(wildcard $(abspath ../shared/data))
+WITH_DATA := $(if $(SHARED_DATA),GENLAB_DATA=$${GENLAB_DATA:-$(SHARED_DATA)})
+
+.PHONY: demo test lint test-slow bench bench-quality clean torch
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# the CPU wheel; a bare `pip install torch` would pull a multi-GB CUDA build
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(MAKE) --no-print-directory torch
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# the first try takes a wheel pip already sees; the second asks the index for it
+torch:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet '$(TORCH_SPEC)' 2>/dev/null || \
+	    $(PY) -m pip install --quiet '$(TORCH_SPEC)' $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 demo: $(STAMP)
 	$(VENV)/bin/genlab demo --out runs/demo
@@ -21,27 +40,27 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
 test: lint
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m pytest -q
+	$(WITH_DATA) $(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m pytest -q -m slow
+	$(WITH_DATA) $(PY) -m pytest -q -m slow
 
 # The benchmarks of bench/ (genlab against peers measured in the same run), then every result table.
 # pythae is a benchmark-only peer: installed into .venv here, never a genlab dependency.
 BENCH_EPOCHS ?= 3
 bench: $(STAMP)
 	$(PY) -c "import pythae" 2>/dev/null || $(PY) -m pip install --quiet pythae
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.vae_mlp_epoch --epochs $(BENCH_EPOCHS)
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.vae_conv_epoch
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.nll_eval
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.pixelcnn_step
+	$(WITH_DATA) $(PY) -m bench.vae_mlp_epoch --epochs $(BENCH_EPOCHS)
+	$(WITH_DATA) $(PY) -m bench.vae_conv_epoch
+	$(WITH_DATA) $(PY) -m bench.nll_eval
+	$(WITH_DATA) $(PY) -m bench.pixelcnn_step
 	$(PY) -m bench
 
 # Time to quality (bench/time_to_quality.py): train a time-budgeted preset, then its k=5000 test NLL; the
 # training alone takes the preset's budget (mnist-10min: 10 minutes, mnist-1h: one hour).
 PRESET ?= mnist-10min
 bench-quality: $(STAMP)
-	GENLAB_DATA=$${GENLAB_DATA:-$(abspath ../shared/data)} $(PY) -m bench.time_to_quality --preset $(PRESET)
+	$(WITH_DATA) $(PY) -m bench.time_to_quality --preset $(PRESET)
 
 clean:
 	rm -rf runs build .pytest_cache

@@ -10,10 +10,28 @@ import pytest
 from PIL import Image
 
 from genlab.cli import main
+from genlab.data.sources import SYSTEM_DATA_DIRS, cache_dir
 
-# The shared test data: $GENLAB_DATA when the test run sets it (`make test` does), else ../shared/data next to the
-# project. The product never looks here by itself; tests that need files from it say so when they are absent.
-SHARED_DATA = Path(os.environ.get("GENLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+# Where the tests find the named datasets (MNIST, Fashion-MNIST, the poems): $GENLAB_DATA when the test run sets
+# it (`make test` does when the development data ../shared/data is there), else that folder when it exists, else the
+# first of the product's own places that holds MNIST (the cache, the system data folders). The product never looks
+# at ../shared/data by itself; tests that need a dataset that is nowhere say so and skip.
+DEV_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _data_root() -> Path:
+    explicit = os.environ.get("GENLAB_DATA")
+    if explicit:
+        return Path(explicit).resolve()
+    if DEV_DATA.is_dir():
+        return DEV_DATA
+    for root in (cache_dir(), *map(Path, SYSTEM_DATA_DIRS)):
+        if (root / "mnist").is_dir():
+            return root.resolve()
+    return DEV_DATA
+
+
+SHARED_DATA = _data_root()
 
 TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。", "床前明月光，疑是地上霜。",
               "舉頭望明月，低頭思故鄉。", "千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。",
@@ -22,9 +40,10 @@ TINY_POEMS = ["白日依山盡，黃河入海流。", "欲窮千里目，更上�
 
 
 def needs_shared(name: str) -> pytest.MarkDecorator:
-    """Skip, saying why, when ``SHARED_DATA/name`` is not there."""
+    """Skip, saying why and how to provide it, when dataset ``name`` is not in ``SHARED_DATA``."""
     return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(),
-                              reason=f"needs the shared test data {SHARED_DATA / name}, which is absent")
+                              reason=f"needs the dataset {name!r}, found neither in {SHARED_DATA} nor where genlab "
+                                     f"searches; set GENLAB_DATA to a folder holding {name}/ to run it")
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
