@@ -13,11 +13,11 @@ from genlab.data.idx import IDX_DTYPES, file_sha256, read_idx, write_idx
 from genlab.errors import DatasetError
 
 # The shared test data: $GENLAB_DATA when the test run sets it, else ../shared/data next to the project.
-from helpers import SHARED_DATA  # noqa: E402
+from helpers import SHARED_DATA, needs_shared  # noqa: E402
 
 SHARED_MNIST = SHARED_DATA / "mnist"
 
-needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST files not available")
+needs_mnist = needs_shared("mnist")
 
 T10K_IMAGES_SHA256 = "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
 

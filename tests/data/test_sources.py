@@ -19,11 +19,11 @@ from genlab.data.sources import IDX_FILES, SOURCES, cache_dir, find_dataset_file
 from genlab.errors import DatasetError
 
 # The shared test data: $GENLAB_DATA when the test run sets it, else ../shared/data next to the project.
-from helpers import SHARED_DATA  # noqa: E402
+from helpers import SHARED_DATA, needs_shared  # noqa: E402
 
 SHARED_MNIST = SHARED_DATA / "mnist"
 
-needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST files not available")
+needs_mnist = needs_shared("mnist")
 
 MNIST = SOURCES["mnist"]
 NAMES = [MNIST.files[key] for key in IDX_FILES]
