@@ -36,13 +36,13 @@ class GenlabRun:
 
     def __init__(self, data: Any, data_name: str, seed: int, *, preset: str, batch_size: int, label: str = "genlab",
                  **options: Any):
-        cfg = build_config("vae", data_name, preset=preset, seed=seed, progress=False, eval_every=0,
+        cfg = build_config("vae", data_name, preset=preset, seed=seed, eval_every=0,
                            batch_size=batch_size, lr=1e-3, optimizer="adam", **options)
         torch.manual_seed(seed)
         self.label = label
         self.model = MODELS.get("vae")(cfg.model_config, data.spec)
         self.data = data
-        self.trainer = Trainer(self.model, data, cfg.train)
+        self.trainer = Trainer(self.model, data, cfg.train, progress=False, summaries=False)
 
     def epoch(self) -> float:
         start = time.perf_counter()

@@ -150,7 +150,7 @@ def test_reconstruct_writes_originals_and_reconstructions(capsys: pytest.Capture
 def test_eval_writes_finite_numbers_and_a_tighter_bound(capsys: pytest.CaptureFixture[str], vae_run: Path,
                                                         tmp_path: Path) -> None:
     run = copy_run(vae_run, tmp_path / "run")
-    code, out, err = run_cli(capsys, "eval", run, "-k", 10, "--no-quality", "--no-progress")
+    code, out, err = run_cli(capsys, "eval", run, "-k", 10, "--no-quality", "--no-progress", "--no-report")
     assert code == 0, err
     result = json.loads((run / "eval.json").read_text())
     for key in ("test/loss", "test/recon", "test/kl", "test/elbo", "test/nll", "test/nll_stderr",
@@ -158,8 +158,8 @@ def test_eval_writes_finite_numbers_and_a_tighter_bound(capsys: pytest.CaptureFi
         assert isinstance(result[key], float) and math.isfinite(result[key]), key
         assert re.search(rf"^{re.escape(key)}\s+-?\d+\.\d{{4}}$", out, re.M), key  # printed too
     test_size = len(genlab.load_run_data(run, progress=False).test_x)
-    assert result["nll_k"] == 10 and result["nll_examples"] == test_size
-    assert result["binarize"] == "none"
+    assert result["protocol/nll_k"] == 10 and result["protocol/nll_examples"] == test_size
+    assert result["protocol/binarize"] == "none"
 
     elbo, nll = result["test/elbo"], result["test/nll"]
     assert elbo == pytest.approx(-result["test/loss"], rel=1e-5)
@@ -173,9 +173,9 @@ def test_eval_writes_finite_numbers_and_a_tighter_bound(capsys: pytest.CaptureFi
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert elbo == pytest.approx(last["test/elbo"], rel=1e-4)
 
-    assert run_cli(capsys, "eval", run, "-k", 3, "--limit", 40, "--no-quality", "--no-progress")[0] == 0
+    assert run_cli(capsys, "eval", run, "-k", 3, "--limit", 40, "--no-quality", "--no-progress", "--no-report")[0] == 0
     limited = json.loads((run / "eval.json").read_text())
-    assert limited["nll_examples"] == 40 and limited["nll_k"] == 3
+    assert limited["protocol/nll_examples"] == 40 and limited["protocol/nll_k"] == 3
 
 
 def test_plot_redraws_figures_and_report_with_the_evaluation(capsys: pytest.CaptureFixture[str], vae_run: Path,
@@ -183,7 +183,8 @@ def test_plot_redraws_figures_and_report_with_the_evaluation(capsys: pytest.Capt
     run = copy_run(vae_run, tmp_path / "run")
     shutil.rmtree(run / "figures")
     (run / "report.html").unlink()
-    assert run_cli(capsys, "eval", run, "-k", 2, "--limit", 20, "--no-quality", "--no-progress")[0] == 0
+    assert run_cli(capsys, "eval", run, "-k", 2, "--limit", 20, "--no-quality", "--no-progress",
+                   "--no-report")[0] == 0
     code, out, err = run_cli(capsys, "plot", run)
     assert code == 0, err
     assert "report.html" in out
@@ -390,14 +391,14 @@ def test_eval_reports_latent_diagnostics_and_sample_quality(vae_run: Path, tmp_p
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     run = copy_run(vae_run, tmp_path / "q")
     torch.set_num_threads(1)
-    code, out, err = run_cli(capsys, "eval", run, "-k", "5", "-n", "300", *QUIET)
+    code, out, err = run_cli(capsys, "eval", run, "-k", "5", "-n", "300", "--no-report", *QUIET)
     assert code == 0, err
     result = json.loads((run / "eval.json").read_text())
     assert result["latent/latent_dim"] == 2 and len(result["latent/kl_per_dim"]) == 2
     assert abs(sum(result["latent/kl_per_dim"]) - result["test/kl"]) < 1e-3
     assert 0 <= result["latent/mutual_information"] <= result["latent/mutual_information_max"] + 1e-6
     assert result["quality/fid"] > 0 and 0 <= result["quality/precision"] <= 1 and 0 <= result["quality/recall"] <= 1
-    assert result["quality/feature_net_accuracy"] > 0.8
+    assert result["protocol/feature_net_accuracy"] > 0.8
     assert "quality/fid" in out and "latent/active_units" in out
     code, _, err = run_cli(capsys, "plot", run)
     assert code == 0, err

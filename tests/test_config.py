@@ -118,8 +118,8 @@ def test_split_overrides_rejects_malformed_pairs(pair: str, expected: str) -> No
 def test_apply_overrides_parses_each_field_to_its_type() -> None:
     base = TrainConfig()
     cfg = apply_overrides(base, {"epochs": "5", "lr": "3e-4", "betas": "0.5,0.9", "grad_clip": "1",
-                                 "max_steps": "none", "progress": "false", "optimizer": "adamw"}, "train")
-    assert (cfg.epochs, cfg.lr, cfg.betas, cfg.grad_clip, cfg.max_steps, cfg.progress, cfg.optimizer) == \
+                                 "max_steps": "none", "tensorboard": "false", "optimizer": "adamw"}, "train")
+    assert (cfg.epochs, cfg.lr, cfg.betas, cfg.grad_clip, cfg.max_steps, cfg.tensorboard, cfg.optimizer) == \
         (5, 3e-4, (0.5, 0.9), 1.0, None, False, "adamw")
     assert type(cfg.lr) is float and type(cfg.grad_clip) is float
     assert base == TrainConfig(), "apply_overrides must return a copy"
@@ -161,7 +161,7 @@ def test_unknown_keys_name_the_valid_ones(section: str, obj: Any, key: str, clos
 
 
 @pytest.mark.parametrize("key,value", [
-    ("epochs", "ten"), ("epochs", "2.5"), ("lr", "fast"), ("progress", "maybe"), ("betas", "0.9,x"),
+    ("epochs", "ten"), ("epochs", "2.5"), ("lr", "fast"), ("tensorboard", "maybe"), ("betas", "0.9,x"),
 ])
 def test_wrong_type_from_text(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -171,7 +171,7 @@ def test_wrong_type_from_text(key: str, value: str) -> None:
 
 @pytest.mark.parametrize("key,value,expected", [
     ("epochs", 2.5, "expected int"), ("epochs", True, "expected int"), ("lr", True, "expected float"),
-    ("lr", [1], "expected float"), ("progress", 1, "expected bool"), ("optimizer", 3, "expected str"),
+    ("lr", [1], "expected float"), ("tensorboard", 1, "expected bool"), ("optimizer", 3, "expected str"),
     ("betas", 0.9, "expected tuple"), ("epochs", None, "may not be null"),
 ])
 def test_wrong_type_from_values(key: str, value: Any, expected: str) -> None:

@@ -514,7 +514,7 @@ def test_pipeline_round_trip(family: str, name: str, pipeline_runs: Any, tmp_pat
     assert _finite_numbers(r.evaluation), r.evaluation
     if not isinstance(model, TextModel) and isinstance(model, (LikelihoodModel, ExactLikelihoodModel)):
         assert r.evaluation["test/nll"] > 0 and r.evaluation["test/bits_per_dim"] > 0
-        assert r.evaluation.get("nll_exact", False) is isinstance(model, ExactLikelihoodModel)
+        assert r.evaluation["protocol/nll_exact"] is isinstance(model, ExactLikelihoodModel)
     # report: exactly the figures the abilities call for, each a readable PNG embedded in report.html
     pngs = {p.stem: p for p in (r.run / "figures").glob("*.png")}
     assert set(pngs) == _expected_figures(model, r.evaluation)

@@ -355,11 +355,12 @@ OPTIONS = {  # per subcommand: the flags it has, each with values a user could t
     "plot": [],
     "compare": ["-k", "-n", "--out"],
     "list": [],
+    "runs": [],
     "demo": ["--epochs", "-k", "--out"],
 }
 SAFE_TAIL = {  # appended last, so that argparse's last-wins keeps every valid fuzzed run short
     "train": ["--max-steps", "1", "--no-figures", "--no-progress", "--train.threads=1"],
-    "eval": ["--no-quality", "--no-progress", "--limit", "2"],
+    "eval": ["--no-quality", "--no-progress", "--limit", "2", "--no-report"],
     "compare": ["--no-quality", "--no-progress"],
     "complete": ["--images", "1", "-n", "1"],
 }

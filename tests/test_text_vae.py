@@ -163,10 +163,10 @@ def test_gru_decoder_word_dropout_and_collapse_report(tiny: TextDataset) -> None
 def test_evaluate_reports_accuracy_elbo_per_char_and_novelty(trained: TextVAE, tiny: TextDataset) -> None:
     r = genlab.evaluate(trained, tiny, quality=True, quality_n=200, progress=False)
     assert r["test/elbo_per_char"] == pytest.approx(r["test/elbo"] / 10)
-    assert 0.0 <= r["test/recon_accuracy"] <= 1.0 and r["test_examples"] == len(tiny.test_tokens) == 1
+    assert 0.0 <= r["test/recon_accuracy"] <= 1.0 and r["protocol/test_examples"] == len(tiny.test_tokens) == 1
     for key in ("novelty/new_fraction", "novelty/distinct_fraction", "novelty/new_distinct_fraction"):
         assert 0.0 <= r[key] <= 1.0
-    assert r["novelty/samples"] == 200 and len(r["novelty/examples"]) == 10
+    assert r["protocol/quality_n"] == 200 and len(r["novelty/examples"]) == 10
     assert r["latent/latent_dim"] == 8 and "latent/active_units" in r
     assert "test/nll" not in r  # no importance-weighted bound for text: nothing is claimed that was not computed
 
@@ -202,13 +202,13 @@ def test_cli_train_sample_interpolate_eval_plot(corpus_file: Path, tmp_path: Pat
     if first in train_texts and last in train_texts and model.interpolate_text(first, last, 2) == [first, last]:
         assert path[0] == first and path[-1] == last
 
-    assert main(["eval", str(run), "-n", "100", "--no-progress"]) == 0
+    assert main(["eval", str(run), "-n", "100", "--no-progress", "--no-report"]) == 0
     out = capsys.readouterr().out
     for key in ("test/recon_accuracy", "test/elbo_per_char", "test/kl_collapsed", "novelty/new_fraction",
                 "novelty/distinct_fraction"):
         assert key in out
     result = json.loads((run / "eval.json").read_text(encoding="utf-8"))
-    assert result["novelty/samples"] == 100
+    assert result["protocol/quality_n"] == 100
     assert main(["plot", str(run)]) == 0
     assert "Novelty of samples" in (run / "report.html").read_text(encoding="utf-8")
     assert main(["reconstruct", str(run), "-n", "1"]) == 0

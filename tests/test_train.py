@@ -52,10 +52,10 @@ def _resume(out: Path, digits: ImageDataset, **options: Any) -> GenerativeModel:
 
 def _trainer(digits: ImageDataset, run: RunDir | None = None, **options: Any) -> Trainer:
     """A Trainer built the way ``genlab.train`` builds one (seed, then the model), without the API around it."""
-    cfg = build_config("vae", "digits", **{"batch_size": BATCH, "progress": False, **TINY, **options})
+    cfg = build_config("vae", "digits", **{"batch_size": BATCH, **TINY, **options})
     torch.manual_seed(cfg.train.seed)
     model = MODELS.get("vae")(cfg.model_config, digits.spec)
-    return Trainer(model, digits, cfg.train, run)
+    return Trainer(model, digits, cfg.train, run, progress=False)
 
 
 def _weights(run: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
@@ -290,7 +290,8 @@ def test_checkpoint_folder_holds_only_finished_files(digits: ImageDataset, tmp_p
     run = tmp_path / "run"
     _train(run, digits, epochs=2)
     assert {p.name for p in (run / "checkpoints").iterdir()} == CHECKPOINT_FILES
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoints", ".checkpoints", ".lock"}
+    assert {p.name for p in run.iterdir()} == {"config.json", "config.toml", "metrics.jsonl", "steps.jsonl",
+                                               "checkpoints", ".checkpoints", ".lock"}
     assert (run / "checkpoints").is_symlink() and not Path(os.readlink(run / "checkpoints")).is_absolute()
     assert _leftovers(run) == []
     meta = json.loads((run / "checkpoints" / "model.json").read_text())
@@ -734,3 +735,98 @@ def test_a_model_over_the_parameter_limit_is_refused_before_it_is_built(digits_s
     monkeypatch.setenv("GENLAB_MAX_PARAMETERS", "lots")
     with pytest.raises(ConfigError, match="GENLAB_MAX_PARAMETERS='lots' is not a positive whole number"):
         build_model("vae", cfg.model_config, digits_static.spec)
+
+
+# --- step records (train.log_every), TensorBoard, progress as a runtime argument ---
+
+def _steps(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "steps.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_step_records_every_n_steps_beside_one_record_per_epoch(digits: ImageDataset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run, digits, epochs=2, log_every=5)
+    records = _steps(run)
+    assert [r["step"] for r in records] == [5, 10, 15, 20]  # 24 steps in all
+    assert [r["epoch"] for r in records] == [1, 1, 2, 2]  # the epoch each step belongs to
+    assert all(math.isfinite(r["train/loss"]) and r["lr"] == 1e-3 for r in records)
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2]  # metrics.jsonl keeps one record per epoch
+    assert RunDir(run).read_metrics() == _metrics(run) and RunDir(run).read_steps() == records
+
+    every = tmp_path / "every"  # one record per step: their batch-weighted mean over an epoch is the epoch's mean
+    _train(every, digits, epochs=1, log_every=1)
+    ones = _steps(every)
+    sizes = [BATCH] * (STEPS_PER_EPOCH - 1) + [len(digits.train_x) - BATCH * (STEPS_PER_EPOCH - 1)]
+    assert [r["step"] for r in ones] == list(range(1, STEPS_PER_EPOCH + 1))
+    mean = sum(r["train/loss"] * b for r, b in zip(ones, sizes)) / sum(sizes)
+    assert mean == pytest.approx(_metrics(every)[0]["train/loss"], rel=1e-9)
+
+    off = tmp_path / "off"
+    _train(off, digits, epochs=1, log_every=0)
+    assert not (off / "steps.jsonl").exists()
+
+
+def test_resume_drops_step_records_past_the_checkpoint(digits: ImageDataset, tmp_path: Path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(straight, digits, epochs=2, log_every=5)
+    _train(resumed, digits, epochs=1, log_every=5)
+    assert [r["step"] for r in _steps(resumed)] == [5, 10]
+    with open(resumed / "steps.jsonl", "a", encoding="utf-8") as f:  # what a run killed in epoch 2 left behind
+        f.write(json.dumps({"step": 15, "epoch": 2, "train/loss": 1e9}) + "\n")
+    _resume(resumed, digits, epochs=2)
+    assert _without_time(_steps(resumed)) == _without_time(_steps(straight))
+    assert _without_time(_metrics(resumed)) == _without_time(_metrics(straight))
+
+
+def test_no_progress_hides_bars_only_and_is_not_saved(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import SHARED_DATA, run_cli
+
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    run = tmp_path / "run"
+    common = ("--model.arch=mlp", "--model.hidden=16", "--train.threads=1", "--no-figures")
+    code, out, err = run_cli(capsys, "train", "vae", "--data", "digits", "--epochs", 1, "--out", run,
+                             "--no-progress", *common)
+    assert code == 0, err
+    assert "epoch 1/1" in out and "train/loss" in out  # the epoch summary is printed without bars
+    assert "it/s" not in err and "%|" not in err
+    assert "progress" not in json.loads((run / "config.json").read_text())["train"]
+    code, out, err = run_cli(capsys, "train", "vae", "--out", run, "--resume", "--epochs", 2, *common)
+    assert code == 0, err
+    assert "epoch 2/2" in out and "epoch 2/2:" in err  # the resumed run shows its bar: --no-progress was not kept
+
+    config = json.loads((run / "config.json").read_text())  # a config saved when progress was a train option
+    config["train"]["progress"] = False
+    (run / "config.json").write_text(json.dumps(config))
+    code, out, err = run_cli(capsys, "train", "vae", "--out", run, "--resume", "--epochs", 3, *common)
+    assert code == 0, err
+    assert "epoch 3/3" in out
+
+
+def test_tensorboard_event_files(digits: ImageDataset, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="TensorBoard is optional: pip install 'genlab[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    _train(run, digits, epochs=2, log_every=5, tensorboard=True)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "epoch/train/loss", "test/loss", "test/elbo"} <= tags, tags
+    assert [e.step for e in events.Scalars("train/loss")] == [5, 10, 15, 20]
+    assert [e.step for e in events.Scalars("test/elbo")] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+
+
+def test_tensorboard_without_the_package_is_one_line_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from helpers import SHARED_DATA, assert_user_error, run_cli
+
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # an import of it now fails
+    run = tmp_path / "run"
+    assert_user_error(run_cli(capsys, "train", "vae", "--data", "digits", "--out", run, "--no-progress",
+                              "--train.tensorboard=true"), "pip install", "genlab[tensorboard]")
+    assert not RunDir(run).has_checkpoint()

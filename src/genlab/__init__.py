@@ -23,6 +23,7 @@ from genlab.api import (
     load_dataset,
     load_run_data,
     report,
+    runs,
     sample,
     sample_text,
     train,
@@ -32,4 +33,4 @@ from genlab.version import __version__
 
 __all__ = ["train", "load", "evaluate", "evaluate_run", "sample", "complete", "sample_text", "interpolate",
            "unknown_characters", "report", "compare", "demo", "list_models", "list_presets", "list_datasets",
-           "load_dataset", "load_run_data", "build_config", "abilities", "__version__"]
+           "load_dataset", "load_run_data", "build_config", "abilities", "runs", "__version__"]

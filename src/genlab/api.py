@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from genlab.config import build_config
+from genlab.config import build_config, config_toml, options_help, preset_lines, resolve_config
 from genlab.data import list_datasets, load_dataset
 from genlab.models.abilities import abilities_of
 from genlab.models.base import GenerativeModel
@@ -16,9 +17,11 @@ from genlab.pipelines import (
     evaluate_run,
     format_evaluation,
     interpolate,
+    list_runs,
     load_model,
     load_run_data,
     report,
+    runs_lines,
     sample,
     sample_text,
     table_lines,
@@ -33,8 +36,10 @@ from genlab.registry import MODELS
 __all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "unknown_characters",
            "report", "compare", "demo", "list_models", "list_presets", "list_datasets", "load_dataset",
            "load_run_data", "build_config", "abilities",
+           # the options: what each means, resolved configs, config files
+           "resolve_config", "options_help", "config_toml", "preset_details", "runs",
            # what the CLI prints and writes (also usable from Python)
-           "evaluate_run", "format_evaluation", "table_lines", "write_samples", "write_completion",
+           "evaluate_run", "format_evaluation", "table_lines", "runs_lines", "write_samples", "write_completion",
            "write_reconstructions"]
 
 
@@ -43,9 +48,21 @@ def load(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
     return load_model(run_dir, device=device)
 
 
+def runs(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """The run folders under ``root`` (itself when it is one, else up to two levels down), one dict each: its
+    family, data, epochs and steps done, key metrics of its ``eval.json`` and whether they are stale, or what is
+    wrong with a broken folder (``genlab.pipelines.runs.run_summary``)."""
+    return list_runs(root)
+
+
 def list_models() -> dict[str, str]:
     """Registered family name -> the first paragraph of its docstring, on one line."""
     return {name: " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()) for name, cls in MODELS.items()}
+
+
+def preset_details() -> dict[str, list[tuple[str, str, str]]]:
+    """Registered family name -> (preset name, what it sets as ``key=value, ...``, its note) for each preset."""
+    return {name: preset_lines(name) for name in MODELS}
 
 
 def list_presets() -> dict[str, list[str]]:

@@ -6,36 +6,80 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
+import os
+import re
+import shutil
 import signal
 import sys
+import textwrap
 from typing import Any, Sequence
 
 from genlab import api
-from genlab.errors import GenlabError
+from genlab.errors import ConfigError, GenlabError
 from genlab.pipelines.training import Interrupted
+from genlab.provenance import record_command
 from genlab.version import __version__
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
+
+
+# a negative number argparse takes as a value, not as an option: its own pattern misses "-1e-3" and "-1.", which
+# then ended as "expected one argument" instead of the config's range message
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
     def error(self, message: str) -> None:  # one line instead of usage + message
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # --- commands ---
 
+# the typed flags of `train` and `config` that set a config field (the field's name), e.g. --lr -> train.lr
+_CONFIG_FLAGS = ("epochs", "batch_size", "lr", "seed", "latent_dim", "binarize", "data_dir", "device", "max_steps")
+
+
+def _config_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in _CONFIG_FLAGS if getattr(args, key) is not None}
+
+
+def _resolved(args: argparse.Namespace, extra: list[str]) -> Any:
+    """The run config the flags, overrides and --config file of `train` or `config` describe."""
+    if args.model is None and args.config is None:
+        raise ConfigError(f"name a model family ({', '.join(api.list_models())}) or give --config FILE.toml")
+    return api.resolve_config(args.model, args.data, preset=args.preset, config=args.config, overrides=extra,
+                              **_config_options(args))
+
+
+def _options_help(args: argparse.Namespace, extra: list[str]) -> str:
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    cfg = _resolved(args, extra)
+    return api.options_help(cfg, preset=args.preset, width=width)
+
+
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    options: dict[str, Any] = {}
-    for key in ("epochs", "batch_size", "lr", "seed", "latent_dim", "binarize", "data_dir", "device", "max_steps"):
-        value = getattr(args, key)
-        if value is not None:
-            options[key] = value
-    if args.no_progress:
-        options["progress"] = False
+    if args.help:  # the flags, then (with a family or a --config) every option of that family
+        if args.model is None and args.config is None:
+            family = ("`genlab train FAMILY --help` (or `genlab config FAMILY`) lists every --model.*, --data.* and "
+                      "--train.* option of FAMILY with its default and meaning, and its presets; `genlab list` "
+                      "names the families.")
+        else:
+            family = _options_help(args, extra)  # an unknown family is one line, before any help
+        print(args.parser.format_help())
+        print(family)
+        return 0
+    if args.model is None and args.config is None:
+        _resolved(args, extra)  # says what is missing
+    # --no-progress hides the bars of this command only: it is not saved with the run, so --resume shows them
     model = api.train(args.model, data=args.data, out=args.out, preset=args.preset, resume=args.resume,
-                      overrides=extra, **options)
+                      overrides=extra, progress=not args.no_progress, config=args.config, **_config_options(args))
     if not args.no_figures:
         api.report(model, progress=not args.no_progress)
     print(f"trained {model.family}: run folder {model.run_dir}")
@@ -88,6 +132,8 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
                                     quality_n=args.n, progress=not args.no_progress, temperature=args.temperature)
     print("\n".join(api.format_evaluation(result)))
     print(f"wrote {path}")
+    if not args.no_report:  # the report shows eval.json: redraw it, or it would show the one before
+        api.report(args.run, progress=not args.no_progress)
     return 0
 
 
@@ -104,15 +150,37 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace, extra: list[str]) -> int:
+    print("\n".join(api.runs_lines(api.runs(args.dir))))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.toml:
+        print(api.config_toml(_resolved(args, extra).to_dict()), end="")
+    else:
+        print(_options_help(args, extra))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
-    presets = api.list_presets()
+    presets = api.preset_details()
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    wrap = functools.partial(textwrap.fill, width=width, break_on_hyphens=False, break_long_words=False)
     print("models:")
     for name, doc in api.list_models().items():
-        shown = ", ".join(presets[name])
-        print(f"  {name:<14} {doc}" + (f" [presets: {shown}]" if shown else ""))
+        print(wrap(f"  {name:<14} {doc}", subsequent_indent=" " * 17))
+        noted = [(preset, note) for preset, _, note in presets[name] if note]
+        for preset, note in noted:
+            print(wrap(f"    --preset {preset}: {note}", subsequent_indent=" " * 8))
+        rest = [preset for preset, _, note in presets[name] if not note]
+        if rest:
+            print(wrap(f"    {'other presets' if noted else 'presets'}: {', '.join(rest)}", subsequent_indent=" " * 8))
     print("datasets:")
     for name, doc in api.list_datasets().items():
         print(f"  {name:<14} {doc}")
+    print("`genlab train FAMILY --help` (or `genlab config FAMILY`) lists a family's options with their defaults "
+          "and meaning, and what each preset sets.")
     return 0
 
 
@@ -124,31 +192,55 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 # --- the parser ---
 
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `train` and `config` that choose the config (each typed one sets the field of its name)."""
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="load a config file (a run's config.toml, or `genlab config FAMILY --toml`); the flags and "
+                        "--KEY=VALUE options apply on top")
+    p.add_argument("--preset", help="a named preset of the family (see `genlab list`)")
+    p.add_argument("--data", help="dataset name or folder:PATH (default: the preset's, else mnist-5k)")
+    p.add_argument("--data-dir", help="folder holding the dataset files (searched first); --data.data_dir")
+    p.add_argument("--binarize", choices=["none", "static", "dynamic", "threshold"], help="--data.binarize")
+    p.add_argument("--latent-dim", type=int, help="--model.latent_dim")
+    p.add_argument("--epochs", type=int, help="--train.epochs")
+    p.add_argument("--max-steps", type=int, help="--train.max_steps")
+    p.add_argument("--batch-size", type=int, help="--train.batch_size")
+    p.add_argument("--lr", type=float, help="--train.lr")
+    p.add_argument("--seed", type=int, help="--train.seed")
+    p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto; --train.device")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genlab", description="Deep generative models that train in minutes on a CPU.")
     p.add_argument("--version", action="version", version=f"genlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model family and write a run folder",
-                       description="Train a model. Any config field can be set as --model.KEY=V, --data.KEY=V or "
-                                   "--train.KEY=V (e.g. --model.hidden=512,256 --train.schedule=cosine).")
-    t.add_argument("model", help="model family (see `genlab list`)")
-    t.add_argument("--data", help="dataset name or folder:PATH (default: the preset's, else mnist-5k)")
-    t.add_argument("--data-dir", help="folder holding the dataset files (searched first)")
-    t.add_argument("--binarize", choices=["none", "static", "dynamic", "threshold"])
-    t.add_argument("--latent-dim", type=int)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", help="cpu, cuda or auto")
-    t.add_argument("--preset", help="a named model preset (see `genlab list`)")
+    t = sub.add_parser("train", help="train a model family and write a run folder", add_help=False,
+                       description="Train a model. Every config field can be set as --model.KEY=V, --data.KEY=V "
+                                   "or --train.KEY=V (e.g. --model.hidden=512,256 --train.schedule=cosine); "
+                                   "`genlab train FAMILY --help` lists them with their defaults and meaning.")
+    t.add_argument("-h", "--help", action="store_true",
+                   help="show this help; after a FAMILY (or with --config) also every option of that family")
+    t.add_argument("model", nargs="?", metavar="FAMILY",
+                   help="model family (see `genlab list`); may be left out with --config, which names it")
+    _add_config_flags(t)
     t.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--no-figures", action="store_true", help="skip the figures and report after training")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.set_defaults(func=cmd_train, accepts_overrides=True)
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (epoch summaries still print; not saved with the run)")
+    t.set_defaults(func=cmd_train, accepts_overrides=True, parser=t)
+
+    cf = sub.add_parser("config", help="a family's options with their defaults and meaning, or its config as TOML",
+                        description="Print every --model.*, --data.* and --train.* option of FAMILY with its type, "
+                                    "value, allowed range and meaning, and its presets; the flags and --KEY=VALUE "
+                                    "overrides of `genlab train` apply, so this shows what that command would run. "
+                                    "--toml prints the resolved config as a TOML file to edit and train with "
+                                    "`genlab train --config FILE.toml`.")
+    cf.add_argument("model", nargs="?", metavar="FAMILY", help="model family (see `genlab list`)")
+    _add_config_flags(cf)
+    cf.add_argument("--toml", action="store_true", help="print the resolved config as TOML")
+    cf.set_defaults(func=cmd_config, accepts_overrides=True)
 
     s = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
     s.add_argument("run")
@@ -196,13 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-quality", action="store_true", help="skip the sample-quality (text: novelty) metrics")
     e.add_argument("--temperature", type=float, help="text models: the sampling temperature of the novelty samples")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-report", action="store_true", help="leave report.html as it is (default: redraw it)")
     e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("plot", help="(re)draw the figures and report.html of a run")
     pl.add_argument("run")
     pl.set_defaults(func=cmd_plot)
 
-    c = sub.add_parser("compare", help="one table and one figure of samples for several runs")
+    c = sub.add_parser("compare", help="tables of comparable runs, their curves and samples on one page",
+                       description="Measure several runs (reusing each eval.json that measured the run's current "
+                                   "checkpoint, re-measuring older ones) and write one page: a table per group of "
+                                   "runs whose numbers are comparable (same dataset, binarization and data kind), "
+                                   "notes where the protocols differ (k, samples, feature net), the training curves "
+                                   "overlaid and the samples side by side.")
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--out", default="compare.html", help="HTML page to write (default compare.html)")
     c.add_argument("-k", type=int, default=1000, help="importance samples where a run has no NLL yet")
@@ -210,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-quality", action="store_true")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_compare)
+
+    rn = sub.add_parser("runs", help="list the run folders under DIR with their family, data, progress, metrics",
+                        description="One line per run folder under DIR (a folder holding config.json, up to two "
+                                    "levels down): family, dataset, epochs and steps done, the key metrics of its "
+                                    "eval.json (marked 'stale' when they measured an older checkpoint) and the "
+                                    "date of its last checkpoint.")
+    rn.add_argument("dir", nargs="?", default="runs", help="folder to look in (default runs)")
+    rn.set_defaults(func=cmd_runs)
 
     ls = sub.add_parser("list", help="list model families, presets and datasets")
     ls.set_defaults(func=cmd_list)
@@ -223,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    record_command(argv)  # what config.json records as the command line
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -246,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genlab: interrupted; nothing of this command was written half-way", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # whoever read stdout has gone (`genlab config vae | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        return EXIT_BROKEN_PIPE
     except OSError as e:  # a path or device the checks above did not foresee: still one line
         where = f"{e.filename}: " if e.filename else ""
         cause = e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e) or type(e).__name__

@@ -98,24 +98,32 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
              latent: bool = True, quality: bool = False, quality_n: int = 5000,
              progress: bool = True) -> dict[str, Any]:
     """Test-split figures, flat keys, nats per example: the loss terms (``test/elbo``, ``test/recon``,
-    ``test/kl``); for likelihood models the NLL and its bits per dimension: exact for autoregressive models
-    (``nll_exact``), otherwise the importance-weighted estimate with k samples (``nll_k``);
-    for latent models the diagnostics of ``genlab.metrics.latent`` (``latent/...``); with ``quality`` the
-    sample-quality metrics of ``genlab.metrics.quality`` against the test split (``quality/...``)."""
+    ``test/kl``); for likelihood models the NLL and its bits per dimension: exact for autoregressive models,
+    otherwise the importance-weighted estimate with k samples; for latent models the diagnostics of
+    ``genlab.metrics.latent`` (``latent/...``); with ``quality`` the sample-quality metrics of
+    ``genlab.metrics.quality`` against the test split (``quality/...``).
+
+    How the numbers were measured is under ``protocol/``: the dataset, its shape and binarization, the test
+    examples; with the NLL ``nll_exact`` (True, or False for the bound), ``nll_k`` (the importance samples, or
+    "exact") and ``nll_examples``; with quality the sample count ``quality_n``, the real images ``quality_real``
+    and the feature net (``feature_net``, ``feature_net_accuracy``). Numbers measured under different protocols
+    are not comparable."""
     exact = isinstance(model, ExactLikelihoodModel)
     # an exact model's loss terms are its NLL and bits/dim, computed below per example: one pass, not two
     terms = {} if exact and k > 0 else evaluate_terms(model, data, "test")
     out: dict[str, Any] = {f"test/{key}": v for key, v in terms.items()}
+    n_test = len(data.split("test")[0])
+    protocol: dict[str, Any] = {"dataset": data.spec.name, "data_kind": "images",
+                                "shape": "x".join(str(s) for s in data.spec.shape), "binarize": data.binarize,
+                                "test_examples": n_test if limit is None else min(limit, n_test)}
     if k > 0 and has_likelihood(model):
         nll = split_nll(model, data, k, limit=limit, progress=progress)
         out["test/nll"] = nll.mean().item()
         out["test/nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item() if len(nll) > 1 else 0.0
         out["test/bits_per_dim"] = bits_per_dim(out["test/nll"], data.spec.dim)
-        if exact:
-            out["nll_exact"] = True  # the exact -log p(x), not an importance-weighted bound
-        else:
-            out["nll_k"] = k
-        out["nll_examples"] = len(nll)
+        protocol["nll_exact"] = exact  # the exact -log p(x), or an importance-weighted bound on it
+        protocol["nll_k"] = "exact" if exact else k
+        protocol["nll_examples"] = len(nll)
     if latent and isinstance(model, Encoder):
         out.update({f"latent/{key}": v for key, v in latent_diagnostics(model, data, limit=limit or 5000).items()})
     if quality:
@@ -125,10 +133,12 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
         if acc:  # conditional models: how often the classifier names the class that was asked for
             q["class_accuracy"] = acc["overall"]
             q["class_accuracy_per_class"] = acc["per_class"]
+        protocol["quality_n"] = q.pop("n_samples", quality_n)
+        protocol["quality_real"] = q.pop("n_real", None)
         out.update({f"quality/{key}": v for key, v in q.items()})
+        if net:  # which feature space the FID is in: FIDs of different nets are different scales
+            protocol["feature_net"] = " ".join(str(net.get(key, "?")) for key in ("dataset", "task", "version"))
         if "accuracy" in net:
-            out["quality/feature_net_accuracy"] = net["accuracy"]
-    out["binarize"] = data.binarize
-    n_test = len(data.split("test")[0])
-    out["test_examples"] = n_test if limit is None else min(limit, n_test)
+            protocol["feature_net_accuracy"] = net["accuracy"]
+    out.update({f"protocol/{key}": v for key, v in protocol.items()})
     return out

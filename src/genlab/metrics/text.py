@@ -91,11 +91,16 @@ def evaluate_text(model: GenerativeModel, data: TextDataset, *, limit: int | Non
         out["test/kl_collapsed"] = terms["kl"] < KL_COLLAPSE_NATS
     if latent and isinstance(model, Encoder):
         out.update({f"latent/{k}": v for k, v in latent_diagnostics(model, data, limit=limit or 2000).items()})
-    if quality:
-        out.update({f"novelty/{k}": v for k, v in sample_novelty(model, data, quality_n,
-                                                                  temperature=temperature).items()})
-    out["chars_per_line"] = chars_per_line
-    out["vocabulary"] = len(data.vocab)
     n_test = len(tokens)
-    out["test_examples"] = n_test if limit is None else min(limit, n_test)
+    # how it was measured (see genlab.metrics.likelihood.evaluate): the terms are per line of this corpus
+    protocol: dict[str, Any] = {"dataset": data.spec.name, "data_kind": "text", "shape": str(data.spec.shape[0]),
+                                "test_examples": n_test if limit is None else min(limit, n_test),
+                                "chars_per_line": chars_per_line, "vocabulary": len(data.vocab)}
+    if quality:
+        found = sample_novelty(model, data, quality_n, temperature=temperature)
+        protocol["quality_n"] = found.pop("samples")
+        if "temperature" in found:
+            protocol["temperature"] = found.pop("temperature")
+        out.update({f"novelty/{k}": v for k, v in found.items()})
+    out.update({f"protocol/{key}": v for key, v in protocol.items()})
     return out

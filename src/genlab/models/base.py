@@ -34,6 +34,9 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str] = ""
     # named settings of the model config; keys "train.X" / "data.X" set those sections (see config.build_config)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # preset name -> one line for `genlab list` and `genlab train FAMILY --help`: what it is for and how long it
+    # trains (measured, with the CPU it was measured on)
+    preset_notes: ClassVar[dict[str, str]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values this family trains with unless told
     data_kind: ClassVar[str] = "images"  # what it models: "images" (C, H, W) or "text" (token ids of spec.vocab)
 

@@ -15,10 +15,11 @@ from genlab.pipelines.outputs import (
     write_samples,
 )
 from genlab.pipelines.report import report, text_sections, write_run_report
-from genlab.pipelines.runs import load_model, load_run_data
+from genlab.pipelines.runs import list_runs, load_model, load_run_data, runs_lines, stale_evaluation_note
 from genlab.pipelines.training import train
 
 __all__ = ["compare", "run_row", "table_lines", "format_evaluation", "demo", "DemoResult", "evaluate", "evaluate_run",
            "complete", "completion_images",
            "interpolate", "sample", "sample_text", "unknown_characters", "write_completion", "write_reconstructions",
-           "write_samples", "report", "text_sections", "write_run_report", "load_model", "load_run_data", "train"]
+           "write_samples", "report", "text_sections", "write_run_report", "load_model", "load_run_data", "train",
+           "list_runs", "runs_lines", "stale_evaluation_note"]

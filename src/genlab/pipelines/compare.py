@@ -1,7 +1,16 @@
-"""``genlab compare RUN...``: measure several runs (reusing and completing their ``eval.json``) and write one page
-with their table and their samples side by side."""
+"""``genlab compare RUN...``: measure several runs (reusing each ``eval.json`` that measured the run's current
+checkpoint, re-measuring older ones), sort them into groups whose numbers are comparable, and write one page with a
+table per group, the training curves of each group overlaid, and the samples side by side.
+
+Runs are apart (in different groups, never in one column) when their data differs: the dataset, its image shape,
+its binarization (a grey image's NLL under a continuous likelihood and a binarized image's under a Bernoulli one are
+different quantities), or images against text (an NLL per image against one per line). Within a group, numbers
+measured under different protocols are marked on the cell and explained under the table: an exact NLL beside an
+importance-weighted bound (comparable, the bound is at least the exact value), bounds with different k, FIDs from
+different sample counts (FID falls as n grows) or feature nets."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -9,22 +18,66 @@ import torch
 
 from genlab.files import write_json
 from genlab.models.abilities import ExactLikelihoodModel, LikelihoodModel, TextModel
+from genlab.models.base import GenerativeModel
 from genlab.pipelines.evaluation import check_measure_args, evaluate
-from genlab.pipelines.runs import load_model, read_evaluation, write_evaluation
+from genlab.pipelines.runs import load_model, read_evaluation, stale_evaluation_note, write_evaluation
 from genlab.train.run import RunDir
-from genlab.viz.compare import samples_figure, table_lines, write_compare_page
+from genlab.viz.compare import compare_curves_figure, grouped_table_lines, samples_figure, write_compare_page
 
-__all__ = ["run_row", "compare", "table_lines"]
+__all__ = ["run_row", "compare", "comparable_groups", "table_lines"]
+
+# what the bound-or-exact, sample-count and feature-net marks of a cell refer to
+_NLL_COLUMNS = ("test/nll",)
+_QUALITY_COLUMNS = ("quality/fid", "quality/precision", "quality/recall", "quality/classes_covered", "quality/class_kl",
+                    "novelty/new_distinct_fraction")
+_BINARIZATION = {"none": "grey levels (not binarized)", "static": "binarized once (static)",
+                 "dynamic": "binarized (dynamic)", "threshold": "binarized at 0.5 (threshold)"}
+
+
+# --- what a run's numbers are numbers of ---
+
+def _protocol(result: dict[str, Any], model: GenerativeModel, run: RunDir) -> dict[str, Any]:
+    """The data and the measurement protocol of a row: from ``eval.json``'s ``protocol/`` keys, else (a file
+    written before they existed) from the run's config and model."""
+    def get(key: str, old: str | None = None, default: Any = None) -> Any:
+        value = result.get(f"protocol/{key}", result.get(old) if old else None)
+        return default if value is None else value
+
+    text = isinstance(model, TextModel)
+    try:
+        data = run.read_config().get("data")
+        binarize = data.get("binarize") if isinstance(data, dict) else None
+    except Exception:  # noqa: BLE001 - the model loaded, so the folder is genlab's; a config quirk only loses this
+        binarize = None
+    nll = None
+    if "test/nll" in result:
+        exact = get("nll_exact", "nll_exact", isinstance(model, ExactLikelihoodModel) or text)
+        nll = "exact" if exact is True else get("nll_k", "nll_k")
+    return {
+        "kind": "text" if text else "images",
+        "dataset": str(get("dataset", default=model.spec.name)),
+        "shape": str(get("shape", default="x".join(str(s) for s in model.spec.shape))),
+        "binarize": None if text else str(get("binarize", "binarize", binarize or "none")),
+        "nll": nll,
+        "nll_examples": get("nll_examples", "nll_examples", get("test_examples", "test_examples")),
+        "quality_n": get("quality_n", "quality/n_samples", result.get("novelty/samples")),
+        "feature_net": get("feature_net"),
+    }
 
 
 def run_row(run_dir: str | Path, *, k: int = 1000, quality: bool = True, quality_n: int = 2000,
             progress: bool = True, evaluator: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The measurements of one run: its ``eval.json`` (computed and written when missing, or when it lacks the
-    numbers asked for), the training time from ``metrics.jsonl`` and the parameter count; ``"model"`` holds the
+    """The measurements of one run: its ``eval.json`` (computed and written when missing, when it measured an
+    older checkpoint -- said on stderr -- or when it lacks the numbers asked for), the training time from
+    ``metrics.jsonl``, the parameter count and ``"protocol"`` (what the numbers are of); ``"model"`` holds the
     loaded model."""
     run = RunDir(run_dir)
     model = load_model(run.path)
     result = read_evaluation(run) or {}
+    stale = stale_evaluation_note(run, result)
+    if stale is not None:  # its numbers are of another model than the one compared: measure this one
+        print(f"genlab: note: {run.path}: {stale.split(': rerun')[0]}; measuring it again", file=sys.stderr)
+        result = {}
     has_nll = isinstance(model, (LikelihoodModel, ExactLikelihoodModel))  # a bound, or exact
     wants_nll = k > 0 and has_nll and "test/nll" not in result
     wants_quality = quality and not {"quality/fid", "novelty/new_fraction"} & result.keys()  # text: novelty
@@ -43,18 +96,138 @@ def run_row(run_dir: str | Path, *, k: int = 1000, quality: bool = True, quality
         "active": None if au is None else f"{au}/{dim}",
         "train_time_s": history[-1].get("time_s") if history else None,
         "parameters": model.num_parameters(),
+        "protocol": _protocol(result, model, run),
         "model": model,
     }
+
+
+# --- which runs may share a column ---
+
+def _data_words(p: dict[str, Any]) -> str:
+    if p["kind"] == "text":
+        return f"text: {p['dataset']}, lines of {p['shape']} characters; NLL, ELBO and KL in nats per line"
+    binarized = _BINARIZATION.get(p["binarize"], f"binarize={p['binarize']}")
+    return f"images: {p['dataset']} ({p['shape']}), {binarized}; NLL, ELBO and KL in nats per image"
+
+
+def _by_value(rows: Sequence[dict[str, Any]], key: str) -> dict[Any, list[str]]:
+    """Protocol value -> the names of the runs that have it (runs without the value left out)."""
+    out: dict[Any, list[str]] = {}
+    for r in rows:
+        value = r["protocol"].get(key)
+        if value is not None:
+            out.setdefault(value, []).append(r["name"])
+    return out
+
+
+def _listing(groups: dict[Any, list[str]], say: Callable[[Any], str]) -> str:
+    return "; ".join(f"{say(value)} for {', '.join(names)}" for value, names in groups.items())
+
+
+def _group_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The protocol of a group's numbers, and where it differs between its runs; marks those cells."""
+    notes = []
+    for r in rows:
+        r["marks"] = {}
+    with_nll = [r for r in rows if r["protocol"]["nll"] is not None]
+    methods = _by_value(with_nll, "nll")
+    say_nll = lambda v: "exact" if v == "exact" else f"importance-weighted bound, k={v}"  # noqa: E731
+    if len(methods) == 1:
+        (method,) = methods
+        notes.append(f"NLL: {say_nll(method)}" + ("" if method == "exact" else " (an upper bound on the exact NLL)")
+                     + ".")
+    elif methods:
+        notes.append(f"NLL measured differently: {_listing(methods, say_nll)}. A bound is at least the exact NLL "
+                     "and tightens as k grows, so a bound above an exact value is no proof of a worse model.")
+        for r in with_nll:
+            r["marks"]["test/nll"] = "exact" if r["protocol"]["nll"] == "exact" else f"k={r['protocol']['nll']}"
+    examples = _by_value(with_nll, "nll_examples")
+    if len(examples) > 1:
+        notes.append(f"NLL over different numbers of test examples ({_listing(examples, str)}): not comparable; "
+                     "rerun `genlab eval` without --limit.")
+    with_quality = [r for r in rows if r["protocol"]["quality_n"] is not None
+                    and ({"quality/fid", "novelty/new_distinct_fraction"} & r.keys())]
+    counts = _by_value(with_quality, "quality_n")
+    if len(counts) == 1:
+        (count,) = counts
+        net = _by_value(with_quality, "feature_net")
+        notes.append(f"sample metrics from {count} samples" + (f", feature net {next(iter(net))}" if len(net) == 1
+                                                                else "") + ".")
+    elif counts:
+        notes.append(f"sample metrics from different sample counts ({_listing(counts, lambda n: f'n={n}')}): not "
+                     "comparable (FID falls as n grows); rerun `genlab eval RUN -n N` with one N.")
+        for r in with_quality:
+            for key in _QUALITY_COLUMNS:
+                r["marks"][key] = f"n={r['protocol']['quality_n']}"
+    nets = _by_value(with_quality, "feature_net")
+    if len(nets) > 1:
+        notes.append(f"FIDs in different feature spaces ({_listing(nets, str)}): not comparable.")
+        for r in with_quality:
+            r["marks"]["quality/fid"] = (r["marks"].get("quality/fid", "") + " " + str(r["protocol"]["feature_net"])
+                                         ).strip()
+    return notes
+
+
+def comparable_groups(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows sorted into groups whose numbers may share a column (same data kind, dataset, image shape and
+    binarization), in the order of their first run: ``{"title", "notes", "rows"}`` each; and a sentence saying why
+    the groups are apart (None for one group). Marks the cells measured under different protocols in each row's
+    ``"marks"`` (column key -> short text)."""
+    keyed: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        p = r["protocol"]
+        keyed.setdefault((p["kind"], p["dataset"], p["shape"], p["binarize"]), []).append(r)
+    groups = [{"title": _data_words(members[0]["protocol"]), "notes": _group_notes(members), "rows": members}
+              for members in keyed.values()]
+    if len(groups) < 2:
+        return groups, None
+    firsts = [members[0]["protocol"] for members in keyed.values()]
+    images = [p for p in firsts if p["kind"] == "images"]
+    differ = []
+    for key, among, what, why in (
+            ("kind", firsts, "data kind", "an NLL per image is not one per line"),
+            ("dataset", firsts, "dataset", ""),
+            ("shape", images, "image size", "an NLL sums over the pixels"),
+            ("binarize", images, "binarization", "a likelihood of grey levels is not one of binary pixels")):
+        values = sorted({str(p[key]) for p in among})
+        if len(values) > 1:
+            differ.append(f"{what} ({', '.join(values)}" + (f": {why})" if why else ")"))
+    apart = (f"{len(rows)} runs in {len(groups)} groups whose numbers are not comparable; they differ in "
+             + "; ".join(differ) + ".")
+    return groups, apart
+
+
+def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The text tables of ``compare``'s rows: one per comparable group, with what sets the groups apart and the
+    protocol of each group's numbers."""
+    groups, apart = comparable_groups(rows)
+    return grouped_table_lines(groups, apart)
+
+
+# --- the page ---
+
+def _curves(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]:
+    out = []
+    for r in rows:
+        run = RunDir(r["run"])
+        out.append((r["name"], run.read_metrics(), run.read_steps()))
+    return out
 
 
 @torch.no_grad()
 def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: int = 1000, quality: bool = True,
             quality_n: int = 2000, progress: bool = True, seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
-    """Measure each run (reusing its eval.json), write ``out`` (HTML with the table and the samples, images
-    embedded) and ``<out stem>.json``; returns the rows (each with its ``"model"``) and the HTML path."""
+    """Measure each run (reusing its eval.json when it measured the current checkpoint), write ``out`` (HTML: a
+    table per comparable group with its training curves overlaid, and the samples; images embedded), the
+    figures beside it and ``<out stem>.json``; returns the rows (each with its ``"model"``) and the HTML path."""
     check_measure_args(k, quality, quality_n)  # before any run is measured
     rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
     out = Path(out)
+    groups, apart = comparable_groups(rows)
+    curves = {}
+    for i, group in enumerate(groups, 1):
+        curves[i] = compare_curves_figure(_curves(group["rows"]), out.with_name(f"{out.stem}-curves-{i}.png"),
+                                          title=group["title"].split(";")[0])
     panels, texts = [], []
     for r in rows:
         model = r["model"]
@@ -64,6 +237,11 @@ def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: 
         else:
             panels.append((f"{r['name']}\n({r['family']})", model.sample(36, generator=gen)))
     png = samples_figure(panels, out.with_suffix(".png"), seed=seed) if panels else None
-    write_compare_page(out, rows, samples_png=png, text_samples=texts)
-    write_json(out.with_suffix(".json"), {"runs": [{key: v for key, v in r.items() if key != "model"} for r in rows]})
+    write_compare_page(out, groups, apart=apart, curves=curves, samples_png=png, text_samples=texts)
+    group_of = {id(r): i for i, g in enumerate(groups, 1) for r in g["rows"]}
+    write_json(out.with_suffix(".json"), {
+        "groups": [{"title": g["title"], "notes": g["notes"], "runs": [r["name"] for r in g["rows"]]}
+                   for g in groups],
+        "apart": apart,
+        "runs": [{**{key: v for key, v in r.items() if key != "model"}, "group": group_of[id(r)]} for r in rows]})
     return rows, out

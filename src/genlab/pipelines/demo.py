@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from genlab.models.base import GenerativeModel
-from genlab.pipelines.evaluation import evaluate
+from genlab.pipelines.evaluation import check_measure_args, evaluate
 from genlab.pipelines.report import write_run_report
 from genlab.pipelines.runs import load_run_data, write_evaluation
 from genlab.pipelines.training import train
@@ -35,10 +35,11 @@ def demo(out: str | Path = "runs/demo", *, epochs: int = 30, k: int = 100, overr
          progress: bool = True) -> DemoResult:
     """The demo run in ``out`` (resumed when it holds an unfinished one): train, evaluate (k importance samples,
     FID of 2,000 samples), draw the figures and the report."""
+    check_measure_args(k, True, 2000)  # before minutes of training, not after them
     out = Path(out)
     run = RunDir(out)
     model = train("vae", data="mnist-5k", out=out, preset="conv-small", resume=run.has_checkpoint(), epochs=epochs,
-                  overrides=overrides)
+                  overrides=overrides, progress=progress)
     data = load_run_data(model.run_dir, progress=False)
     result = evaluate(model, data, k=k, quality=True, quality_n=2000, progress=progress)
     write_evaluation(run, result)

@@ -2,6 +2,7 @@
 (``genlab.metrics.likelihood``) or the metrics of a text model (``genlab.metrics.text``), and ``RUN/eval.json``."""
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,16 @@ from genlab.metrics.likelihood import evaluate as evaluate_images
 from genlab.metrics.text import evaluate_text
 from genlab.models.abilities import ImageCompletion, TextModel
 from genlab.models.base import GenerativeModel
-from genlab.pipelines.runs import as_model, model_data, run_of, write_evaluation
+from genlab.pipelines.runs import (
+    as_model,
+    checkpoint_position,
+    evaluation_position,
+    model_data,
+    run_of,
+    write_evaluation,
+)
+from genlab.train.run import RunDir
+from genlab.version import __version__
 from genlab.viz.report import short_value
 
 __all__ = ["evaluate", "evaluate_run", "format_evaluation"]
@@ -44,14 +54,30 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
     if temperature is not None and not text:
         raise ConfigError(f"temperature applies to the novelty samples of text models; {net.family} samples images")
     data = model_data(net, data, "evaluate", progress)
+    measured = what_was_measured(net)  # before measuring: the date is when it started
     if text:  # accuracy, ELBO per character, KL collapse, novelty of samples
-        return evaluate_text(net, data, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
-                             temperature=temperature, progress=progress)
+        return {**measured, **evaluate_text(net, data, limit=limit, latent=latent, quality=quality,
+                                            quality_n=quality_n, temperature=temperature, progress=progress)}
     if quality and progress and isinstance(net, ImageCompletion):  # one network pass per pixel
         print(f"genlab: note: the sample-quality metrics draw {quality_n} images pixel by pixel, which takes long; "
               "--no-quality skips them, -n N draws fewer", file=sys.stderr)
-    return evaluate_images(net, data, k=k, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
-                           progress=progress)
+    return {**measured, **evaluate_images(net, data, k=k, limit=limit, latent=latent, quality=quality,
+                                          quality_n=quality_n, progress=progress)}
+
+
+def what_was_measured(model: GenerativeModel) -> dict[str, Any]:
+    """``eval/step`` and ``eval/epoch`` of the checkpoint the model is (None for a model that was never saved),
+    ``eval/date`` (ISO 8601, UTC) and ``eval/genlab_version``: what lets a reader tell an evaluation of an older
+    checkpoint from one of the current."""
+    meta = getattr(model, "checkpoint_meta", None)  # set by load_model
+    if meta is None and model.run_dir is not None:  # just trained: the weights are the run's last checkpoint
+        step, epoch = checkpoint_position(RunDir(model.run_dir))
+    else:
+        step, epoch = evaluation_position({"eval/step": (meta or {}).get("step"),
+                                           "eval/epoch": (meta or {}).get("epoch")})
+    return {"eval/step": step, "eval/epoch": epoch,
+            "eval/date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "eval/genlab_version": __version__}
 
 
 def evaluate_run(model: GenerativeModel | str | Path, data: Dataset | None = None,

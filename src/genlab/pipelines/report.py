@@ -1,16 +1,25 @@
 """The report of a run: every figure that applies to the model (chosen by its abilities), its own figures
 (``Illustrated``), the text sections of a text model, the training curves, the progress strip, the figures of its
-evaluation, and ``report.html`` with all of them embedded."""
+evaluation, and ``report.html`` with all of them embedded. Captions, units and the evaluation's headings are
+worded from the model's abilities (a GAN's samples are generator images and its losses have no unit; a pixel
+model's samples are drawn pixel by pixel; a text model's terms are per line). While the figures are drawn, one
+line per figure with its time goes to stderr, and the slow ones (pixel-by-pixel sampling) show a bar."""
 from __future__ import annotations
 
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from genlab.data.spec import Dataset
+from genlab.config import build_config
+from genlab.data.spec import IMAGE_OPTIONS, TEXT_OPTIONS, Dataset
 from genlab.data.text import format_poem
 from genlab.data.vocab import UNK_CHAR
+from genlab.errors import GenlabError
 from genlab.metrics.latent import encode_split
 from genlab.models.abilities import (
     ConditionalModel,
@@ -18,6 +27,7 @@ from genlab.models.abilities import (
     Illustration,
     ImageCompletion,
     LatentModel,
+    LikelihoodModel,
     Reconstructs,
     StyleTransfer,
     TemperatureSampler,
@@ -27,11 +37,13 @@ from genlab.models.abilities import (
 )
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_rows
-from genlab.pipelines.runs import as_model, load_run_data, read_evaluation
+from genlab.pipelines.runs import as_model, load_run_data, read_evaluation, stale_evaluation_note
 from genlab.train.run import RunDir
 from genlab.viz.figures import (
+    code_words,
     completion_figure,
     curves_figure,
+    has_likelihood,
     interpolation_figure,
     kl_figure,
     latent_map_figure,
@@ -47,29 +59,128 @@ from genlab.viz.report import write_report
 from genlab.viz.samples import class_histogram_figure, progress_figure
 
 __all__ = ["standard_figures", "illustration_figures", "evaluation_figures", "text_sections", "write_run_report",
-           "report"]
+           "report", "report_captions", "likelihood_unit", "config_defaults"]
 
 
-def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path) -> dict[str, Path]:
-    """The image figures that apply to the model, by ability: name -> PNG path."""
+# --- telling the reader what is being drawn ---
+
+class _Drawing:
+    """Times each figure and, with ``progress``, prints one line per figure (name and seconds) on stderr."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+        self.start = time.perf_counter()
+
+    def __call__(self, name: str, draw: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = draw()
+        if self.progress:
+            print(f"  {name:<22} {time.perf_counter() - start:6.1f} s", file=sys.stderr, flush=True)
+        return result
+
+
+def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path, *, progress: bool = False,
+                     drawing: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Path]:
+    """The image figures that apply to the model, by ability: name -> PNG path. ``progress`` shows a line per
+    figure and a bar while pixels are drawn one by one; ``drawing`` (the report's timer) replaces the line."""
     out_dir = Path(out_dir)
-    figs = {"samples": sample_figure(model, out_dir / "samples.png")}
+    draw = drawing or _Drawing(progress)
+    figs = {"samples": draw("samples", lambda: sample_figure(model, out_dir / "samples.png", progress=progress))}
     if isinstance(model, Reconstructs):
-        figs["reconstructions"] = reconstruction_figure(model, data, out_dir / "reconstructions.png")
+        figs["reconstructions"] = draw("reconstructions", lambda: reconstruction_figure(
+            model, data, out_dir / "reconstructions.png"))
     if isinstance(model, LatentModel):
-        figs["latent_map"] = latent_map_figure(model, data, out_dir / "latent_map.png")
+        figs["latent_map"] = draw("latent map", lambda: latent_map_figure(model, data, out_dir / "latent_map.png"))
         post = encode_split(model, data, limit=2000)  # one encoding for the manifold and the traversal
         if model.latent_dim >= 2:
             cond = torch.tensor([0]) if isinstance(model, ConditionalModel) else None
             dims, base = manifold_choice(model, data, post=post)
-            figs["manifold"] = manifold_figure(model, out_dir / "manifold.png", dims=dims, base=base, cond=cond)
-        figs["interpolation"] = interpolation_figure(model, data, out_dir / "interpolation.png")
-        figs["traversal"] = traversal_figure(model, data, out_dir / "traversal.png", post=post)
+            figs["manifold"] = draw("manifold", lambda: manifold_figure(
+                model, out_dir / "manifold.png", dims=dims, base=base, cond=cond))
+        figs["interpolation"] = draw("interpolation", lambda: interpolation_figure(
+            model, data, out_dir / "interpolation.png"))
+        figs["traversal"] = draw("traversal", lambda: traversal_figure(
+            model, data, out_dir / "traversal.png", post=post))
     if isinstance(model, ImageCompletion):  # the bottom half and quarter of test images redrawn
-        figs["completion"] = completion_figure(model, data, out_dir / "completion.png")
+        figs["completion"] = draw("completion", lambda: completion_figure(
+            model, data, out_dir / "completion.png", progress=progress))
     if isinstance(model, StyleTransfer) and data.spec.num_classes > 1:
-        figs["transfer"] = transfer_figure(model, data, out_dir / "transfer.png")
+        figs["transfer"] = draw("style transfer", lambda: transfer_figure(model, data, out_dir / "transfer.png"))
     return figs
+
+
+# --- words that fit the model ---
+
+def likelihood_unit(model: object) -> str | None:
+    """The unit of the model's likelihood terms (loss, recon, kl, elbo, nll): nats per line for a text model, nats
+    per image for an image model with a likelihood; None for a model without one (its losses have no unit)."""
+    if isinstance(model, TextModel):
+        return "nats per line"
+    return "nats per image" if has_likelihood(model) else None
+
+
+def _rows_note(model: object) -> str:
+    return " One row per class." if isinstance(model, ConditionalModel) else ""
+
+
+def report_captions(model: object, *, stepped: int = 0, temperature: float | None = None) -> dict[str, str]:
+    """The captions of the standard figures, in words that are true for ``model`` (decided by its abilities).
+    ``stepped``: the interval of the step records the curves are drawn from (0: per epoch)."""
+    out: dict[str, str] = {}
+    if isinstance(model, ImageCompletion):
+        t = "" if temperature is None else f" at temperature {temperature:g}"
+        out["samples"] = ("Samples drawn pixel by pixel: each pixel value is drawn from the model's distribution "
+                          f"given the pixels above and to the left of it{t}.")
+    elif isinstance(model, LatentModel) and isinstance(model, LikelihoodModel):
+        out["samples"] = ("Samples: the decoder's mean image for codes drawn from the prior p(z) (the mean of "
+                          "p(x|z), not a draw of pixel noise from it).")
+    else:
+        out["samples"] = "Samples: the generator's images of random noise drawn from its prior, one network pass each."
+    out["samples"] += _rows_note(model)
+    if isinstance(model, LikelihoodModel):
+        out["reconstructions"] = ("Test images (odd rows) and their reconstructions: the decoder's mean image for "
+                                  "the posterior mean of each image's code.")
+    elif isinstance(model, Reconstructs):
+        out["reconstructions"] = ("Test images (odd rows) and their reconstructions G(E(x)): the generator's image "
+                                  "of the encoder's code.")
+    words = code_words(model)
+    out["latent_map"] = (f"{words.capitalize()} of test images, coloured by class (PCA and t-SNE when the latent has "
+                         "more than 2 dimensions).")
+    unit = likelihood_unit(model)
+    x_axis = (f"against the optimizer step; train is the mean over every {stepped} steps, test is measured at the "
+              "end of epochs" if stepped else "per epoch")
+    if unit is not None:
+        out["curves"] = f"Training terms in {unit} (train solid, test dashed), {x_axis}."
+    else:
+        out["curves"] = ("The players' objectives (train solid, test dashed), " + x_axis + ". They are not "
+                         "likelihoods and have no unit: 'loss' is what the critic minimises, 'g_loss' the "
+                         "generator's objective. They balance each other rather than fall, so judge the model by "
+                         "its samples.")
+    return out
+
+
+def config_defaults(config: dict[str, Any], model: object) -> dict[str, Any] | None:
+    """The family's default config for the run's dataset, flattened to "section.key" -> value (the data options
+    of the other kind of data left out); None when the saved config names no family genlab knows."""
+    try:
+        family, data = config["model"], config["data"]["name"]
+        defaults = build_config(family, data)
+    except (GenlabError, KeyError, TypeError, ValueError):  # a hostile or older config: shown without defaults
+        return None
+    skip = IMAGE_OPTIONS if isinstance(model, TextModel) else TEXT_OPTIONS
+    out = {f"model.{k}": v for k, v in dataclasses.asdict(defaults.model_config).items()}
+    out.update({f"data.{k}": v for k, v in dataclasses.asdict(defaults.data).items() if k not in skip})
+    out.update({f"train.{k}": v for k, v in dataclasses.asdict(defaults.train).items()})
+    return out
+
+
+def _shown_config(config: dict[str, Any], model: object) -> dict[str, Any]:
+    """The saved config without the data options of the other kind of data (a text run's image options)."""
+    skip = IMAGE_OPTIONS if isinstance(model, TextModel) else TEXT_OPTIONS
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return config
+    return {**config, "data": {k: v for k, v in data.items() if k not in skip}}
 
 
 def illustration_figures(model: Illustrated, out_dir: Path) -> tuple[dict[str, Path], dict[str, str],
@@ -132,35 +243,58 @@ def text_sections(model: TextModel, data: Dataset, n: int = 20, seed: int = 0) -
 
 def write_run_report(model: GenerativeModel, data: Dataset, run: RunDir, *, title: str | None = None,
                      progress: bool = True) -> dict[str, Path]:
-    """Draw every figure of the run into ``RUN/figures`` and write ``RUN/report.html``; returns the figures."""
+    """Draw every figure of the run into ``RUN/figures`` and write ``RUN/report.html``; returns the figures.
+    ``progress``: a line per figure with its time, and bars inside the slow ones, on stderr."""
     history = run.read_metrics()
+    steps = run.read_steps()
+    draw = _Drawing(progress)
+    if progress:
+        print(f"drawing the report of {run.path}", file=sys.stderr, flush=True)
     texts: dict[str, tuple[str, list[str]]] = {}
     captions: dict[str, str] = {}
     if isinstance(model, TextModel):  # the image figures do not apply; samples and paths are shown as text
         figs: dict[str, Path] = {}
-        texts = text_sections(model, data)
+        texts = draw("text samples", lambda: text_sections(model, data))
     else:
-        figs = standard_figures(model, data, run.figures)
+        figs = standard_figures(model, data, run.figures, progress=progress, drawing=draw)
     if isinstance(model, Illustrated):
-        own, captions, own_texts = illustration_figures(model, run.figures)
+        own, captions, own_texts = draw("own figures", lambda: illustration_figures(model, run.figures))
         figs.update(own)
         texts.update(own_texts)
-    if history:
-        figs["curves"] = curves_figure(history, run.figures / "curves.png")
+    unit = likelihood_unit(model)
+    if history or steps:
+        figs["curves"] = draw("curves", lambda: curves_figure(history, run.figures / "curves.png", steps=steps,
+                                                              unit=unit))
     rows = progress_rows(run)
     if rows:  # saved during training by the progress-strip callback
-        figs["progress"] = progress_figure(rows, run.figures / "progress.png")
+        figs["progress"] = draw("progress strip", lambda: progress_figure(rows, run.figures / "progress.png"))
     evaluation = read_evaluation(run)
     if evaluation:
-        figs.update(evaluation_figures(evaluation, data, run.figures))
+        figs.update(draw("evaluation figures", lambda: evaluation_figures(evaluation, data, run.figures)))
+    config = run.read_config()
+    stale = stale_evaluation_note(run, evaluation)
+    interval = _interval(steps)
+    temperature = model.default_temperature if isinstance(model, ImageCompletion) else None
     path = write_report(run.path / "report.html", title=title or f"{model.family} on {data.spec.name}",
-                        config=run.read_config(), history=history, figures=figs, evaluation=evaluation,
-                        texts=texts or None, captions=captions,
+                        config=_shown_config(config, model), history=history, figures=figs, evaluation=evaluation,
+                        texts=texts or None,
+                        captions={**report_captions(model, stepped=interval, temperature=temperature), **captions},
                         notes=[f"{model.family} on {data.spec.name}, {model.num_parameters():,} parameters, "
-                               f"run folder {run.path}"])
+                               f"run folder {run.path}"],
+                        warnings=[stale] if stale else [], nats=unit, defaults=config_defaults(config, model))
+    if stale:  # said where the person is looking too, not only in the page
+        print(f"genlab: warning: {stale}", file=sys.stderr)
     if progress:
-        print(f"figures in {run.figures}, report in {path}")
+        print(f"figures in {run.figures}, report in {path} ({time.perf_counter() - draw.start:.1f} s)")
     return figs
+
+
+def _interval(steps: Sequence[dict[str, Any]]) -> int:
+    """The interval of the step records (the gap between the first two), 0 without any."""
+    numbers = [r["step"] for r in steps[:2] if isinstance(r.get("step"), int)]
+    if len(numbers) == 2 and numbers[1] > numbers[0]:
+        return numbers[1] - numbers[0]
+    return numbers[0] if numbers else 0
 
 
 def report(run: str | Path | GenerativeModel, *, title: str | None = None, progress: bool = True) -> Path:

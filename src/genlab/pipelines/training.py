@@ -2,20 +2,22 @@
 trainer with the callbacks the model's abilities ask for (the progress strip)."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from genlab.config import RunConfig, build_config, resumed_config
+from genlab.config import RunConfig, read_config_file, resolve_config, resumed_config
 from genlab.data import load
 from genlab.data.spec import Dataset
 from genlab.errors import CheckpointError, ConfigError
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
 from genlab.pipelines.runs import build_model, new_run_folder
+from genlab.provenance import run_metadata
 from genlab.train.run import RunDir
-from genlab.train.trainer import Trainer
+from genlab.train.trainer import Trainer, require_tensorboard
 
 __all__ = ["train", "Interrupted"]
 
@@ -33,16 +35,20 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _resumed_config(run: RunDir, model: str | None, data: str | None, preset: str | None, overrides: Iterable[str],
-                    options: dict[str, Any]) -> RunConfig:
+                    options: dict[str, Any], config: str | Path | None = None) -> RunConfig:
     if not run.has_checkpoint():
         raise CheckpointError(f"{run.path} holds no checkpoint to resume; start it without --resume")
     saved = RunConfig.from_dict(run.read_config())
-    return resumed_config(saved, model, data, preset=preset, overrides=overrides, **options)
+    sections = None
+    if config is not None:  # the file's family and values are checked against the saved run like options
+        file = read_config_file(config, model)
+        model, sections = file.family, file.sections
+    return resumed_config(saved, model, data, preset=preset, overrides=overrides, sections=sections, **options)
 
 
 def train(model: str | None = None, data: str | None = None, *, out: str | Path | None = None,
           preset: str | None = None, resume: bool = False, overrides: Iterable[str] = (),
-          dataset: Dataset | None = None,
+          dataset: Dataset | None = None, progress: bool = True, config: str | Path | None = None,
           **options: Any) -> GenerativeModel:
     """Train a model (a family name, default vae) and return it; ``model.run_dir`` is its run folder and
     ``model.history`` its metrics.
@@ -50,6 +56,11 @@ def train(model: str | None = None, data: str | None = None, *, out: str | Path 
     With ``resume=True`` the run in ``out`` continues from its last checkpoint (train options such as ``epochs``
     may be raised; the family, model and data options may be repeated but stay as saved) and ends with the same
     weights as an uninterrupted run. ``dataset`` replaces the one the config names (a dataset built in Python).
+    ``progress`` shows progress bars (on stderr; the epoch summaries are printed either way); it belongs to this
+    call, not to the run, so a resumed run shows bars unless asked again not to. ``config`` is a TOML config
+    file (a run's ``config.toml``, or one written by hand): it names the family (``model`` may be left out) and
+    its values apply over the preset's and under ``data``, ``options`` and ``overrides``
+    (``genlab.config.resolve_config``).
     """
     if resume:
         if out is None:
@@ -59,37 +70,55 @@ def train(model: str | None = None, data: str | None = None, *, out: str | Path 
             raise CheckpointError(f"run folder {run.path} does not exist, so it holds no checkpoint to resume; "
                                   "start it without --resume")
         with run.lock():
-            cfg = _resumed_config(run, model, data, preset, overrides, options)
-            return _fit(cfg, run, *_built(cfg, dataset), resume=True)
-    cfg = build_config(model or "vae", data, preset=preset, overrides=overrides, **options)
+            cfg = _resumed_config(run, model, data, preset, overrides, options, config)
+            return _fit(cfg, run, *_built(cfg, dataset, progress), resume=True, progress=progress)
+    cfg = resolve_config(model, data, preset=preset, config=config, overrides=overrides, **options)
     run = RunDir(out if out is not None else new_run_folder(cfg))
     if run.has_checkpoint():  # said before the data is loaded; checked again under the lock
         raise _taken(run)
-    built = _built(cfg, dataset)  # a bad dataset or an oversized model stops here, before the folder is made
+    built = _built(cfg, dataset, progress)  # a bad dataset or an oversized model stops here, before the folder is made
     with run.lock():
         if run.has_checkpoint():
             raise _taken(run)
-        return _fit(cfg, run, *built, resume=False)
+        return _fit(cfg, run, *built, resume=False, progress=progress)
 
 
 def _taken(run: RunDir) -> CheckpointError:
     return CheckpointError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def _built(cfg: RunConfig, dataset: Dataset | None) -> tuple[Dataset, GenerativeModel]:
-    data = dataset if dataset is not None else load(cfg.data, progress=cfg.train.progress)
+def _built(cfg: RunConfig, dataset: Dataset | None, progress: bool) -> tuple[Dataset, GenerativeModel]:
+    if cfg.train.tensorboard:  # said before the data is loaded and the model built
+        require_tensorboard()
+    data = dataset if dataset is not None else load(cfg.data, progress=progress)
     torch.manual_seed(cfg.train.seed)
     return data, build_model(cfg.model, cfg.model_config, data.spec)
 
 
-def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, resume: bool) -> GenerativeModel:
+def _with_metadata(cfg: RunConfig, run: RunDir, resume: bool) -> dict[str, Any]:
+    """The config to save, with ``"meta"``: what made the run (``genlab.provenance.run_metadata``); a resumed run
+    keeps the first start's ``"meta"`` and adds this start's to the list ``"meta_resumed"``."""
+    meta = run_metadata(threads=cfg.train.threads)
+    saved = run.read_config() if resume else {}  # read (and checked) once already by _resumed_config
+    if not resume or not isinstance(saved.get("meta"), dict):
+        return {**cfg.to_dict(), "meta": meta}
+    earlier = saved.get("meta_resumed")
+    earlier = [m for m in earlier if isinstance(m, dict)] if isinstance(earlier, list) else []
+    return {**cfg.to_dict(), "meta": saved["meta"], "meta_resumed": [*earlier, meta]}
+
+
+def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, resume: bool,
+         progress: bool = True) -> GenerativeModel:
     """Write the config, (resume,) fit; the caller holds the run folder's lock."""
-    run.write_config(cfg.to_dict())
-    trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run))
+    run.write_config(_with_metadata(cfg, run, resume))
+    trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run), progress=progress)
     if resume:
         trainer.resume()
     else:  # a fresh start in a folder whose earlier attempt saved no checkpoint: its epochs are not this run's
         run.truncate_metrics(0)
+    if cfg.train.tensorboard:
+        print(f"TensorBoard events go to {run.tensorboard}; watch them with "
+              f"`tensorboard --logdir {shlex.quote(str(run.tensorboard))}`")
     try:
         net.history = trainer.fit()
     except KeyboardInterrupt:

@@ -1,5 +1,10 @@
-"""The run folder: ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (see ``genlab.train.checkpoint``),
-``figures/``, ``report.html``, and ``.lock``, which the one process training into the folder holds."""
+"""The run folder: ``config.json`` (and the same config as ``config.toml``), ``metrics.jsonl`` (one record per
+epoch), ``steps.jsonl`` (one record per ``train.log_every`` optimizer steps, when asked for), ``tensorboard/``
+(event files, when asked for), ``checkpoints/`` (see ``genlab.train.checkpoint``), ``figures/``, ``report.html``,
+and ``.lock``, which the one process training into the folder holds.
+
+The two record files are kept apart so that every reader of ``metrics.jsonl`` (the report's final-epoch table,
+``compare``, ``bench/``) can count on one record per epoch; curves read both."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from genlab.config import config_toml
 from genlab.errors import CheckpointError, StorageError
 from genlab.files import read_json_object, write_failure, write_json, write_text
 from genlab.train.checkpoint import POINTER, find_checkpoint, save_checkpoint
@@ -32,6 +38,14 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def steps_path(self) -> Path:
+        return self.path / "steps.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def checkpoints(self) -> Path:
@@ -78,8 +92,15 @@ class RunDir:
         finally:
             handle.close()
 
+    @property
+    def config_toml_path(self) -> Path:
+        return self.path / "config.toml"
+
     def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` and the same config as ``config.toml`` (``genlab.config.config_toml``), which
+        ``genlab train --config RUN/config.toml`` reads to train the run again."""
         write_json(self.config_path, config)
+        write_text(self.config_toml_path, config_toml(config))
 
     def read_config(self) -> dict[str, Any]:
         if not self.path.is_dir():
@@ -87,34 +108,63 @@ class RunDir:
         return read_json_object(self.config_path)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        try:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-        except OSError as e:
-            raise write_failure(self.metrics_path, e) from None
+        """Append one epoch's record to ``metrics.jsonl``."""
+        _append_record(self.metrics_path, record)
+
+    def append_step(self, record: dict[str, Any]) -> None:
+        """Append one step record (``train.log_every``) to ``steps.jsonl``."""
+        _append_record(self.steps_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        out = []
-        with open(self.metrics_path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except (json.JSONDecodeError, RecursionError):
-                    break  # a line cut by a crash: what follows it is not trusted
-                if not isinstance(record, dict):
-                    break
-                out.append(record)
-        return out
+        """The epoch records, in order; reading stops at a line cut by a crash."""
+        return _read_records(self.metrics_path)
 
-    def truncate_metrics(self, epoch: int) -> None:
-        """Keep only the records up to ``epoch`` (what the checkpoint being resumed has seen)."""
-        if not self.metrics_path.exists():
-            return
-        keep = [r for r in self.read_metrics() if isinstance(r.get("epoch", 0), int) and r.get("epoch", 0) <= epoch]
-        write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+    def read_steps(self) -> list[dict[str, Any]]:
+        """The step records (empty when the run logged per epoch only), in order."""
+        return _read_records(self.steps_path)
+
+    def truncate_metrics(self, epoch: int, step: int | None = None) -> None:
+        """Keep only the epoch records up to ``epoch`` and the step records up to ``step`` (what the checkpoint
+        being resumed has seen; ``step`` None: as many as those epochs hold, 0 when ``epoch`` is 0)."""
+        if self.metrics_path.exists():
+            keep = [r for r in self.read_metrics() if _int(r.get("epoch", 0)) <= epoch]
+            write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+            if step is None:
+                step = max([_int(r.get("step", 0)) for r in keep], default=0)
+        if self.steps_path.exists():
+            last = 0 if step is None else step
+            kept = [r for r in self.read_steps() if _int(r.get("step", 0)) <= last]
+            write_text(self.steps_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _int(value: Any) -> float:
+    """A record's epoch or step as a number to compare; anything else counts as past every checkpoint."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else float("inf")
+
+
+def _append_record(path: Path, record: dict[str, Any]) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    except OSError as e:
+        raise write_failure(path, e) from None
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                break  # a line cut by a crash: what follows it is not trusted
+            if not isinstance(record, dict):
+                break
+            out.append(record)
+    return out

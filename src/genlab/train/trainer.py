@@ -1,13 +1,21 @@
 """The training loop. It knows no model family: it asks the model for ``param_groups()`` and calls
 ``train_step(batch, optimizers, step)``; everything else (epochs, evaluation, logging, checkpoints, resume,
 divergence) is the same for every family. What else should happen at the end of an epoch (the GANs' progress
-strip) is a ``Callback`` handed in by the code that builds the trainer."""
+strip) is a ``Callback`` handed in by the code that builds the trainer.
+
+What it writes into a run folder: one record per epoch in ``metrics.jsonl``; with ``train.log_every=N`` one record
+per N optimizer steps in ``steps.jsonl`` (the mean of each training term over the steps since the last record or
+the start of the epoch, whichever is later, so a resumed run writes the same records as an uninterrupted one); with
+``train.tensorboard`` both as TensorBoard scalars in ``tensorboard/``. Progress bars (``progress=``, a runtime
+argument, not part of the saved config) go to stderr; the one-line summary of each epoch is printed either way."""
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -94,15 +102,56 @@ def _match_param_layouts(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # p's strides, same values
 
 
+TENSORBOARD_MISSING = ("train.tensorboard=true needs the tensorboard package: pip install 'genlab[tensorboard]' "
+                       "(or pip install tensorboard)")
+
+
+def require_tensorboard() -> None:
+    """Raise ``ConfigError`` (one line, how to install it) unless TensorBoard's event writer can be imported."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401 - a heavy optional dependency, imported only when asked for
+    except ImportError:
+        raise ConfigError(TENSORBOARD_MISSING) from None
+
+
+class _TensorBoard:
+    """Scalars of the step and epoch records as TensorBoard events, x axis the optimizer step. Step records give
+    ``train/<term>``; epoch records give ``epoch/train/<term>``, ``test/<term>`` and ``lr``."""
+
+    def __init__(self, folder: Path, purge_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides events a crashed run wrote past the checkpoint being resumed
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+    def add(self, record: dict[str, Any], prefix: str = "") -> None:
+        step = record["step"]
+        for key, value in record.items():
+            if key in ("step", "epoch", "time_s") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            tag = key if not prefix or key.startswith("test/") or "/" not in key else f"{prefix}{key}"
+            self.writer.add_scalar(tag, value, global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class Trainer:
-    """Fits ``model`` on ``data``; with a run folder it logs ``metrics.jsonl`` and checkpoints every epoch."""
+    """Fits ``model`` on ``data``; with a run folder it logs ``metrics.jsonl`` (and ``steps.jsonl``, TensorBoard
+    events when the config asks) and checkpoints every epoch. ``progress`` shows progress bars on stderr;
+    ``summaries`` prints each epoch's one-line summary (off only for code that prints its own, e.g. ``bench/``)."""
 
     def __init__(self, model: GenerativeModel, data: Dataset, cfg: TrainConfig, run: RunDir | None = None,
-                 meta: dict[str, Any] | None = None, callbacks: Sequence[Callback] = ()):
+                 meta: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (), *, progress: bool = True,
+                 summaries: bool = True):
         self.model, self.data, self.cfg, self.run = model, data, cfg, run
         self.meta = dict(meta or {})
         self.callbacks = list(callbacks)
+        self.progress, self.summaries = progress, summaries
         validate(cfg, "train")  # the ranges every config gets when built; a TrainConfig made by hand gets them here
+        if cfg.tensorboard and run is not None:
+            require_tensorboard()  # before any step is taken
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -115,6 +164,7 @@ class Trainer:
         self.step = 0
         self.train_time = 0.0
         self.history: list[dict[str, Any]] = []
+        self._tensorboard: _TensorBoard | None = None
 
     # --- state ---
 
@@ -154,7 +204,7 @@ class Trainer:
             _match_param_layouts(opt)
         torch.set_rng_state(state["rng"])
         self.epoch, self.step, self.train_time = state["epoch"], state["step"], state["train_time"]
-        self.run.truncate_metrics(self.epoch)
+        self.run.truncate_metrics(self.epoch, self.step)
         self.history = self.run.read_metrics()
 
     # --- the loop ---
@@ -182,6 +232,28 @@ class Trainer:
         cfg = self.cfg
         total_batches = self.data.num_batches("train", cfg.batch_size)
         stop_at = None if epochs is None else self.epoch + epochs
+        if cfg.tensorboard and self.run is not None and self._tensorboard is None:
+            # events at or past this step (a crashed attempt's) are hidden: the ones written now replace them
+            self._tensorboard = _TensorBoard(self.run.tensorboard, self.step)
+        try:
+            return self._fit(total_batches, stop_at)
+        finally:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
+
+    def _log_step(self, sums: dict[str, float], seen: int, lr: float) -> None:
+        """Write the step record of the steps summed in ``sums`` (``seen`` examples). It holds no time: the epoch
+        records do, and a step record must read the same in a resumed run as in an uninterrupted one."""
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch + 1, "lr": lr}
+        record.update({f"train/{k}": v / max(seen, 1) for k, v in sums.items()})
+        if self.run is not None:
+            self.run.append_step(record)
+        if self._tensorboard is not None:
+            self._tensorboard.add(record)
+
+    def _fit(self, total_batches: int, stop_at: int | None) -> list[dict[str, Any]]:
+        cfg = self.cfg
         while not self._done() and (stop_at is None or self.epoch < stop_at):
             factor = _lr_factor(cfg, self.epoch, self.train_time)
             for opt in self.optimizers.values():
@@ -191,11 +263,12 @@ class Trainer:
             self.model.train()
             sums: dict[str, float] = {}
             seen = 0
+            window: dict[str, float] = {}  # the terms summed since the last step record (or the epoch start)
+            window_seen = 0
             start = time.perf_counter()
             desc = f"epoch {self.epoch + 1}" + ("" if cfg.time_limit else f"/{cfg.epochs}")
             bar = tqdm(self.data.batches("train", cfg.batch_size, shuffle=True, generator=gen), total=total_batches,
-                       desc=desc, disable=not cfg.progress, leave=False,
-                       dynamic_ncols=True)
+                       desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True, file=sys.stderr)
             for batch in bar:
                 batch = batch_to_device(batch, self.device, cfg.channels_last)
                 try:
@@ -210,9 +283,14 @@ class Trainer:
                 b = batch_length(batch)
                 for k, v in zip(terms, values):
                     sums[k] = sums.get(k, 0.0) + v * b
+                    window[k] = window.get(k, 0.0) + v * b
                 seen += b
+                window_seen += b
                 self.step += 1
-                if cfg.progress and self.step % 10 == 0:
+                if cfg.log_every and self.step % cfg.log_every == 0 and self.run is not None:
+                    self._log_step(window, window_seen, cfg.lr * factor)
+                    window, window_seen = {}, 0
+                if self.progress and self.step % 10 == 0:
                     bar.set_postfix(loss=f"{values[list(terms).index('loss')]:.3f}", refresh=False)
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
                     break
@@ -232,9 +310,11 @@ class Trainer:
             if self.run is not None:
                 self.run.append_metrics(record)
                 self.save()
+            if self._tensorboard is not None:
+                self._tensorboard.add(record, prefix="epoch/")
             for callback in self.callbacks:
                 callback.on_epoch_end(self, record)
-            if cfg.progress:
+            if self.summaries:  # with or without bars: --no-progress hides only those
                 tqdm.write(_summary(record, cfg))
         return self.history
 

@@ -1,5 +1,6 @@
-"""The drawing half of ``genlab compare``: the table of the runs' measurements (text and HTML) and their sample
-grids side by side. The rows are measured by ``genlab.pipelines.compare``; nothing here reads a run folder."""
+"""The drawing half of ``genlab compare``: a table of the runs' measurements per comparable group (text and HTML),
+their training curves overlaid, and their sample grids side by side. The rows are measured and grouped by
+``genlab.pipelines.compare``; nothing here reads a run folder."""
 from __future__ import annotations
 
 import html
@@ -36,14 +37,88 @@ def _fmt(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The columns some row of a group has a number in (a group of GANs gets no NLL column)."""
+    return [c for c in COLUMNS if any(_fmt(r.get(c[1]), c[2]) != "-" for r in rows)] or COLUMNS[:1]
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    """The formatted number, with its mark when it was measured otherwise than its neighbours (e.g. "k=5")."""
+    text = _fmt(row.get(key), fmt)
+    mark = (row.get("marks") or {}).get(key)
+    return f"{text} ({mark})" if mark and text != "-" else text
+
+
 def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """A fixed-width text table, one line per run."""
-    head = ["run"] + [c for c, _, _ in COLUMNS]
-    body = [[r["name"]] + [_fmt(r.get(key), fmt) for _, key, fmt in COLUMNS] for r in rows]
+    """A fixed-width text table, one line per run, the columns some run has a number in."""
+    columns = _columns(rows)
+    head = ["run"] + [c for c, _, _ in columns]
+    body = [[r["name"]] + [_cell(r, key, fmt) for _, key, fmt in columns] for r in rows]
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
     fmt_line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                        for i, (c, w) in enumerate(zip(cells, widths)))
     return [fmt_line(head), fmt_line(["-" * w for w in widths])] + [fmt_line(b) for b in body]
+
+
+def grouped_table_lines(groups: Sequence[dict[str, Any]], apart: str | None = None) -> list[str]:
+    """One table per comparable group (``{"title", "notes", "rows"}``), each under its title and over its notes;
+    ``apart`` (why the groups are apart) first."""
+    lines = [apart, ""] if apart else []
+    for i, group in enumerate(groups, 1):
+        if len(groups) > 1:
+            lines.append(f"group {i} of {len(groups)}: {group['title']}")
+        lines += table_lines(group["rows"])
+        if len(groups) == 1:
+            lines.append(group["title"])
+        lines += group["notes"]
+        lines.append("")
+    return lines[:-1]
+
+
+def compare_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[dict[str, Any]]]],
+                          path: Path, *, title: str = "", most: int = 4) -> Path:
+    """The training curves of several runs overlaid: one panel per loss term they all log (at most ``most``,
+    "loss" first), one colour per run, train solid and test dashed, against the epoch. ``runs`` holds
+    ``(name, epoch records, step records)``; step records (``train.log_every``), where a run has them, draw its
+    train curve at fractions of an epoch."""
+    def terms(records: Sequence[dict[str, Any]]) -> set[str]:
+        return {k.split("/", 1)[1] for r in records for k in r if k.startswith(("train/", "test/"))}
+
+    shared = set.intersection(*(terms(h) for _, h, _ in runs)) if runs else set()
+    keys = sorted(shared, key=lambda t: (t != "loss", t))[:most] or ["loss"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.4), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, key in zip(axes[0], keys):
+        for i, (name, history, steps) in enumerate(runs):
+            colour = colours(i % 10)
+            first = next((r for r in history if isinstance(r.get("step"), int) and r.get("epoch") == 1
+                          and r["step"] > 0), None)
+            per_epoch = first["step"] if first is not None else None  # steps in an epoch, to place step records
+            pts = [(r["step"] / per_epoch, r[f"train/{key}"]) for r in steps
+                   if per_epoch and isinstance(r.get("step"), int) and _number(r.get(f"train/{key}"))]
+            if not pts:
+                pts = [(r["epoch"], r[f"train/{key}"]) for r in history
+                       if _number(r.get("epoch")) and _number(r.get(f"train/{key}"))]
+            if pts:
+                ax.plot(*zip(*pts), "-", color=colour, lw=1.2, marker="o" if len(pts) <= 30 else None, ms=2.5,
+                        label=f"{name} train")
+            pts = [(r["epoch"], r[f"test/{key}"]) for r in history
+                   if _number(r.get("epoch")) and _number(r.get(f"test/{key}"))]
+            if pts:
+                ax.plot(*zip(*pts), "--", color=colour, lw=1.2, marker="s", ms=2.5, label=f"{name} test")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.ticklabel_format(axis="y", useOffset=False)  # read 44.07 on the axis, not 0.07 + 4.4e1
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def samples_figure(panels: Sequence[tuple[str, torch.Tensor]], path: Path, *, seed: int = 0) -> Path:
@@ -56,28 +131,46 @@ def samples_figure(panels: Sequence[tuple[str, torch.Tensor]], path: Path, *, se
     return save_figure(fig, path)
 
 
-NOTES = ("NLL: -log p(x) in nats per test image (lower is better), exact for the models with an exact likelihood "
-         "(autoregressive), an importance-weighted estimate for those with a bound (VAEs); ELBO and KL in nats; "
-         "'-' where a model has none (GANs have no likelihood). Classes covered: classes that get at least a "
-         "quarter of their test share of the samples; class KL: KL(sample classes || test classes) in nats; both "
-         "by the domain classifier (mode coverage). FID, precision and recall use genlab's domain feature network, "
-         "not Inception: they are comparable between these runs, not with published Inception-based numbers. New & "
-         "distinct (text models): the fraction of samples that are distinct and not in the corpus.")
+NOTES = ("NLL: -log p(x) in nats per test image, or per line of text (lower is better), exact for the models with "
+         "an exact likelihood (autoregressive), an importance-weighted estimate for those with a bound (VAEs); ELBO "
+         "and KL in nats; '-' where a model has none (GANs have no likelihood). Classes covered: classes that get at "
+         "least a quarter of their test share of the samples; class KL: KL(sample classes || test classes) in nats; "
+         "both by the domain classifier (mode coverage). FID, precision and recall use genlab's domain feature "
+         "network, not Inception: they are comparable between runs of one group measured with the same number of "
+         "samples, not with published Inception-based numbers. New & distinct (text models): the fraction of samples "
+         "that are distinct and not in the corpus.")
 
 
-def write_compare_page(path: Path, rows: Sequence[dict[str, Any]], *, samples_png: Path | None = None,
-                       text_samples: Sequence[tuple[str, Sequence[str]]] = ()) -> Path:
-    """The compare page: the table, the sample figure and, for text models, ``(heading, lines)`` of samples; one
-    self-contained HTML file, images embedded."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", "family"] + [c for c, _, _ in COLUMNS])
+def _group_html(group: dict[str, Any], curves: Path | None) -> str:
+    columns = _columns(group["rows"])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", "family"] + [c for c, _, _ in columns])
     body = "".join("<tr><td>" + html.escape(r["name"]) + "</td><td>" + html.escape(r["family"]) + "</td>"
-                   + "".join(f"<td>{html.escape(_fmt(r.get(key), fmt))}</td>" for _, key, fmt in COLUMNS)
-                   + "</tr>" for r in rows)
+                   + "".join(f"<td>{html.escape(_cell(r, key, fmt))}</td>" for _, key, fmt in columns)
+                   + "</tr>" for r in group["rows"])
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in group["notes"])
+    return (f"<h2>{html.escape(group['title'])}</h2><table><tr>{head}</tr>{body}</table>"
+            + (f"<ul class='muted'>{notes}</ul>" if notes else "")
+            + (f"<figure>{embedded_image(curves)}<figcaption>Training curves: one colour per run, train solid, "
+               "test dashed (the loss terms every run of the group logs).</figcaption></figure>"
+               if curves is not None else ""))
+
+
+def write_compare_page(path: Path, groups: Sequence[dict[str, Any]], *, apart: str | None = None,
+                       curves: dict[int, Path] | None = None, samples_png: Path | None = None,
+                       text_samples: Sequence[tuple[str, Sequence[str]]] = ()) -> Path:
+    """The compare page: per comparable group (``{"title", "notes", "rows"}``) its table, notes and the training
+    curves (``curves``: group number from 1 -> PNG), why the groups are apart, the sample figure and, for text
+    models, ``(heading, lines)`` of samples; one self-contained HTML file, images embedded."""
+    curves = curves or {}
+    count = sum(len(g["rows"]) for g in groups)
     text_html = "".join(f"<h3>{html.escape(heading)}</h3><pre class='poems'>" + html.escape("\n".join(lines))
                         + "</pre>" for heading, lines in text_samples)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{CSS}</style>"
-            f"</head><body><h1>genlab compare: {len(rows)} runs</h1><table><tr>{head}</tr>{body}</table>"
-            f"<p class='muted'>{html.escape(NOTES)}</p><h2>samples</h2>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab compare</title><style>{CSS}"
+            "td{white-space:nowrap}td:nth-child(2){text-align:left}</style>"
+            f"</head><body><h1>genlab compare: {count} runs</h1>"
+            + (f"<p class='warn'><strong>Not one table:</strong> {html.escape(apart)}</p>" if apart else "")
+            + "".join(_group_html(g, curves.get(i)) for i, g in enumerate(groups, 1))
+            + f"<p class='muted'>{html.escape(NOTES)}</p><h2>samples</h2>"
             + (f"<figure>{embedded_image(samples_png)}</figure>" if samples_png is not None else "") + text_html
             + "</body></html>")
     return write_text(path, page)

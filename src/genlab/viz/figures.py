@@ -17,36 +17,72 @@ from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim
 from genlab.models.abilities import (
     ClassPriorModel,
     ConditionalModel,
+    ExactLikelihoodModel,
     ImageCompletion,
     LatentModel,
+    LikelihoodModel,
     Reconstructs,
     StyleTransfer,
 )
 from genlab.models.base import GenerativeModel
 from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, save_grid, show_grid
 
-__all__ = ["sample_figure", "reconstruction_figure", "latent_map_figure", "manifold_figure", "manifold_choice",
+__all__ = ["has_likelihood", "sample_words", "code_words",
+           "sample_figure", "reconstruction_figure", "latent_map_figure", "manifold_figure", "manifold_choice",
            "slerp", "interpolation_figure", "traversal_figure", "transfer_figure", "completion_figure", "kl_figure",
            "curves_figure", "save_grid"]
 
 
-def sample_figure(model: GenerativeModel, path: Path, *, n: int = 64, seed: int = 0) -> Path:
-    """A grid of samples (for a conditional model: rows are classes)."""
+# --- words that fit the model (chosen by its abilities) ---
+
+def has_likelihood(model: object) -> bool:
+    """The model's loss terms are negative log-likelihoods or bounds on them, in nats (VAEs, autoregressive
+    models); an adversarial model's are not."""
+    return isinstance(model, (LikelihoodModel, ExactLikelihoodModel))
+
+
+def sample_words(model: object) -> str:
+    """How a sample of ``model`` is made, for titles and captions."""
+    if isinstance(model, ImageCompletion):
+        return "drawn pixel by pixel"
+    if isinstance(model, LatentModel) and isinstance(model, LikelihoodModel):
+        return "decoder means of prior codes"
+    return "generator images of random noise"  # one pass of a generator, no noise model on the pixels
+
+
+def code_words(model: object) -> str:
+    """What the encoder gives for one image: a posterior mean (a VAE) or a deterministic code (an encoder trained
+    adversarially, which has no posterior)."""
+    return "posterior means" if isinstance(model, LikelihoodModel) else "encoder codes"
+
+
+# --- the figures ---
+
+def sample_figure(model: GenerativeModel, path: Path, *, n: int = 64, seed: int = 0, progress: bool = False) -> Path:
+    """A grid of samples (for a conditional model: rows are classes); ``progress`` shows a bar (stderr) while a
+    model that draws pixel by pixel draws them."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
+    cond = None
+    nrow = None
     if isinstance(model, ConditionalModel):
         k = model.num_classes
-        per = max(1, n // k)
-        cond = torch.arange(k, device=model.device).repeat_interleave(per)
-        x = model.sample(len(cond), cond=cond, generator=gen)
-        return save_grid(x, path, nrow=per, title=f"samples of {model.family}: one row per class")
-    x = model.sample(n, generator=gen)
-    what = "drawn pixel by pixel" if isinstance(model, ImageCompletion) else "decoder means"
+        nrow = max(1, n // k)
+        cond = torch.arange(k, device=model.device).repeat_interleave(nrow)
+        n = len(cond)
+    if isinstance(model, ImageCompletion):
+        x = model.sample(n, cond=cond, generator=gen, progress=progress)
+    else:
+        x = model.sample(n, cond=cond, generator=gen)
+    what = sample_words(model)
+    if cond is not None:
+        return save_grid(x, path, nrow=nrow, title=f"samples of {model.family} ({what}): one row per class")
     return save_grid(x, path, title=f"{n} samples of {model.family} ({what}, seed {seed})")
 
 
 @torch.no_grad()
 def reconstruction_figure(model: Reconstructs, data: Dataset, path: Path, *, n: int = 16) -> Path:
-    """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
+    """Test images (odd rows) above their reconstructions (even rows): the decoded posterior mean of a VAE, the
+    generator's image of the encoder's code for a model trained adversarially."""
     x, y = pick_test_examples(data, n, seed=0)
     x = x.to(model.device)
     cond = None if y is None or not isinstance(model, ConditionalModel) else y.to(model.device)
@@ -59,7 +95,8 @@ def reconstruction_figure(model: Reconstructs, data: Dataset, path: Path, *, n: 
     for i, (ax, imgs) in enumerate(zip(np.atleast_1d(axes), rows)):
         show_grid(ax, image_grid(imgs, per_row))
         ax.set_ylabel("original" if i % 2 == 0 else "reconstr.", rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("test images and their reconstructions", fontsize=11)
+    how = "decoded posterior means" if isinstance(model, LikelihoodModel) else "generator images of encoder codes"
+    fig.suptitle(f"test images and their reconstructions ({how})", fontsize=11)
     return save_figure(fig, path)
 
 
@@ -91,7 +128,7 @@ def latent_map_figure(model: LatentModel, data: Dataset, path: Path, *, tsne_poi
             ax.scatter(means[:, 0], means[:, 1], marker="X", s=120, c="black", label="class means")
         ax.set_xlabel("z1")
         ax.set_ylabel("z2" if mu.shape[1] == 2 else "")
-        ax.set_title(f"latent map: posterior means of {len(mu)} test images")
+        ax.set_title(f"latent map: {code_words(model)} of {len(mu)} test images")
         ax.grid(alpha=0.3)
         return save_figure(fig, path)
     from sklearn.decomposition import PCA
@@ -110,9 +147,9 @@ def latent_map_figure(model: LatentModel, data: Dataset, path: Path, *, tsne_poi
     _scatter_classes(ax1, pts, y, data, legend=False)
     ax1.set_xlabel(f"PC1 ({ev[0]:.0%} of variance)")
     ax1.set_ylabel(f"PC2 ({ev[1]:.0%})")
-    ax1.set_title(f"PCA of {len(mu)} posterior means")
+    ax1.set_title(f"PCA of {len(mu)} {code_words(model)}")
     _scatter_classes(ax2, emb, None if y is None else y[:m], data, legend=True)
-    ax2.set_title(f"t-SNE of {m} posterior means")
+    ax2.set_title(f"t-SNE of {m} {code_words(model)}")
     ax2.set_xticks([])
     ax2.set_yticks([])
     for ax in (ax1, ax2):
@@ -303,29 +340,69 @@ def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path:
     return save_figure(fig, path)
 
 
-def curves_figure(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss terms per epoch, train (solid) and test (dashed), one panel per term."""
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _points(records: Sequence[dict[str, Any]], x: str, y: str) -> list[tuple[float, float]]:
+    """(x, y) of the records that hold both as finite numbers (a record file may be damaged or hand-edited)."""
+    return [(r[x], r[y]) for r in records if _number(r.get(x)) and _number(r.get(y))]
+
+
+NATS_TERMS = ("loss", "recon", "kl", "elbo", "iwae", "nll")  # the terms a likelihood model logs in nats
+_TERM_LABELS = {  # y-axis labels of terms in other units, whatever the model
+    "bits_per_dim": "bits per dimension", "char_accuracy": "fraction of characters right",
+    "js": "Jensen-Shannon estimate, nats", "divergence": "divergence estimate (no unit)",
+    "wasserstein": "Wasserstein estimate (no unit)", "gp": "gradient penalty (no unit)",
+    "d_real": "critic score, real images", "d_fake": "critic score, generated", "g_loss": "generator loss (no unit)",
+}
+
+
+def curves_figure(history: Sequence[dict[str, Any]], path: Path, *, steps: Sequence[dict[str, Any]] = (),
+                  unit: str | None = "auto") -> Path:
+    """Loss terms over training, one panel per term: train solid, test dashed (evaluated at the end of epochs).
+
+    ``history`` holds the epoch records; ``steps`` the step records (``train.log_every``): when there are some,
+    the x axis is the optimizer step and the train curve is drawn from them, else the x axis is the epoch.
+    ``unit`` labels the likelihood terms (loss, recon, kl, elbo, iwae, nll), e.g. "nats per image"; None for a
+    model whose losses are not likelihoods (a GAN's), whose axes then say "no unit"; "auto": nats per example
+    when the records hold an ELBO, else None."""
+    steps = [r for r in steps if _number(r.get("step"))]
     keys = []
-    for rec in history:
+    for rec in (*history, *steps):
         for k in rec:
             if "/" in k and k.split("/", 1)[1] not in keys:
                 keys.append(k.split("/", 1)[1])
     keys = keys or ["loss"]
-    # likelihood models log an ELBO and their terms are nats; a GAN's losses and estimates are not
-    in_nats = "elbo" in keys
+    if unit == "auto":
+        unit = "nats per example" if "elbo" in keys else None
+    by_step = bool(steps)
+    x_key = "step" if by_step else "epoch"
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        for split, style in (("train", "-"), ("test", "--")):
-            pts = [(r["epoch"], r[f"{split}/{key}"]) for r in history if f"{split}/{key}" in r]
-            if pts:
-                ax.plot(*zip(*pts), style, marker="o", ms=3, label=split)
+        train_src = steps if by_step else history
+        pts = _points(train_src, x_key, f"train/{key}")
+        if by_step and not pts:  # a term logged per epoch only
+            pts = _points(history, "step", f"train/{key}")
+        if pts:
+            ax.plot(*zip(*pts), "-", marker=None if by_step and len(pts) > 30 else "o", ms=3, lw=1.2,
+                    label="train" + (" (mean over each logged interval)" if by_step else ""))
+        pts = _points(history, x_key, f"test/{key}")
+        if pts:
+            ax.plot(*zip(*pts), "--", marker="o", ms=3, label="test" + (" (end of epochs)" if by_step else ""))
         ax.set_title(key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("nats per example" if in_nats and key in ("loss", "recon", "kl", "elbo", "iwae") else key)
+        ax.set_xlabel("optimizer step" if by_step else "epoch")
+        if key in _TERM_LABELS:
+            ax.set_ylabel(_TERM_LABELS[key])
+        elif key in NATS_TERMS and unit:
+            ax.set_ylabel(unit)
+        elif key == "loss":
+            ax.set_ylabel("what is minimised (no unit)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
