@@ -24,6 +24,9 @@ PRIORS = ("concat", "class-mean")
 
 @dataclass
 class CVAEConfig(VAEConfig):
+    # 2, not the VAE's 20: with 20 dimensions the concat decoder reads the class from z and drew the asked label in
+    # 37% of samples on mnist-5k (30 epochs); with 2, z keeps only the style and the label decides (96%)
+    latent_dim: int = 2
     prior: str = "concat"  # concat (label into encoder and decoder) | class-mean (a learned prior mean per class)
 
 
@@ -34,7 +37,21 @@ class ConditionalVAE(VAE):
     Config: ClassVar[type] = CVAEConfig
     num_classes: int = 0  # ConditionalModel; set from the data
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "class-mean": {"prior": "class-mean", "arch": "mlp", "latent_dim": 2},
+        # 16 dimensions and 30 epochs: in 2 the ten unit-variance class priors overlap (their means start N(0, I) and
+        # Adam moves them ~1e-3 a step), and on mnist-5k samples of a label were that label 10% of the time, the
+        # style transfer 12%; in 16, 70% and 56% after 10 epochs, 81% and 79% after 30
+        "class-mean": {"prior": "class-mean", "arch": "mlp", "latent_dim": 16, "train.epochs": 30},
+        "quick": {"train.epochs": 30},  # the defaults for 30 epochs instead of 10
+    }
+    # measured with one torch thread on the 2-core AMD EPYC machine of the README's tables; "the asked label" is how
+    # often genlab's domain classifier names the class a sample was drawn for
+    preset_notes: ClassVar[dict[str, str]] = {
+        "default": "label into encoder and decoder, 2-D latent, 10 epochs: 8 CPU s on mnist-5k; blurry digits, the "
+                   "asked label in 81% of samples, 93% in the style transfer",
+        "quick": "the first run to try: the defaults for 30 epochs, 16 CPU s on mnist-5k; the asked label in 96% "
+                 "(precision 0.53, FID 18.2)",
+        "class-mean": "a learned prior mean per class, 16-D latent, 30 epochs: 15 CPU s on mnist-5k; the asked label "
+                      "in 81% of samples (precision 0.69, FID 10.8), 79% in the style transfer",
     }
 
     def __init__(self, config: CVAEConfig, spec: DataSpec):
