@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genlab.config import build_config, config_toml, options_help, preset_lines, resolve_config
+from genlab.config import build_config, config_toml, first_run_note, options_help, preset_lines, resolve_config
 from genlab.data import list_datasets, load_dataset
 from genlab.models.abilities import abilities_of
 from genlab.models.base import GenerativeModel
@@ -37,7 +37,7 @@ __all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "in
            "report", "compare", "demo", "list_models", "list_presets", "list_datasets", "load_dataset",
            "load_run_data", "build_config", "abilities",
            # the options: what each means, resolved configs, config files
-           "resolve_config", "options_help", "config_toml", "preset_details", "runs",
+           "resolve_config", "options_help", "config_toml", "preset_details", "first_run_note", "runs",
            # what the CLI prints and writes (also usable from Python)
            "evaluate_run", "format_evaluation", "table_lines", "runs_lines", "write_samples", "write_completion",
            "write_reconstructions"]

@@ -83,6 +83,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if not args.no_figures:
         api.report(model, progress=not args.no_progress)
     print(f"trained {model.family}: run folder {model.run_dir}")
+    if args.preset is None and args.config is None and args.data is None and not args.resume:
+        note = api.first_run_note(model.family)  # the default data: what the plain defaults give there, what to try
+        for line in (note or "").splitlines():
+            print(f"genlab: note: {line}", file=sys.stderr)
     return 0
 
 

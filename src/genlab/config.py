@@ -45,8 +45,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli packag
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_overrides", "build", "parse_value",
            "split_overrides", "validate", "check_value", "resumed_config", "Range", "FIELD_RANGES",
            # describing the options, and config files
-           "field_comments", "OptionDoc", "describe_options", "options_help", "preset_lines", "cli_value",
-           "range_text", "config_toml", "read_config_file", "ConfigFile", "MAX_CONFIG_BYTES",
+           "field_comments", "OptionDoc", "describe_options", "options_help", "preset_lines", "first_run_note",
+           "cli_value", "range_text", "config_toml", "read_config_file", "ConfigFile", "MAX_CONFIG_BYTES",
            "resolve_config"]
 
 
@@ -562,10 +562,20 @@ def describe_options(cfg: RunConfig) -> list[OptionDoc]:
     return out
 
 
+def first_run_note(model: str) -> str | None:
+    """For ``genlab train FAMILY`` without a preset or config file: what the family's plain defaults give and the
+    ``quick`` preset to try first, from its ``preset_notes`` (None when it has no such note or no quick preset)."""
+    family = MODELS.get(model)
+    default, quick = family.preset_notes.get("default"), family.preset_notes.get("quick")
+    if "quick" not in family.presets or not default:
+        return None
+    return f"{model} without a preset: {default}" + (f"\n--preset quick: {quick}" if quick else "")
+
+
 def preset_lines(model: str) -> list[tuple[str, str, str]]:
     """(name, what it sets as ``key=value, ...``, its note from ``preset_notes``) for each preset of ``model``."""
     family = MODELS.get(model)
-    notes = getattr(family, "preset_notes", {}) or {}
+    notes = family.preset_notes
     return [(name, ", ".join(f"{k if '.' in k else 'model.' + k}={cli_value(_as_tuple(v))}"
                              for k, v in values.items()), notes.get(name, ""))
             for name, values in family.presets.items()]
@@ -592,6 +602,9 @@ def options_help(cfg: RunConfig, *, preset: str | None = None, width: int = 100)
              f"{cfg.model} --toml` writes one).")
     lines = [textwrap.fill(f"{cfg.model}: {doc}" if doc else cfg.model, width=width), "",
              textwrap.fill(intro, width=width, break_on_hyphens=False)]
+    default_note = family.preset_notes.get("default")
+    if default_note:  # what the plain defaults give, measured, before the long list
+        lines += ["", textwrap.fill(f"Without a preset: {default_note}", width=width, break_on_hyphens=False)]
     docs = describe_options(cfg)
     for section in ("model", "data", "train"):
         title = _SECTION_TITLES[section] + (f" of {cfg.model} ({type(cfg.model_config).__name__})"
