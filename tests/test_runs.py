@@ -250,3 +250,19 @@ def test_compare_of_one_kind_is_one_table(grey_run: Path, tmp_path: Path, capsys
     assert lines[0].split()[:3] == ["run", "NLL", "ELBO"] and "group" not in out
     assert any(line.startswith("NLL: importance-weighted bound, k=3") for line in lines)
     assert "Not one table" not in html.read_text(encoding="utf-8")
+
+
+def test_compare_draws_a_gans_curves_apart_from_a_vaes(grey_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A GAN's loss is its critic's objective, with no unit: on the same axes as a VAE's nats it would read as a
+    far better model. Each gets its own figure, labelled with its unit."""
+    vae = _copy(grey_run, tmp_path / "vae")
+    gan = _train(capsys, tmp_path / "gan", "--model.g_hidden=16", "--model.d_hidden=16", "--epochs", "1",
+                 "--no-figures", "--no-progress", "--train.threads=1", family="gan")
+    html = tmp_path / "cmp" / "compare.html"
+    code, _, err = run_cli(capsys, "compare", vae, gan, "--out", html, "-k", 3, "--no-quality", "--no-progress")
+    assert code == 0, err
+    nats, adversarial = html.with_name("compare-curves-1.png"), html.with_name("compare-curves-1-gan.png")
+    assert nats.is_file() and adversarial.is_file()
+    assert png_pixels(nats).std() > 10 and png_pixels(adversarial).std() > 10
+    assert html.read_text(encoding="utf-8").count("data:image/png;base64,") == 3  # two curve figures, the samples

@@ -214,6 +214,20 @@ def _curves(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, An
     return out
 
 
+def _curve_sets(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """The runs whose curves may share axes: the models with a likelihood (their terms are nats), and the others
+    by family (a critic's loss means something else in each adversarial family, and has no unit). Each set is
+    (file suffix, what it holds, unit of its terms, rows)."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = "" if isinstance(r["model"], (LikelihoodModel, ExactLikelihoodModel)) else r["family"]
+        sets.setdefault(key, []).append(r)
+    return [("" if not key else f"-{key}",
+             "likelihood models" if not key else f"{key} (the players' objectives)",
+             ("nats per line" if isinstance(rows_of[0]["model"], TextModel) else "nats per image") if not key
+             else "no unit", rows_of) for key, rows_of in sets.items()]
+
+
 @torch.no_grad()
 def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: int = 1000, quality: bool = True,
             quality_n: int = 2000, progress: bool = True, seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
@@ -224,10 +238,11 @@ def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: 
     rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
     out = Path(out)
     groups, apart = comparable_groups(rows)
-    curves = {}
+    curves: dict[int, list[Path]] = {}
     for i, group in enumerate(groups, 1):
-        curves[i] = compare_curves_figure(_curves(group["rows"]), out.with_name(f"{out.stem}-curves-{i}.png"),
-                                          title=group["title"].split(";")[0])
+        curves[i] = [compare_curves_figure(_curves(rows_of), out.with_name(f"{out.stem}-curves-{i}{suffix}.png"),
+                                           title=f"{group['title'].split(';')[0]}: {what}", unit=unit)
+                     for suffix, what, unit, rows_of in _curve_sets(group["rows"])]
     panels, texts = [], []
     for r in rows:
         model = r["model"]

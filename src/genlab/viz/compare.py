@@ -76,7 +76,7 @@ def grouped_table_lines(groups: Sequence[dict[str, Any]], apart: str | None = No
 
 
 def compare_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[dict[str, Any]]]],
-                          path: Path, *, title: str = "", most: int = 4) -> Path:
+                          path: Path, *, title: str = "", most: int = 4, unit: str = "") -> Path:
     """The training curves of several runs overlaid: one panel per loss term they all log (at most ``most``,
     "loss" first), one colour per run, train solid and test dashed, against the epoch. ``runs`` holds
     ``(name, epoch records, step records)``; step records (``train.log_every``), where a run has them, draw its
@@ -108,6 +108,8 @@ def compare_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Se
                 ax.plot(*zip(*pts), "--", color=colour, lw=1.2, marker="s", ms=2.5, label=f"{name} test")
         ax.set_title(key)
         ax.set_xlabel("epoch")
+        if unit:
+            ax.set_ylabel(unit)
         ax.ticklabel_format(axis="y", useOffset=False)  # read 44.07 on the axis, not 0.07 + 4.4e1
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -141,7 +143,7 @@ NOTES = ("NLL: -log p(x) in nats per test image, or per line of text (lower is b
          "that are distinct and not in the corpus.")
 
 
-def _group_html(group: dict[str, Any], curves: Path | None) -> str:
+def _group_html(group: dict[str, Any], curves: Sequence[Path]) -> str:
     columns = _columns(group["rows"])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", "family"] + [c for c, _, _ in columns])
     body = "".join("<tr><td>" + html.escape(r["name"]) + "</td><td>" + html.escape(r["family"]) + "</td>"
@@ -150,16 +152,17 @@ def _group_html(group: dict[str, Any], curves: Path | None) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in group["notes"])
     return (f"<h2>{html.escape(group['title'])}</h2><table><tr>{head}</tr>{body}</table>"
             + (f"<ul class='muted'>{notes}</ul>" if notes else "")
-            + (f"<figure>{embedded_image(curves)}<figcaption>Training curves: one colour per run, train solid, "
-               "test dashed (the loss terms every run of the group logs).</figcaption></figure>"
-               if curves is not None else ""))
+            + "".join(f"<figure>{embedded_image(png)}<figcaption>Training curves: one colour per run, train "
+                      "solid, test dashed (the terms every run of the figure logs; models with a likelihood share "
+                      "axes, each adversarial family has its own, as their losses mean different things)."
+                      "</figcaption></figure>" for png in curves))
 
 
 def write_compare_page(path: Path, groups: Sequence[dict[str, Any]], *, apart: str | None = None,
-                       curves: dict[int, Path] | None = None, samples_png: Path | None = None,
+                       curves: dict[int, Sequence[Path]] | None = None, samples_png: Path | None = None,
                        text_samples: Sequence[tuple[str, Sequence[str]]] = ()) -> Path:
     """The compare page: per comparable group (``{"title", "notes", "rows"}``) its table, notes and the training
-    curves (``curves``: group number from 1 -> PNG), why the groups are apart, the sample figure and, for text
+    curves (``curves``: group number from 1 -> PNGs), why the groups are apart, the sample figure and, for text
     models, ``(heading, lines)`` of samples; one self-contained HTML file, images embedded."""
     curves = curves or {}
     count = sum(len(g["rows"]) for g in groups)
@@ -169,7 +172,7 @@ def write_compare_page(path: Path, groups: Sequence[dict[str, Any]], *, apart: s
             "td{white-space:nowrap}td:nth-child(2){text-align:left}</style>"
             f"</head><body><h1>genlab compare: {count} runs</h1>"
             + (f"<p class='warn'><strong>Not one table:</strong> {html.escape(apart)}</p>" if apart else "")
-            + "".join(_group_html(g, curves.get(i)) for i, g in enumerate(groups, 1))
+            + "".join(_group_html(g, curves.get(i, ())) for i, g in enumerate(groups, 1))
             + f"<p class='muted'>{html.escape(NOTES)}</p><h2>samples</h2>"
             + (f"<figure>{embedded_image(samples_png)}</figure>" if samples_png is not None else "") + text_html
             + "</body></html>")
