@@ -148,6 +148,16 @@ def test_eval_refreshes_the_report(grey_run: Path, tmp_path: Path, capsys: pytes
                    "--no-report")[0] == 0
     assert (run / "report.html").stat().st_mtime_ns == stamp
 
+    # a second eval rewrites the page but keeps the figures drawn from these weights; after more training they
+    # are drawn again
+    samples = run / "figures" / "samples.png"
+    drawn = samples.stat().st_mtime_ns
+    assert run_cli(capsys, "eval", run, "-k", 2, "--limit", 20, "--no-quality", "--no-progress")[0] == 0
+    assert samples.stat().st_mtime_ns == drawn and (run / "report.html").stat().st_mtime_ns != stamp
+    _train(capsys, run, "--resume", "--epochs", "2", "--no-figures", "--no-progress")
+    assert run_cli(capsys, "eval", run, "-k", 2, "--limit", 20, "--no-quality", "--no-progress")[0] == 0
+    assert samples.stat().st_mtime_ns != drawn
+
 
 # --- genlab runs ---
 

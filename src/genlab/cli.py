@@ -132,12 +132,13 @@ def cmd_interpolate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    result, path = api.evaluate_run(args.run, k=args.k, limit=args.limit, quality=not args.no_quality,
+    model = api.load(args.run)
+    result, path = api.evaluate_run(model, k=args.k, limit=args.limit, quality=not args.no_quality,
                                     quality_n=args.n, progress=not args.no_progress, temperature=args.temperature)
     print("\n".join(api.format_evaluation(result)))
     print(f"wrote {path}")
-    if not args.no_report:  # the report shows eval.json: redraw it, or it would show the one before
-        api.report(args.run, progress=not args.no_progress)
+    if not args.no_report:  # the report shows eval.json: rewrite it; the model's own figures are kept when current
+        api.report(model, progress=not args.no_progress, keep_figures=True)
     return 0
 
 

@@ -20,6 +20,7 @@ from genlab.files import write_json
 from genlab.models.abilities import ExactLikelihoodModel, LikelihoodModel, TextModel
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.evaluation import check_measure_args, evaluate
+from genlab.pipelines.report import likelihood_unit
 from genlab.pipelines.runs import load_model, read_evaluation, stale_evaluation_note, write_evaluation
 from genlab.train.run import RunDir
 from genlab.viz.compare import compare_curves_figure, grouped_table_lines, samples_figure, write_compare_page
@@ -215,17 +216,15 @@ def _curves(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, An
 
 
 def _curve_sets(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
-    """The runs whose curves may share axes: the models with a likelihood (their terms are nats), and the others
-    by family (a critic's loss means something else in each adversarial family, and has no unit). Each set is
-    (file suffix, what it holds, unit of its terms, rows)."""
-    sets: dict[str, list[dict[str, Any]]] = {}
+    """The runs whose curves may share axes: the models with a likelihood (their terms are nats of the same unit),
+    and the others by family (a critic's loss means something else in each adversarial family, and has no unit).
+    Each set is (file suffix, what it holds, unit of its terms, rows)."""
+    sets: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        key = "" if isinstance(r["model"], (LikelihoodModel, ExactLikelihoodModel)) else r["family"]
-        sets.setdefault(key, []).append(r)
-    return [("" if not key else f"-{key}",
-             "likelihood models" if not key else f"{key} (the players' objectives)",
-             ("nats per line" if isinstance(rows_of[0]["model"], TextModel) else "nats per image") if not key
-             else "no unit", rows_of) for key, rows_of in sets.items()]
+        unit = likelihood_unit(r["model"])
+        sets.setdefault(("", unit) if unit else (r["family"], "no unit"), []).append(r)
+    return [(f"-{family}" if family else "", f"{family} (the players' objectives)" if family else
+             "likelihood models", unit, rows_of) for (family, unit), rows_of in sets.items()]
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from genlab.data.text import format_poem
 from genlab.data.vocab import UNK_CHAR
 from genlab.errors import GenlabError
 from genlab.metrics.latent import encode_split
+from genlab.metrics.likelihood import has_likelihood
 from genlab.models.abilities import (
     ConditionalModel,
     Illustrated,
@@ -38,12 +39,12 @@ from genlab.models.abilities import (
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_rows
 from genlab.pipelines.runs import as_model, load_run_data, read_evaluation, stale_evaluation_note
+from genlab.train.checkpoint import MODEL_WEIGHTS
 from genlab.train.run import RunDir
 from genlab.viz.figures import (
     code_words,
     completion_figure,
     curves_figure,
-    has_likelihood,
     interpolation_figure,
     kl_figure,
     latent_map_figure,
@@ -65,47 +66,55 @@ __all__ = ["standard_figures", "illustration_figures", "evaluation_figures", "te
 # --- telling the reader what is being drawn ---
 
 class _Drawing:
-    """Times each figure and, with ``progress``, prints one line per figure (name and seconds) on stderr."""
+    """Times each figure and, with ``progress``, prints one line per figure (name and seconds) on stderr. With
+    ``keep_after`` (a time stamp: when the checkpoint was written), a figure whose PNG ``path`` was written after
+    it shows the same weights already and is kept instead of drawn again (pixel-by-pixel samples take minutes)."""
 
-    def __init__(self, progress: bool):
-        self.progress = progress
+    def __init__(self, progress: bool, keep_after: float | None = None):
+        self.progress, self.keep_after = progress, keep_after
         self.start = time.perf_counter()
 
-    def __call__(self, name: str, draw: Callable[[], Any]) -> Any:
+    def __call__(self, name: str, draw: Callable[[], Any], path: Path | None = None) -> Any:
         start = time.perf_counter()
-        result = draw()
+        kept = self.keep_after is not None and path is not None and path.is_file() and \
+            path.stat().st_mtime >= self.keep_after
+        result = path if kept else draw()
         if self.progress:
-            print(f"  {name:<22} {time.perf_counter() - start:6.1f} s", file=sys.stderr, flush=True)
+            print(f"  {name:<22} " + ("kept (drawn from these weights)" if kept else
+                                       f"{time.perf_counter() - start:6.1f} s"), file=sys.stderr, flush=True)
         return result
 
 
 def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path, *, progress: bool = False,
-                     drawing: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Path]:
+                     drawing: _Drawing | None = None) -> dict[str, Path]:
     """The image figures that apply to the model, by ability: name -> PNG path. ``progress`` shows a line per
     figure and a bar while pixels are drawn one by one; ``drawing`` (the report's timer) replaces the line."""
     out_dir = Path(out_dir)
     draw = drawing or _Drawing(progress)
-    figs = {"samples": draw("samples", lambda: sample_figure(model, out_dir / "samples.png", progress=progress))}
+    figs = {"samples": draw("samples", lambda: sample_figure(model, out_dir / "samples.png", progress=progress),
+                           out_dir / "samples.png")}
     if isinstance(model, Reconstructs):
         figs["reconstructions"] = draw("reconstructions", lambda: reconstruction_figure(
-            model, data, out_dir / "reconstructions.png"))
+            model, data, out_dir / "reconstructions.png"), out_dir / "reconstructions.png")
     if isinstance(model, LatentModel):
-        figs["latent_map"] = draw("latent map", lambda: latent_map_figure(model, data, out_dir / "latent_map.png"))
+        figs["latent_map"] = draw("latent map", lambda: latent_map_figure(model, data, out_dir / "latent_map.png"),
+                                  out_dir / "latent_map.png")
         post = encode_split(model, data, limit=2000)  # one encoding for the manifold and the traversal
         if model.latent_dim >= 2:
             cond = torch.tensor([0]) if isinstance(model, ConditionalModel) else None
             dims, base = manifold_choice(model, data, post=post)
             figs["manifold"] = draw("manifold", lambda: manifold_figure(
-                model, out_dir / "manifold.png", dims=dims, base=base, cond=cond))
+                model, out_dir / "manifold.png", dims=dims, base=base, cond=cond), out_dir / "manifold.png")
         figs["interpolation"] = draw("interpolation", lambda: interpolation_figure(
-            model, data, out_dir / "interpolation.png"))
+            model, data, out_dir / "interpolation.png"), out_dir / "interpolation.png")
         figs["traversal"] = draw("traversal", lambda: traversal_figure(
-            model, data, out_dir / "traversal.png", post=post))
+            model, data, out_dir / "traversal.png", post=post), out_dir / "traversal.png")
     if isinstance(model, ImageCompletion):  # the bottom half and quarter of test images redrawn
         figs["completion"] = draw("completion", lambda: completion_figure(
-            model, data, out_dir / "completion.png", progress=progress))
+            model, data, out_dir / "completion.png", progress=progress), out_dir / "completion.png")
     if isinstance(model, StyleTransfer) and data.spec.num_classes > 1:
-        figs["transfer"] = draw("style transfer", lambda: transfer_figure(model, data, out_dir / "transfer.png"))
+        figs["transfer"] = draw("style transfer", lambda: transfer_figure(model, data, out_dir / "transfer.png"),
+                                out_dir / "transfer.png")
     return figs
 
 
@@ -242,12 +251,14 @@ def text_sections(model: TextModel, data: Dataset, n: int = 20, seed: int = 0) -
 
 
 def write_run_report(model: GenerativeModel, data: Dataset, run: RunDir, *, title: str | None = None,
-                     progress: bool = True) -> dict[str, Path]:
+                     progress: bool = True, keep_figures: bool = False) -> dict[str, Path]:
     """Draw every figure of the run into ``RUN/figures`` and write ``RUN/report.html``; returns the figures.
-    ``progress``: a line per figure with its time, and bars inside the slow ones, on stderr."""
+    ``progress``: a line per figure with its time, and bars inside the slow ones, on stderr. ``keep_figures``
+    keeps the model's figures drawn since its checkpoint was written (after ``genlab eval`` only the evaluation
+    changed)."""
     history = run.read_metrics()
     steps = run.read_steps()
-    draw = _Drawing(progress)
+    draw = _Drawing(progress, _checkpoint_time(run) if keep_figures else None)
     if progress:
         print(f"drawing the report of {run.path}", file=sys.stderr, flush=True)
     texts: dict[str, tuple[str, list[str]]] = {}
@@ -297,9 +308,19 @@ def _interval(steps: Sequence[dict[str, Any]]) -> int:
     return numbers[0] if numbers else 0
 
 
-def report(run: str | Path | GenerativeModel, *, title: str | None = None, progress: bool = True) -> Path:
-    """(Re)draw the figures of a run folder and its ``report.html``; returns the report's path."""
+def _checkpoint_time(run: RunDir) -> float | None:
+    """When the weights of the run's current checkpoint were written (None: no checkpoint)."""
+    folder = run.checkpoint()
+    weights = None if folder is None else folder / MODEL_WEIGHTS
+    return weights.stat().st_mtime if weights is not None and weights.is_file() else None
+
+
+def report(run: str | Path | GenerativeModel, *, title: str | None = None, progress: bool = True,
+           keep_figures: bool = False) -> Path:
+    """(Re)draw the figures of a run folder and its ``report.html``; returns the report's path. ``keep_figures``
+    keeps the model figures already drawn from the current checkpoint (what ``genlab eval`` does)."""
     model = as_model(run)
     folder = RunDir(model.run_dir)
-    write_run_report(model, load_run_data(folder.path, progress=False), folder, title=title, progress=progress)
+    write_run_report(model, load_run_data(folder.path, progress=False), folder, title=title, progress=progress,
+                     keep_figures=keep_figures)
     return folder.path / "report.html"

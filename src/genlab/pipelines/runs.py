@@ -21,6 +21,7 @@ from genlab.models.base import GenerativeModel
 from genlab.registry import MODELS
 from genlab.train.checkpoint import MODEL_META, MODEL_WEIGHTS, POINTER, STORE, load_checked_state, load_model_files
 from genlab.train.run import RunDir
+from genlab.viz.compare import COLUMNS
 
 EVAL_FILE = "eval.json"
 
@@ -185,15 +186,12 @@ def stale_evaluation_note(run: RunDir, evaluation: dict[str, Any] | None, *,
 
 # --- `genlab runs`: the run folders under a folder ---
 
-# (label, eval.json key, format): the key metrics a listing shows, where the run has them
-KEY_METRICS: list[tuple[str, str, str]] = [
-    ("NLL", "test/nll", "{:.2f}"),
-    ("FID", "quality/fid", "{:.2f}"),
-    ("precision", "quality/precision", "{:.2f}"),
-    ("classes", "quality/classes_covered", "{}"),
-    ("new&distinct", "novelty/new_distinct_fraction", "{:.2f}"),
-    ("recon acc", "test/recon_accuracy", "{:.2f}"),
-]
+# (label, eval.json key, format): the key metrics a listing shows, where the run has them: compare's columns of
+# them (one label and format per number everywhere), and the text models' reconstruction accuracy
+_LISTED_KEYS = ("test/nll", "quality/fid", "quality/precision", "quality/classes_covered",
+                "novelty/new_distinct_fraction")
+KEY_METRICS: list[tuple[str, str, str]] = [column for column in COLUMNS if column[1] in _LISTED_KEYS] + [
+    ("recon accuracy", "test/recon_accuracy", "{:.3f}")]
 _MAX_LISTED = 10_000  # folders looked at; a listing of a whole disk by mistake stops here
 
 

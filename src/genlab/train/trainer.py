@@ -131,7 +131,8 @@ class _TensorBoard:
                 continue
             tag = key if not prefix or key.startswith("test/") or "/" not in key else f"{prefix}{key}"
             self.writer.add_scalar(tag, value, global_step=step)
-        self.writer.flush()
+        if prefix:  # an epoch's records are on disk at once; step records go with the writer's own flushes
+            self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
@@ -247,8 +248,7 @@ class Trainer:
         records do, and a step record must read the same in a resumed run as in an uninterrupted one."""
         record: dict[str, Any] = {"step": self.step, "epoch": self.epoch + 1, "lr": lr}
         record.update({f"train/{k}": v / max(seen, 1) for k, v in sums.items()})
-        if self.run is not None:
-            self.run.append_step(record)
+        self.run.append_step(record)
         if self._tensorboard is not None:
             self._tensorboard.add(record)
 
@@ -263,8 +263,9 @@ class Trainer:
             self.model.train()
             sums: dict[str, float] = {}
             seen = 0
-            window: dict[str, float] = {}  # the terms summed since the last step record (or the epoch start)
-            window_seen = 0
+            logging = bool(cfg.log_every) and self.run is not None
+            mark: dict[str, float] = {}  # ``sums`` and ``seen`` at the last step record (or the epoch start)
+            mark_seen = 0
             start = time.perf_counter()
             desc = f"epoch {self.epoch + 1}" + ("" if cfg.time_limit else f"/{cfg.epochs}")
             bar = tqdm(self.data.batches("train", cfg.batch_size, shuffle=True, generator=gen), total=total_batches,
@@ -277,21 +278,21 @@ class Trainer:
                     bar.close()
                     raise self._diverged(str(e)) from None
                 values = torch.stack([t.float() for t in terms.values()]).tolist()
-                if not math.isfinite(values[list(terms).index("loss")]):
+                loss = values[list(terms).index("loss")]
+                if not math.isfinite(loss):
                     bar.close()
-                    raise self._diverged(f"the loss became {values[list(terms).index('loss')]}")
+                    raise self._diverged(f"the loss became {loss}")
                 b = batch_length(batch)
                 for k, v in zip(terms, values):
                     sums[k] = sums.get(k, 0.0) + v * b
-                    window[k] = window.get(k, 0.0) + v * b
                 seen += b
-                window_seen += b
                 self.step += 1
-                if cfg.log_every and self.step % cfg.log_every == 0 and self.run is not None:
-                    self._log_step(window, window_seen, cfg.lr * factor)
-                    window, window_seen = {}, 0
+                if logging and self.step % cfg.log_every == 0:
+                    self._log_step({k: v - mark.get(k, 0.0) for k, v in sums.items()}, seen - mark_seen,
+                                   cfg.lr * factor)
+                    mark, mark_seen = dict(sums), seen
                 if self.progress and self.step % 10 == 0:
-                    bar.set_postfix(loss=f"{values[list(terms).index('loss')]:.3f}", refresh=False)
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
                     break
             bar.close()

@@ -17,7 +17,6 @@ from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim
 from genlab.models.abilities import (
     ClassPriorModel,
     ConditionalModel,
-    ExactLikelihoodModel,
     ImageCompletion,
     LatentModel,
     LikelihoodModel,
@@ -27,19 +26,13 @@ from genlab.models.abilities import (
 from genlab.models.base import GenerativeModel
 from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, save_grid, show_grid
 
-__all__ = ["has_likelihood", "sample_words", "code_words",
+__all__ = ["sample_words", "code_words",
            "sample_figure", "reconstruction_figure", "latent_map_figure", "manifold_figure", "manifold_choice",
            "slerp", "interpolation_figure", "traversal_figure", "transfer_figure", "completion_figure", "kl_figure",
            "curves_figure", "save_grid"]
 
 
 # --- words that fit the model (chosen by its abilities) ---
-
-def has_likelihood(model: object) -> bool:
-    """The model's loss terms are negative log-likelihoods or bounds on them, in nats (VAEs, autoregressive
-    models); an adversarial model's are not."""
-    return isinstance(model, (LikelihoodModel, ExactLikelihoodModel))
-
 
 def sample_words(model: object) -> str:
     """How a sample of ``model`` is made, for titles and captions."""
