@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genlab.config import build_config, config_toml, first_run_note, options_help, preset_lines, resolve_config
+from genlab.config import (
+    build_config,
+    config_toml,
+    family_summary,
+    first_run_note,
+    options_help,
+    preset_lines,
+    resolve_config,
+)
 from genlab.data import list_datasets, load_dataset
 from genlab.models.abilities import abilities_of
 from genlab.models.base import GenerativeModel
@@ -57,7 +65,7 @@ def runs(root: str | Path = "runs") -> list[dict[str, Any]]:
 
 def list_models() -> dict[str, str]:
     """Registered family name -> the first paragraph of its docstring, on one line."""
-    return {name: " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()) for name, cls in MODELS.items()}
+    return {name: family_summary(cls) for name, cls in MODELS.items()}
 
 
 def preset_details() -> dict[str, list[tuple[str, str, str]]]:

@@ -46,8 +46,8 @@ __all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_over
            "split_overrides", "validate", "check_value", "resumed_config", "Range", "FIELD_RANGES",
            # describing the options, and config files
            "field_comments", "OptionDoc", "describe_options", "options_help", "preset_lines", "first_run_note",
-           "cli_value", "range_text", "config_toml", "read_config_file", "ConfigFile", "MAX_CONFIG_BYTES",
-           "resolve_config"]
+           "family_summary", "cli_value", "range_text", "config_toml", "read_config_file", "ConfigFile",
+           "MAX_CONFIG_BYTES", "resolve_config"]
 
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
@@ -562,6 +562,11 @@ def describe_options(cfg: RunConfig) -> list[OptionDoc]:
     return out
 
 
+def family_summary(cls: type) -> str:
+    """The first paragraph of a family's docstring, on one line (``genlab list``, the help)."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
 def first_run_note(model: str) -> str | None:
     """For ``genlab train FAMILY`` without a preset or config file: what the family's plain defaults give and the
     ``quick`` preset to try first, from its ``preset_notes`` (None when it has no such note or no quick preset)."""
@@ -593,7 +598,7 @@ def options_help(cfg: RunConfig, *, preset: str | None = None, width: int = 100)
     """The text of ``genlab train FAMILY --help`` after the flags (and of ``genlab config FAMILY``): every option
     of ``cfg``'s family with its type, value, range and comment, then the family's presets and what they set."""
     family = MODELS.get(cfg.model)
-    doc = " ".join((family.__doc__ or "").strip().split("\n\n")[0].split())
+    doc = family_summary(family)
     wrap = functools.partial(textwrap.fill, width=width, initial_indent=" " * 6, subsequent_indent=" " * 6,
                              break_on_hyphens=False, break_long_words=False)
     shown = f" with preset {preset}" if preset else ""
@@ -682,7 +687,7 @@ def _family_defaults(model: str) -> tuple[dict[str, dict[str, Any]], dict[str, d
             {s: field_comments(type(o)) for s, o in objs.items()})
 
 
-def config_toml(d: dict[str, Any], *, comments: bool = True) -> str:
+def config_toml(d: dict[str, Any]) -> str:
     """A run config (``RunConfig.to_dict()``, as saved in config.json, optionally with ``"meta"``: what made the
     run) as a TOML file that ``read_config_file`` reads back to the same config: ``family = ...`` and the
     ``[model]``, ``[data]``, ``[train]`` tables, each key under its comment from the dataclass source. ``"meta"``
@@ -711,7 +716,7 @@ def config_toml(d: dict[str, Any], *, comments: bool = True) -> str:
         for name, value in values.items():
             if not _BARE_KEY.fullmatch(str(name)):
                 continue
-            note = notes.get(section, {}).get(name) if comments else None
+            note = notes.get(section, {}).get(name)
             if note:
                 out += [_comment_line(line) for line in textwrap.wrap(note, 116, break_long_words=False,
                                                                       break_on_hyphens=False)]

@@ -115,7 +115,7 @@ def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, re
     if resume:
         trainer.resume()
     else:  # a fresh start in a folder whose earlier attempt saved no checkpoint: its epochs are not this run's
-        run.truncate_metrics(0)
+        run.truncate_metrics(0, 0)
     if cfg.train.tensorboard:
         print(f"TensorBoard events go to {run.tensorboard}; watch them with "
               f"`tensorboard --logdir {shlex.quote(str(run.tensorboard))}`")

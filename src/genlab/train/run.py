@@ -123,21 +123,16 @@ class RunDir:
         """The step records (empty when the run logged per epoch only), in order."""
         return _read_records(self.steps_path)
 
-    def truncate_metrics(self, epoch: int, step: int | None = None) -> None:
+    def truncate_metrics(self, epoch: int, step: int) -> None:
         """Keep only the epoch records up to ``epoch`` and the step records up to ``step`` (what the checkpoint
-        being resumed has seen; ``step`` None: as many as those epochs hold, 0 when ``epoch`` is 0)."""
-        if self.metrics_path.exists():
-            keep = [r for r in self.read_metrics() if _int(r.get("epoch", 0)) <= epoch]
-            write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
-            if step is None:
-                step = max([_int(r.get("step", 0)) for r in keep], default=0)
-        if self.steps_path.exists():
-            last = 0 if step is None else step
-            kept = [r for r in self.read_steps() if _int(r.get("step", 0)) <= last]
-            write_text(self.steps_path, "".join(json.dumps(r) + "\n" for r in kept))
+        being resumed has seen; 0 and 0 for a fresh start)."""
+        for path, key, last in ((self.metrics_path, "epoch", epoch), (self.steps_path, "step", step)):
+            if path.exists():
+                kept = [r for r in _read_records(path) if _order(r.get(key, 0)) <= last]
+                write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def _int(value: Any) -> float:
+def _order(value: Any) -> float:
     """A record's epoch or step as a number to compare; anything else counts as past every checkpoint."""
     return value if isinstance(value, int) and not isinstance(value, bool) else float("inf")
 
