@@ -52,6 +52,7 @@ from genlab.viz.figures import (
     manifold_figure,
     reconstruction_figure,
     sample_figure,
+    sample_words,
     transfer_figure,
     traversal_figure,
 )
@@ -132,20 +133,22 @@ def _rows_note(model: object) -> str:
     return " One row per class." if isinstance(model, ConditionalModel) else ""
 
 
+# the caption of each way a sample is made (``sample_words``, the figure's own title, decides which)
+_SAMPLE_CAPTIONS = {
+    "drawn pixel by pixel": "Samples drawn pixel by pixel: each pixel value is drawn from the model's distribution "
+                            "given the pixels above and to the left of it{t}.",
+    "decoder means of prior codes": "Samples: the decoder's mean image for codes drawn from the prior p(z) (the mean "
+                                    "of p(x|z), not a draw of pixel noise from it).",
+    "generator images of random noise": "Samples: the generator's images of random noise drawn from its prior, one "
+                                        "network pass each.",
+}
+
+
 def report_captions(model: object, *, stepped: int = 0, temperature: float | None = None) -> dict[str, str]:
     """The captions of the standard figures, in words that are true for ``model`` (decided by its abilities).
     ``stepped``: the interval of the step records the curves are drawn from (0: per epoch)."""
-    out: dict[str, str] = {}
-    if isinstance(model, ImageCompletion):
-        t = "" if temperature is None else f" at temperature {temperature:g}"
-        out["samples"] = ("Samples drawn pixel by pixel: each pixel value is drawn from the model's distribution "
-                          f"given the pixels above and to the left of it{t}.")
-    elif isinstance(model, LatentModel) and isinstance(model, LikelihoodModel):
-        out["samples"] = ("Samples: the decoder's mean image for codes drawn from the prior p(z) (the mean of "
-                          "p(x|z), not a draw of pixel noise from it).")
-    else:
-        out["samples"] = "Samples: the generator's images of random noise drawn from its prior, one network pass each."
-    out["samples"] += _rows_note(model)
+    t = "" if temperature is None else f" at temperature {temperature:g}"
+    out = {"samples": _SAMPLE_CAPTIONS[sample_words(model)].format(t=t) + _rows_note(model)}
     if isinstance(model, LikelihoodModel):
         out["reconstructions"] = ("Test images (odd rows) and their reconstructions: the decoder's mean image for "
                                   "the posterior mean of each image's code.")
