@@ -152,6 +152,11 @@ FIELD_RANGES: dict[str, Range] = {
     "beta": WEIGHT, "free_bits": Range(0, 1000), "sigma": Range(0, 1e3, open_lo=True), "gp_weight": WEIGHT,
     "qp_lambda": POSITIVE, "recon_x_weight": WEIGHT, "recon_z_weight": WEIGHT, "critic_limit": POSITIVE,
     "temperature": Range(0, 100), "word_dropout": Range(0, 1, open_hi=True),
+    # models: Deep InfoMax (dim); its "prior" (kl | adversarial | none) shares the name with cvae's and is checked
+    # by the family
+    "estimator": Range(choices=("jsd", "infonce", "dv")), "global_weight": WEIGHT, "local_weight": WEIGHT,
+    "kl_weight": WEIGHT, "adversarial_weight": WEIGHT, "prior_dist": Range(choices=("uniform", "gaussian")),
+    "critic_dim": WIDTH, "prior_hidden": WIDTH,
 }
 DEFAULT_INT = Range(0, 2**63 - 1)  # an int field the table does not name
 ANY = Range()  # any other field: floats must still be finite

@@ -4,8 +4,9 @@ Code outside the models (API, CLI, metrics, figures, pipelines, the explorer) as
 family name or an attribute: ``isinstance(model, LatentModel)``, ``isinstance(model, ImageCompletion)``. A family
 has an ability when its class defines every member of the protocol; an instance may decline one that its class
 defines by answering False to ``offers(ability)`` (a VAE offers ``PriorImages`` only with the VampPrior, a gated
-PixelCNN is a ``ConditionalModel`` only with ``model.conditional=true``). This module is the only place that
-probes a model's attributes.
+PixelCNN is a ``ConditionalModel`` only with ``model.conditional=true``), and a family's class may decline an
+inherited one for good with ``declines`` (``dim``, an encoder alone, declines ``Sampler``). This module is the only
+place that probes a model's attributes.
 
 ``isinstance`` here checks members with ``hasattr`` and then asks ``offers``; it does not use ``typing``'s own
 runtime check, which on Python >= 3.12 looks members up statically and misses what an ``nn.Module`` keeps in its
@@ -71,10 +72,26 @@ def families_with(ability: type, families: Sequence[tuple[str, type]]) -> list[s
     members = getattr(ability, "_members", ())
     methods = [m for m in members if callable(getattr(ability, m, None))
                or isinstance(getattr(ability, m, None), property)]
-    return [name for name, cls in families if all(hasattr(cls, m) for m in (methods or members))]
+    return [name for name, cls in families if all(hasattr(cls, m) for m in (methods or members))
+            and ability not in getattr(cls, "declines", ())]
 
 
 # --- the abilities ---
+
+
+class Sampler(Ability):
+    """Draws new examples: ``sample(n, *, cond=None, generator=None)`` (the ``GenerativeModel`` contract). Every
+    generative family has it; a representation learner with no decoder or generator (``dim``) declines it (its
+    class's ``declines``), and the figures, metrics and commands that need samples skip or refuse it."""
+
+    name = "samples"
+    requirement = "a model that draws samples (a decoder or a generator)"
+    lacking = "has no decoder or generator to draw samples with"
+
+    def sample(self, n: int, *, cond: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, C, H, W) images in [0, 1] (text: (n, L) token ids)."""
+        ...
 
 
 class Encoder(Ability):
@@ -298,9 +315,9 @@ class Illustrated(Ability):
 
 
 ABILITIES: tuple[type[Ability], ...] = (
-    Encoder, LatentModel, Reconstructs, LikelihoodModel, ExactLikelihoodModel, ConditionalModel, StyleTransfer,
-    ClassPriorModel, LearnedPriorModel, TemperatureSampler, ImageCompletion, TextModel, TextInterpolation,
-    FixedNoiseImages, Illustrated)
+    Sampler, Encoder, LatentModel, Reconstructs, LikelihoodModel, ExactLikelihoodModel, ConditionalModel,
+    StyleTransfer, ClassPriorModel, LearnedPriorModel, TemperatureSampler, ImageCompletion, TextModel,
+    TextInterpolation, FixedNoiseImages, Illustrated)
 
 
 def abilities_of(model: object) -> list[str]:

@@ -39,6 +39,9 @@ class GenerativeModel(nn.Module):
     preset_notes: ClassVar[dict[str, str]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values this family trains with unless told
     data_kind: ClassVar[str] = "images"  # what it models: "images" (C, H, W) or "text" (token ids of spec.vocab)
+    # abilities the family never has although it inherits their members (an encoder-only family declines Sampler,
+    # the ``sample`` of this contract): ``offers`` says False and ``families_with`` leaves the family out
+    declines: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, config: Any, spec: DataSpec):
         check_data_kind(type(self), spec)
@@ -86,8 +89,9 @@ class GenerativeModel(nn.Module):
 
     def offers(self, ability: type) -> bool:
         """Whether this instance has ``ability`` although its class defines the ability's members; True unless a
-        family says otherwise (e.g. the VampPrior's images exist only with ``latent_prior=vamp``)."""
-        return True
+        family says otherwise (e.g. the VampPrior's images exist only with ``latent_prior=vamp``), or its class
+        ``declines`` the ability."""
+        return ability not in type(self).declines
 
     @property
     def device(self) -> torch.device:

@@ -17,6 +17,7 @@ from genlab.models.abilities import (
     ConditionalModel,
     ImageCompletion,
     Reconstructs,
+    Sampler,
     TemperatureSampler,
     TextInterpolation,
     TextModel,
@@ -80,6 +81,7 @@ def sample(model: GenerativeModel | str | Path, n: int = 64, *, seed: int = 0, c
     image models and text models): 1 is the model itself, lower is more conservative, 0 the most likely value each
     step, None the model's default. ``progress`` shows a bar over the pixels of a model drawn pixel by pixel."""
     net = as_model(model)
+    _needs(net, Sampler, "sampling")
     _check_n(n)
     _check_draw(seed, temperature)
     if temperature is not None:
