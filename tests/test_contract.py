@@ -34,6 +34,7 @@ from genlab.models.abilities import (
     LearnedPriorModel,
     LikelihoodModel,
     Reconstructs,
+    Sampler,
     StyleTransfer,
     TemperatureSampler,
     TextInterpolation,
@@ -139,6 +140,16 @@ FAMILY_CONFIGS.update({
         "diagonal-bilstm": {"features": 4, "layers": 1, "out_hidden": 8, "arch": "diagonal-bilstm"},
     },
 })
+# Deep InfoMax (models/dim.py): an encoder alone, so the sampling checks expect a refusal
+FAMILY_CONFIGS.update({
+    "dim": {
+        "jsd-kl": {"channels": (8, 16), "hidden": 32, "critic_dim": 16, "latent_dim": 3},
+        "infonce-adversarial": {"channels": (8,), "hidden": 32, "critic_dim": 16, "latent_dim": 3,
+                                "estimator": "infonce", "prior": "adversarial", "prior_hidden": (16,)},
+        "dv-none-global": {"channels": (8,), "hidden": 32, "critic_dim": 16, "latent_dim": 3,
+                           "estimator": "dv", "prior": "none", "local_weight": 0.0},
+    },
+})
 # the toy families of tests/families: how a new family joins the contract (one entry each)
 FAMILY_CONFIGS.update({
     "toy-pixels": {"plain": {}, "smoothed": {"smoothing": 0.5}},
@@ -241,16 +252,18 @@ def _assert_same_model(a: GenerativeModel, b: GenerativeModel, batch: dict[str, 
         assert sa[key].dtype == sb[key].dtype, key
         assert torch.equal(sa[key], sb[key]), f"{key} differs after the round trip"
     a.eval(), b.eval()
-    assert torch.equal(_sample(a, 6, seed=3), _sample(b, 6, seed=3))
+    if isinstance(a, Sampler):
+        assert torch.equal(_sample(a, 6, seed=3), _sample(b, 6, seed=3))
     assert _seeded_loss(a, batch) == _seeded_loss(b, batch)
-    if isinstance(a, LatentModel):
+    if isinstance(a, Encoder):
         cond = _cond(a, batch)
         with torch.no_grad():
             mu_a, lv_a = a.encode(_inputs(batch), cond)
             mu_b, lv_b = b.encode(_inputs(batch), cond)
-            z = torch.randn(len(_inputs(batch)), a.latent_dim, generator=torch.Generator().manual_seed(5))
             assert torch.equal(mu_a, mu_b) and torch.equal(lv_a, lv_b)
-            assert torch.equal(a.decode(z, cond), b.decode(z, cond))
+            if isinstance(a, LatentModel):
+                z = torch.randn(len(_inputs(batch)), a.latent_dim, generator=torch.Generator().manual_seed(5))
+                assert torch.equal(a.decode(z, cond), b.decode(z, cond))
 
 
 # --- build ---
@@ -287,6 +300,10 @@ def test_loss_terms_are_finite_scalars(family: str, name: str | None, family_dat
 def test_sample_shape_range_and_reproducibility(family: str, name: str | None, family_data: ImageDataset) -> None:
     model = _build(family, name, family_data).eval()
     n = 7
+    if not isinstance(model, Sampler):  # an encoder alone: sampling is refused in one line
+        with pytest.raises(ConfigError, match="samples"):
+            _sample(model, n, seed=11)
+        return
     a = _sample(model, n, seed=11)
     assert a.shape == (n, *family_data.spec.shape)
     if isinstance(model, TextModel):  # token ids of the vocabulary, never BOS; they read back as text
@@ -315,11 +332,14 @@ def test_abilities_have_their_shapes(family: str, name: str | None, family_data:
                                      batch: dict[str, torch.Tensor]) -> None:
     model = _build(family, name, family_data).eval()
     b = len(_inputs(batch))
-    if isinstance(model, LatentModel):
+    if isinstance(model, Encoder):
         cond = _cond(model, batch)
         with torch.no_grad():
             mu, logvar = model.encode(_inputs(batch), cond)
-            assert mu.shape == logvar.shape == (b, model.latent_dim)
+        assert mu.shape == logvar.shape == (b, model.latent_dim)
+        assert torch.isfinite(mu).all() and torch.isfinite(logvar).all()
+    if isinstance(model, LatentModel):
+        with torch.no_grad():
             img = model.decode(mu, cond)
         assert img.shape == (b, *family_data.spec.shape)
         if isinstance(model, TextModel):  # decoded token ids
@@ -468,13 +488,18 @@ def _expected_figures(model: GenerativeModel, evaluation: dict[str, Any]) -> set
         figs.add("kl_per_dim")
     if isinstance(model, TextModel):
         return figs
-    figs.add("samples")
+    if isinstance(model, Sampler):
+        figs.add("samples")
+    if isinstance(model, Encoder):  # the nearest training images of test images in code space
+        figs.add("retrieval")
     if "quality/class_histogram" in evaluation:
         figs.add("class_histogram")
     if isinstance(model, Reconstructs):
         figs.add("reconstructions")
+    if isinstance(model, Encoder):
+        figs.add("latent_map")
     if isinstance(model, LatentModel):
-        figs |= {"latent_map", "interpolation", "traversal"} | ({"manifold"} if model.latent_dim >= 2 else set())
+        figs |= {"interpolation", "traversal"} | ({"manifold"} if model.latent_dim >= 2 else set())
     if isinstance(model, ImageCompletion):
         figs.add("completion")
     if isinstance(model, StyleTransfer):
@@ -496,12 +521,8 @@ def _finite_numbers(value: Any) -> bool:
     return False
 
 
-@pytest.mark.parametrize("family,name", PIPELINE_CASES)
-def test_pipeline_round_trip(family: str, name: str, pipeline_runs: Any, tmp_path: Path) -> None:
-    r = pipeline_runs(family, name)
-    model = genlab.load(r.run)  # everything below works from the folder
-    # sample: reproducible from the seed, of the data's kind
-    a, b = genlab.sample(r.run, 5, seed=3), genlab.sample(model, 5, seed=3)
+def _check_drawn(model: GenerativeModel, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Two draws of 5 samples with one seed: equal, and of the data's kind."""
     assert torch.equal(a, b)
     if isinstance(model, TextModel):
         assert a.shape == (5, model.spec.shape[0]) and a.dtype == torch.long
@@ -509,6 +530,18 @@ def test_pipeline_round_trip(family: str, name: str, pipeline_runs: Any, tmp_pat
     else:
         assert a.shape == (5, *model.spec.shape) and a.dtype == torch.float32
         assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+@pytest.mark.parametrize("family,name", PIPELINE_CASES)
+def test_pipeline_round_trip(family: str, name: str, pipeline_runs: Any, tmp_path: Path) -> None:
+    r = pipeline_runs(family, name)
+    model = genlab.load(r.run)  # everything below works from the folder
+    # sample: reproducible from the seed, of the data's kind; refused in one line by a model that has no sampler
+    if not isinstance(model, Sampler):
+        with pytest.raises(ConfigError, match=Sampler.lacking):
+            genlab.sample(r.run, 5, seed=3)
+    else:
+        _check_drawn(model, genlab.sample(r.run, 5, seed=3), genlab.sample(model, 5, seed=3))
     # eval: eval.json holds what evaluate_run returned, every number finite, a likelihood where there is one
     assert json.loads((r.run / "eval.json").read_text(encoding="utf-8")) == json.loads(json.dumps(r.evaluation))
     assert _finite_numbers(r.evaluation), r.evaluation
@@ -563,7 +596,7 @@ def test_image_completion_or_refusal(family: str, name: str, pipeline_runs: Any)
 def test_temperature_or_refusal(family: str, name: str, pipeline_runs: Any) -> None:
     r = pipeline_runs(family, name)
     if not isinstance(r.model, TemperatureSampler):
-        with pytest.raises(ConfigError, match="temperature"):
+        with pytest.raises(ConfigError, match="temperature" if isinstance(r.model, Sampler) else Sampler.lacking):
             genlab.sample(r.run, 3, temperature=0.5)
         return
     cond = torch.arange(3) if isinstance(r.model, ConditionalModel) else None  # else the labels are drawn

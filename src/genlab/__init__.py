@@ -22,6 +22,7 @@ from genlab.api import (
     load,
     load_dataset,
     load_run_data,
+    probe,
     report,
     runs,
     sample,
@@ -32,5 +33,5 @@ from genlab.api import (
 from genlab.version import __version__
 
 __all__ = ["train", "load", "evaluate", "evaluate_run", "sample", "complete", "sample_text", "interpolate",
-           "unknown_characters", "report", "compare", "demo", "list_models", "list_presets", "list_datasets",
+           "unknown_characters", "report", "compare", "probe", "demo", "list_models", "list_presets", "list_datasets",
            "load_dataset", "load_run_data", "build_config", "abilities", "runs", "__version__"]

@@ -28,6 +28,8 @@ from genlab.pipelines import (
     list_runs,
     load_model,
     load_run_data,
+    probe,
+    probe_lines,
     report,
     runs_lines,
     sample,
@@ -42,13 +44,13 @@ from genlab.pipelines import (
 from genlab.registry import MODELS
 
 __all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "interpolate", "unknown_characters",
-           "report", "compare", "demo", "list_models", "list_presets", "list_datasets", "load_dataset",
+           "report", "compare", "probe", "demo", "list_models", "list_presets", "list_datasets", "load_dataset",
            "load_run_data", "build_config", "abilities",
            # the options: what each means, resolved configs, config files
            "resolve_config", "options_help", "config_toml", "preset_details", "first_run_note", "runs",
            # what the CLI prints and writes (also usable from Python)
-           "evaluate_run", "format_evaluation", "table_lines", "runs_lines", "write_samples", "write_completion",
-           "write_reconstructions"]
+           "evaluate_run", "format_evaluation", "table_lines", "probe_lines", "runs_lines", "write_samples",
+           "write_completion", "write_reconstructions"]
 
 
 def load(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:

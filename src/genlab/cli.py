@@ -149,9 +149,20 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     rows, out = api.compare(args.runs, args.out, k=args.k, quality=not args.no_quality, quality_n=args.n,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, probe=args.probe)
     print("\n".join(api.table_lines(rows)))
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
+    rows = api.probe(args.runs, baselines=not args.no_baselines, train_limit=args.train_limit,
+                     test_limit=args.test_limit, seed=args.seed, progress=not args.no_progress,
+                     report=not args.no_report, layer=args.layer)
+    print("\n".join(api.probe_lines(rows)))
+    for r in rows:
+        if r.get("eval_json"):
+            print(f"wrote {r['eval_json']}")
     return 0
 
 
@@ -312,7 +323,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-n", type=int, default=2000, help="samples for FID/precision/recall where a run has none yet")
     c.add_argument("--no-quality", action="store_true")
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--probe", action="store_true",
+                   help="first probe the codes of the runs that encode and have no probe yet (`genlab probe`)")
     c.set_defaults(func=cmd_compare)
+
+    pr = sub.add_parser("probe", help="is this encoder good? linear, MLP and kNN probes of the code; writes "
+                                      "RUN/eval.json",
+                        description="Score the code (posterior mean) of each run whose model encodes by how well "
+                                    "probes fitted on the train split predict the test labels: a linear probe "
+                                    "(logistic regression, C chosen on 10% of train), an MLP probe (one hidden "
+                                    "layer of 200 units) and kNN accuracy (k=1 and 20, L2 and cosine). Baselines "
+                                    "built on the fly: the raw pixels, PCA with as many dimensions as the code, and "
+                                    "the same network with random weights. The numbers go to RUN/eval.json under "
+                                    "probe/, into the report (with the retrieval figure) and into `genlab compare`.")
+    pr.add_argument("runs", nargs="+", metavar="RUN")
+    pr.add_argument("--no-baselines", action="store_true", help="probe only the runs' codes")
+    pr.add_argument("--layer", default="code",
+                    help="what to probe: code (default, every encoder), or an inner layer of an encoder that offers "
+                         "them (dim: hidden, the dense layer before the code; local, the last conv feature map)")
+    pr.add_argument("--train-limit", type=int, metavar="N", help="fit on the first N training examples only")
+    pr.add_argument("--test-limit", type=int, metavar="N", help="score on the first N test examples only")
+    pr.add_argument("--seed", type=int, default=0, help="the held-out split for C, the MLP and the random weights")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--no-report", action="store_true", help="leave report.html as it is (default: redraw it)")
+    pr.set_defaults(func=cmd_probe)
 
     rn = sub.add_parser("runs", help="list the run folders under DIR with their family, data, progress, metrics",
                         description="One line per run folder under DIR (a folder holding config.json, up to two "

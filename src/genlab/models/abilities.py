@@ -108,6 +108,23 @@ class Encoder(Ability):
         ...
 
 
+class FeatureLayers(Encoder, Ability):
+    """An encoder whose inner layers can be read as features beside its code (the layers Deep InfoMax's paper
+    probes: the last conv layer and the dense layer before the code)."""
+
+    name = "feature layers"
+    requirement = "an encoder whose inner layers can be probed"
+    lacking = "offers its code only"
+
+    def feature_layers(self) -> tuple[str, ...]:
+        """The names of the layers ``layer_features`` reads, besides the code (e.g. ("hidden", "local"))."""
+        ...
+
+    def layer_features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D): the activations of ``layer``, flattened."""
+        ...
+
+
 class LatentModel(Encoder, Ability):
     """An encoder with a decoder: codes -> mean images in [0, 1] (or token ids for text)."""
 
@@ -315,7 +332,7 @@ class Illustrated(Ability):
 
 
 ABILITIES: tuple[type[Ability], ...] = (
-    Sampler, Encoder, LatentModel, Reconstructs, LikelihoodModel, ExactLikelihoodModel, ConditionalModel,
+    Sampler, Encoder, FeatureLayers, LatentModel, Reconstructs, LikelihoodModel, ExactLikelihoodModel, ConditionalModel,
     StyleTransfer, ClassPriorModel, LearnedPriorModel, TemperatureSampler, ImageCompletion, TextModel,
     TextInterpolation, FixedNoiseImages, Illustrated)
 

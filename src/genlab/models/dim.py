@@ -45,6 +45,7 @@ from genlab.registry import MODELS
 PRIORS = ("kl", "adversarial", "none")
 PRIOR_DISTS = ("uniform", "gaussian")
 MIN_SIZE = 8  # the smallest image side the encoder reads (the 8x8 digits)
+LAYERS = ("hidden", "local")  # the inner layers a probe may read beside the code (FeatureLayers)
 
 
 @dataclass
@@ -206,6 +207,20 @@ class DIM(GenerativeModel):
     def local_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> the local feature map M (B, C_l, h, w)."""
         return self.encoder.local_map(x)
+
+    def feature_layers(self) -> tuple[str, ...]:
+        """The layers beside the code that probes may read (FeatureLayers): ``hidden``, the dense layer before the
+        code, and ``local``, the local feature map M (the "fc" and "conv" features of DIM's tables)."""
+        return LAYERS
+
+    def layer_features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, hidden) for ``hidden``, (B, C_l * h * w) for ``local``."""
+        if layer not in LAYERS:
+            raise ConfigError(f"dim has no layer {layer!r}; choose code or one of {', '.join(LAYERS)}")
+        features = self.encoder.local_map(x)
+        if layer == "local":
+            return features.flatten(1)
+        return self.encoder.head[:-1](self.encoder.top(features).flatten(1))  # the dense layer, after its ReLU
 
     # --- the objective ---
 

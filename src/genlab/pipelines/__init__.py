@@ -14,6 +14,7 @@ from genlab.pipelines.outputs import (
     write_reconstructions,
     write_samples,
 )
+from genlab.pipelines.probe import probe, probe_lines
 from genlab.pipelines.report import report, text_sections, write_run_report
 from genlab.pipelines.runs import list_runs, load_model, load_run_data, runs_lines, stale_evaluation_note
 from genlab.pipelines.training import train
@@ -22,4 +23,4 @@ __all__ = ["compare", "run_row", "table_lines", "format_evaluation", "demo", "De
            "complete", "completion_images",
            "interpolate", "sample", "sample_text", "unknown_characters", "write_completion", "write_reconstructions",
            "write_samples", "report", "text_sections", "write_run_report", "load_model", "load_run_data", "train",
-           "list_runs", "runs_lines", "stale_evaluation_note"]
+           "list_runs", "runs_lines", "stale_evaluation_note", "probe", "probe_lines"]

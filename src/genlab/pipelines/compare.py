@@ -17,9 +17,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from genlab.files import write_json
-from genlab.models.abilities import ExactLikelihoodModel, LikelihoodModel, TextModel
+from genlab.models.abilities import ExactLikelihoodModel, LikelihoodModel, Sampler, TextModel
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.evaluation import check_measure_args, evaluate
+from genlab.pipelines.probe import probe as probe_runs
+from genlab.pipelines.probe import runs_to_probe
 from genlab.pipelines.report import likelihood_unit
 from genlab.pipelines.runs import load_model, read_evaluation, stale_evaluation_note, write_evaluation
 from genlab.train.run import RunDir
@@ -81,7 +83,8 @@ def run_row(run_dir: str | Path, *, k: int = 1000, quality: bool = True, quality
         result = {}
     has_nll = isinstance(model, (LikelihoodModel, ExactLikelihoodModel))  # a bound, or exact
     wants_nll = k > 0 and has_nll and "test/nll" not in result
-    wants_quality = quality and not {"quality/fid", "novelty/new_fraction"} & result.keys()  # text: novelty
+    wants_quality = (quality and isinstance(model, Sampler)  # text: novelty; an encoder alone draws no samples
+                     and not {"quality/fid", "novelty/new_fraction"} & result.keys())
     if not result or wants_nll or wants_quality:
         fresh = (evaluator or evaluate)(model, k=k if "test/nll" not in result else 0, quality=wants_quality,
                                         quality_n=quality_n, progress=progress)
@@ -229,11 +232,17 @@ def _curve_sets(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, lis
 
 @torch.no_grad()
 def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: int = 1000, quality: bool = True,
-            quality_n: int = 2000, progress: bool = True, seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
+            quality_n: int = 2000, progress: bool = True, seed: int = 0,
+            probe: bool = False) -> tuple[list[dict[str, Any]], Path]:
     """Measure each run (reusing its eval.json when it measured the current checkpoint), write ``out`` (HTML: a
     table per comparable group with its training curves overlaid, and the samples; images embedded), the
-    figures beside it and ``<out stem>.json``; returns the rows (each with its ``"model"``) and the HTML path."""
+    figures beside it and ``<out stem>.json``; returns the rows (each with its ``"model"``) and the HTML path.
+    ``probe``: first probe the codes (``genlab probe``, no report redrawn) of the runs that encode labelled data
+    and have no probe of their current checkpoint yet, so the probe columns are filled."""
     check_measure_args(k, quality, quality_n)  # before any run is measured
+    todo = runs_to_probe(runs) if probe else []
+    if todo:  # (the probes enable gradients for their own fits)
+        probe_runs(todo, progress=progress, report=False, skip=True, seed=seed)
     rows = [run_row(r, k=k, quality=quality, quality_n=quality_n, progress=progress) for r in runs]
     out = Path(out)
     groups, apart = comparable_groups(rows)
@@ -246,6 +255,8 @@ def compare(runs: Sequence[str | Path], out: str | Path = "compare.html", *, k: 
     for r in rows:
         model = r["model"]
         gen = torch.Generator(device=model.device).manual_seed(seed)
+        if not isinstance(model, Sampler):  # an encoder alone (dim) has no samples to show
+            continue
         if isinstance(model, TextModel):  # their samples are lines, not images
             texts.append((f"{r['name']} ({r['family']})", model.sample_text(12, generator=gen)))
         else:

@@ -12,13 +12,14 @@ from genlab.data.spec import Dataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import evaluate as evaluate_images
 from genlab.metrics.text import evaluate_text
-from genlab.models.abilities import ImageCompletion, TextModel
+from genlab.models.abilities import Encoder, ImageCompletion, Sampler, TextModel
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.runs import (
     as_model,
     checkpoint_position,
     evaluation_position,
     model_data,
+    read_evaluation,
     run_of,
     write_evaluation,
 )
@@ -58,6 +59,11 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
     if text:  # accuracy, ELBO per character, KL collapse, novelty of samples
         return {**measured, **evaluate_text(net, data, limit=limit, latent=latent, quality=quality,
                                             quality_n=quality_n, temperature=temperature, progress=progress)}
+    if quality and not isinstance(net, Sampler):  # measured without them, and said so
+        quality = False
+        if progress:
+            probe = "; `genlab probe RUN` measures its features" if isinstance(net, Encoder) else ""
+            print(f"genlab: note: {net.family} {Sampler.lacking}: no sample-quality metrics{probe}", file=sys.stderr)
     if quality and progress and isinstance(net, ImageCompletion):  # one network pass per pixel
         print(f"genlab: note: the sample-quality metrics draw {quality_n} images pixel by pixel, which takes long; "
               "--no-quality skips them, -n N draws fewer", file=sys.stderr)
@@ -82,10 +88,14 @@ def what_was_measured(model: GenerativeModel) -> dict[str, Any]:
 
 def evaluate_run(model: GenerativeModel | str | Path, data: Dataset | None = None,
                  **options: Any) -> tuple[dict[str, Any], Path]:
-    """``evaluate`` a run's model and write the result to ``RUN/eval.json``; returns it and the file's path."""
+    """``evaluate`` a run's model and write the result to ``RUN/eval.json``; returns it and the file's path. The
+    ``probe/`` keys of an eval.json that measured the same checkpoint (``genlab probe``) are kept."""
     net = as_model(model)
     run = run_of(net, "evaluate_run needs a run folder:")
     result = evaluate(net, data, **options)
+    old = read_evaluation(run, warn=False) or {}
+    if old.get("eval/step") is not None and old.get("eval/step") == result.get("eval/step"):
+        result = {**result, **{k: v for k, v in old.items() if k.startswith("probe/")}}
     return result, write_evaluation(run, result)
 
 

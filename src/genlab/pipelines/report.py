@@ -16,20 +16,23 @@ from typing import Any, Sequence
 import torch
 
 from genlab.config import build_config
-from genlab.data.spec import IMAGE_OPTIONS, TEXT_OPTIONS, Dataset
+from genlab.data.spec import IMAGE_OPTIONS, TEXT_OPTIONS, Dataset, pick_test_examples
 from genlab.data.text import format_poem
 from genlab.data.vocab import UNK_CHAR
 from genlab.errors import GenlabError
 from genlab.metrics.latent import encode_split
 from genlab.metrics.likelihood import has_likelihood
+from genlab.metrics.probe import encoded_features, nearest_neighbours
 from genlab.models.abilities import (
     ConditionalModel,
+    Encoder,
     Illustrated,
     Illustration,
     ImageCompletion,
     LatentModel,
     LikelihoodModel,
     Reconstructs,
+    Sampler,
     StyleTransfer,
     TemperatureSampler,
     TextInterpolation,
@@ -58,6 +61,7 @@ from genlab.viz.figures import (
 )
 from genlab.viz.grids import save_grid
 from genlab.viz.report import write_report
+from genlab.viz.retrieval import retrieval_figure
 from genlab.viz.samples import class_histogram_figure, progress_figure
 
 __all__ = ["standard_figures", "illustration_figures", "evaluation_figures", "text_sections", "write_run_report",
@@ -86,20 +90,53 @@ class _Drawing:
         return result
 
 
+# --- the retrieval figure: test images beside the training images nearest in the code ---
+
+RETRIEVAL_TRAIN, RETRIEVAL_QUERIES, RETRIEVAL_NEIGHBOURS, RETRIEVAL_SEED = 10_000, 8, 10, 0
+
+
+@torch.no_grad()
+def retrieval(model: Encoder, data: Dataset, path: Path) -> Path:
+    """``RETRIEVAL_QUERIES`` test images (picked with ``RETRIEVAL_SEED``), each beside its ``RETRIEVAL_NEIGHBOURS``
+    nearest among the first ``RETRIEVAL_TRAIN`` training images, by the L2 distance and the cosine similarity of
+    their codes (posterior means; a conditional model encodes each image with its label)."""
+    train_x, train_y = data.split("train")
+    train_x, train_y = train_x[:RETRIEVAL_TRAIN], None if train_y is None else train_y[:RETRIEVAL_TRAIN]
+    query_x, query_y = pick_test_examples(data, RETRIEVAL_QUERIES, RETRIEVAL_SEED)
+    labelled = isinstance(model, ConditionalModel) and train_y is not None and query_y is not None
+    codes = encoded_features(model, train_x, cond=train_y if labelled else None)  # (N, L)
+    queries = encoded_features(model, query_x, cond=query_y if labelled else None)  # (Q, L)
+    k = min(RETRIEVAL_NEIGHBOURS, len(train_x))
+    near = {m: train_x[nearest_neighbours(codes, queries, k, m)] for m in ("l2", "cosine")}  # (Q, k, C, H, W)
+    return retrieval_figure(query_x, near["l2"], near["cosine"], path,
+                            title=f"nearest training images in the code of {model.family}")
+
+
+def retrieval_caption(model: object) -> str:
+    labelled = " (each encoded with its label)" if isinstance(model, ConditionalModel) else ""
+    return (f"Retrieval: {RETRIEVAL_QUERIES} random test images (framed, seed {RETRIEVAL_SEED}), each followed by "
+            f"its {RETRIEVAL_NEIGHBOURS} nearest among the first {RETRIEVAL_TRAIN:,} training images in the space "
+            f"of the code (posterior mean{labelled}): by L2 distance (left) and cosine similarity (right). A code "
+            "that keeps what matters puts images of the same kind side by side.")
+
+
 def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path, *, progress: bool = False,
                      drawing: _Drawing | None = None) -> dict[str, Path]:
     """The image figures that apply to the model, by ability: name -> PNG path. ``progress`` shows a line per
     figure and a bar while pixels are drawn one by one; ``drawing`` (the report's timer) replaces the line."""
     out_dir = Path(out_dir)
     draw = drawing or _Drawing(progress)
-    figs = {"samples": draw("samples", lambda: sample_figure(model, out_dir / "samples.png", progress=progress),
-                           out_dir / "samples.png")}
+    figs = {}
+    if isinstance(model, Sampler):  # an encoder-only model (dim) draws none
+        figs["samples"] = draw("samples", lambda: sample_figure(model, out_dir / "samples.png", progress=progress),
+                               out_dir / "samples.png")
     if isinstance(model, Reconstructs):
         figs["reconstructions"] = draw("reconstructions", lambda: reconstruction_figure(
             model, data, out_dir / "reconstructions.png"), out_dir / "reconstructions.png")
-    if isinstance(model, LatentModel):
+    if isinstance(model, Encoder):  # the codes of test images; an encoder alone (dim) has this one too
         figs["latent_map"] = draw("latent map", lambda: latent_map_figure(model, data, out_dir / "latent_map.png"),
                                   out_dir / "latent_map.png")
+    if isinstance(model, LatentModel):
         post = encode_split(model, data, limit=2000)  # one encoding for the manifold and the traversal
         if model.latent_dim >= 2:
             cond = torch.tensor([0]) if isinstance(model, ConditionalModel) else None
@@ -116,6 +153,9 @@ def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path, *, pr
     if isinstance(model, StyleTransfer) and data.spec.num_classes > 1:
         figs["transfer"] = draw("style transfer", lambda: transfer_figure(model, data, out_dir / "transfer.png"),
                                 out_dir / "transfer.png")
+    if isinstance(model, Encoder) and not data.spec.is_text:  # test images beside their nearest in the code
+        figs["retrieval"] = draw("retrieval", lambda: retrieval(model, data, out_dir / "retrieval.png"),
+                                 out_dir / "retrieval.png")
     return figs
 
 
@@ -148,7 +188,9 @@ def report_captions(model: object, *, stepped: int = 0, temperature: float | Non
     """The captions of the standard figures, in words that are true for ``model`` (decided by its abilities).
     ``stepped``: the interval of the step records the curves are drawn from (0: per epoch)."""
     t = "" if temperature is None else f" at temperature {temperature:g}"
-    out = {"samples": _SAMPLE_CAPTIONS[sample_words(model)].format(t=t) + _rows_note(model)}
+    out = {}
+    if isinstance(model, Sampler):
+        out["samples"] = _SAMPLE_CAPTIONS[sample_words(model)].format(t=t) + _rows_note(model)
     if isinstance(model, LikelihoodModel):
         out["reconstructions"] = ("Test images (odd rows) and their reconstructions: the decoder's mean image for "
                                   "the posterior mean of each image's code.")
@@ -168,6 +210,8 @@ def report_captions(model: object, *, stepped: int = 0, temperature: float | Non
                          "likelihoods and have no unit: 'loss' is what the critic minimises, 'g_loss' the "
                          "generator's objective. They balance each other rather than fall, so judge the model by "
                          "its samples.")
+    if isinstance(model, Encoder):
+        out["retrieval"] = retrieval_caption(model)
     return out
 
 

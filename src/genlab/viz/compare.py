@@ -26,6 +26,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("classes covered", "quality/classes_covered", "{}"),
     ("class KL", "quality/class_kl", "{:.3f}"),
     ("new & distinct", "novelty/new_distinct_fraction", "{:.3f}"),
+    ("linear probe", "probe/linear", "{:.3f}"),  # test accuracy of probes of the code (`genlab probe`)
+    ("MLP probe", "probe/mlp", "{:.3f}"),
+    ("kNN-20 cos", "probe/knn/cosine/20", "{:.3f}"),
     ("train time (s)", "train_time_s", "{:.0f}"),
     ("parameters", "parameters", "{:,}"),
 ]
@@ -140,7 +143,9 @@ NOTES = ("NLL: -log p(x) in nats per test image, or per line of text (lower is b
          "both by the domain classifier (mode coverage). FID, precision and recall use genlab's domain feature "
          "network, not Inception: they are comparable between runs of one group measured with the same number of "
          "samples, not with published Inception-based numbers. New & distinct (text models): the fraction of samples "
-         "that are distinct and not in the corpus.")
+         "that are distinct and not in the corpus. Linear probe, MLP probe, kNN-20 cos: test accuracy of a logistic "
+         "regression, a one-hidden-layer MLP and a 20-nearest-neighbour vote (cosine) fitted on the train split's "
+         "codes (`genlab probe`); higher is better.")
 
 
 def _group_html(group: dict[str, Any], curves: Sequence[Path]) -> str:

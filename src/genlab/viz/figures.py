@@ -17,6 +17,7 @@ from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim
 from genlab.models.abilities import (
     ClassPriorModel,
     ConditionalModel,
+    Encoder,
     ImageCompletion,
     LatentModel,
     LikelihoodModel,
@@ -107,7 +108,7 @@ def _scatter_classes(ax: Any, pts: np.ndarray, y: torch.Tensor | None, data: Dat
         ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
 
 
-def latent_map_figure(model: LatentModel, data: Dataset, path: Path, *, tsne_points: int = 2000) -> Path:
+def latent_map_figure(model: Encoder, data: Dataset, path: Path, *, tsne_points: int = 2000) -> Path:
     """Test-set posterior means coloured by class. A latent of more than 2 dimensions is shown twice, side by
     side: projected by PCA (linear, distances kept) and embedded by t-SNE (neighbourhoods kept)."""
     post = encode_split(model, data)

@@ -283,6 +283,58 @@ def _measured(evaluation: dict[str, Any]) -> str:
     return "<p class='muted'>Measured " + html.escape(" ".join(parts)) + ".</p>"
 
 
+# the probes of ``genlab probe``: (row, key prefix) and (column, key under the prefix)
+_PROBE_ROWS = (("this model's code", "probe/"), ("raw pixels", "probe/baseline/pixels/"),
+               ("PCA, as many dimensions", "probe/baseline/pca/"), ("same network, random weights",
+                                                                   "probe/baseline/random/"))
+_PROBE_COLUMNS = (("linear", "linear"), ("MLP", "mlp"), ("kNN-1 L2", "knn/l2/1"), ("kNN-20 L2", "knn/l2/20"),
+                  ("kNN-1 cosine", "knn/cosine/1"), ("kNN-20 cosine", "knn/cosine/20"))
+
+
+def _accuracy(value: Any) -> str:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{value:.3f}" if number else _fmt(value)
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else _fmt(value)
+
+
+def _probe_html(evaluation: dict[str, Any]) -> str:
+    """The "Probes" tables of ``genlab probe``'s keys: test accuracy of each probe (columns) of the model's code and
+    of the baselines (rows), then one table per inner layer probed (``probe/layer/<name>/``); "" when the
+    evaluation has none."""
+    layers = sorted({k.split("/")[2] for k in evaluation if k.startswith("probe/layer/") and k.count("/") >= 3})
+    tables = [_probe_table(evaluation, "probe/", "code")] + [
+        _probe_table(evaluation, f"probe/layer/{name}/", name) for name in layers]
+    return "".join(tables)
+
+
+def _probe_table(evaluation: dict[str, Any], at: str, layer: str) -> str:
+    """One "Probes" table: the keys under ``at`` (probe/ for the code, probe/layer/<name>/ for a layer)."""
+    rows = [(label if layer == "code" else label.replace("code", f"{layer} layer"), at + prefix[len("probe/"):])
+            for label, prefix in _PROBE_ROWS]
+    rows = [(label, prefix) for label, prefix in rows if f"{prefix}linear" in evaluation]
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["features", "dims", *(c for c, _ in _PROBE_COLUMNS)])
+    body = "".join(f"<tr><td>{html.escape(label)}</td><td class='num'>{_fmt(evaluation.get(prefix + 'dims'))}</td>"
+                   + "".join(f"<td class='num'>{_accuracy(evaluation.get(prefix + key))}</td>"
+                             for _, key in _PROBE_COLUMNS)
+                   + "</tr>" for label, prefix in rows)
+    # the values are escaped by _fmt, the words hold nothing to escape
+    about = (f"Test accuracy (higher is better) of probes fitted on {_count(evaluation.get(at + 'train_examples'))} "
+             f"training examples of frozen features and scored on {_count(evaluation.get(at + 'test_examples'))} "
+             f"test examples. The model's features: the {_fmt(evaluation.get(at + 'features', layer))}. Linear: "
+             f"logistic regression on standardized features, C={_fmt(evaluation.get(at + 'linear_C'))} chosen on "
+             "10% of the training split; MLP: one hidden layer of 200 units; kNN: majority vote of the k nearest "
+             "training examples, by L2 distance or cosine similarity. Features worth having beat the raw pixels, "
+             "PCA and the same network with random weights.")
+    heading = "Probes" if layer == "code" else f"Probes of the {layer} layer"
+    return (f"<h3>{html.escape(heading)}</h3><p class='muted'>{about}</p><table class='metrics'><tr>{head}</tr>"
+            f"{body}</table>")
+
+
 def _evaluation_html(evaluation: dict[str, Any], nats: str | None) -> str:
     parts = [_measured(evaluation)]
     used = set(_EVAL_KEYS) | {k for k in evaluation if k.startswith("protocol/") or k in PROTOCOL}
@@ -295,6 +347,10 @@ def _evaluation_html(evaluation: dict[str, Any], nats: str | None) -> str:
             heading, about = "Objective terms on the test split", _ADVERSARIAL_NOTE
         parts.append(f"<h3>{html.escape(heading)}</h3>"
                      + (f"<p class='muted'>{html.escape(about)}</p>" if about else "") + metrics_table(items, nats))
+    probes = _probe_html(evaluation)
+    if probes:
+        used |= {k for k in evaluation if k.startswith("probe/")}
+        parts.append(probes)
     rest = [(k, v) for k, v in evaluation.items() if k not in used]
     if rest:
         parts.append("<h3>Other numbers</h3>" + metrics_table(rest, nats))
