@@ -341,7 +341,7 @@ def test_a_layer_is_probed_beside_the_code_and_kept_apart(dim_run: Path, tmp_pat
     assert {k: v for k, v in result.items() if k.startswith("probe/") and not k.startswith("probe/layer/")} \
         == code_keys  # the code's numbers are untouched by the layer's
     at = "probe/layer/local/"
-    assert result[at + "dims"] == 8 * 8 * 8 and result[at + "features"] == "layer local of the encoder"
+    assert result[at + "dims"] == 8 * 8 * 8 and result[at + "features"] == "local layer of the encoder"
     assert result[at + "baseline/random/dims"] == 512  # the random network is read at the same layer
     assert 0 <= result[at + "linear"] <= 1 and 0 <= result[at + "baseline/random/linear"] <= 1
     assert at + "baseline/pca/linear" not in result  # 512 > 64 pixels: PCA would only rotate them

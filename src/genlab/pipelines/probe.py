@@ -194,7 +194,7 @@ def _row(name: str, kind: str, target: _Target, result: dict[str, Any], **extra:
 
 def _probe_keys(row: dict[str, Any], baselines: dict[str, dict[str, Any]], layer: str = CODE) -> dict[str, Any]:
     at = key_prefix(layer)
-    features = FEATURES if layer == CODE else f"layer {layer} of the encoder"
+    features = FEATURES if layer == CODE else f"{layer} layer of the encoder"
     keys: dict[str, Any] = {f"{at}features": features, f"{at}dims": row["dims"]}
     keys.update({f"{at}{k}": row[k] for k in PROBE_KEYS})
     keys.update({f"{at}linear_C": row["linear_C"], f"{at}train_examples": row["train_examples"],

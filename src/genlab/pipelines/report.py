@@ -205,6 +205,10 @@ def report_captions(model: object, *, stepped: int = 0, temperature: float | Non
               "end of epochs" if stepped else "per epoch")
     if unit is not None:
         out["curves"] = f"Training terms in {unit} (train solid, test dashed), {x_axis}."
+    elif not isinstance(model, Sampler):  # an encoder alone (dim): MI bounds and a prior term
+        out["curves"] = (f"Training terms (train solid, test dashed), {x_axis}. The *_mi terms are lower bounds on "
+                         "mutual information in nats (higher: the code keeps more of its image); 'prior' is the "
+                         "prior-matching term; 'loss' is what the encoder minimises, and has no unit.")
     else:
         out["curves"] = ("The players' objectives (train solid, test dashed), " + x_axis + ". They are not "
                          "likelihoods and have no unit: 'loss' is what the critic minimises, 'g_loss' the "
@@ -339,7 +343,8 @@ def write_run_report(model: GenerativeModel, data: Dataset, run: RunDir, *, titl
                         captions={**report_captions(model, stepped=interval, temperature=temperature), **captions},
                         notes=[f"{model.family} on {data.spec.name}, {model.num_parameters():,} parameters, "
                                f"run folder {run.path}"],
-                        warnings=[stale] if stale else [], nats=unit, defaults=config_defaults(config, model))
+                        warnings=[stale] if stale else [], nats=unit, defaults=config_defaults(config, model),
+                        encoder_only=not isinstance(model, Sampler))
     if stale:  # said where the person is looking too, not only in the page
         print(f"genlab: warning: {stale}", file=sys.stderr)
     if progress:

@@ -103,6 +103,21 @@ METRICS: dict[str, Metric] = {
     "test/recon_accuracy": Metric("reconstruction accuracy", "fraction", "higher",
                                   "characters of a test line decoded back right from its posterior mean"),
     "test/kl_collapsed": Metric("KL collapsed", "yes/no", "", "the KL is so small that the code is ignored"),
+    # an encoder alone (Deep InfoMax): bounds on mutual information, and the prior term
+    "test/global_mi": Metric("global MI", "nats", "higher",
+                             "a lower bound on I(x; z) read from the global critic: how much the code tells of its "
+                             "image among the others of a batch"),
+    "test/local_mi": Metric("local MI", "nats", "higher",
+                            "the same bound between the code and each position of the local feature map, averaged "
+                            "over the positions"),
+    "test/global_jsd": Metric("global JSD objective", "", "higher",
+                              "the Jensen-Shannon objective the global critic maximises (not in nats)"),
+    "test/local_jsd": Metric("local JSD objective", "", "higher", "the same for the local critic"),
+    "test/prior": Metric("prior term", "", "lower",
+                         "with the kl prior, KL(q(z|x) || N(0, I)) in nats; with the adversarial prior, the "
+                         "encoder's loss against the prior's discriminator"),
+    "test/prior_critic": Metric("prior discriminator's loss", "", "",
+                                "how well the discriminator tells codes from draws of the prior (log 4 = not at all)"),
     # adversarial models: the players' objectives, not measures of quality
     "test/js": Metric("Jensen-Shannon estimate", "nats", "",
                       "the critic's estimate of the JS divergence between data and samples; it does not track "
@@ -187,6 +202,9 @@ _GROUPS = (  # prefix, heading, what the group is
     ("novelty/", "Novelty of samples", "of text samples, against the corpus (train and test splits)"),
 )
 _EVAL_KEYS = ("eval/step", "eval/epoch", "eval/date", "eval/genlab_version")
+_ENCODER_NOTE = ("This model is an encoder alone: it has no likelihood and draws no samples. Its terms are bounds on "
+                 "mutual information (nats, higher keeps more) and its prior term; judge its codes by the probes "
+                 "(`genlab probe`).")
 _ADVERSARIAL_NOTE = ("This model has no likelihood: its terms are the players' objectives, which balance each other "
                      "and are not measures of quality ('loss' is what the critic minimises); judge it by the "
                      "samples and the sample-quality numbers.")
@@ -223,12 +241,16 @@ def short_value(value: Any, items: int = 10, fmt: str = "{:.3g}") -> Any:
     return value
 
 
-def metric_info(key: str, nats: str | None) -> Metric:
+def metric_info(key: str, nats: str | None, encoder_only: bool = False) -> Metric:
     """The ``Metric`` of an eval.json or metrics.jsonl key (``train/x`` reads as ``test/x``); ``nats`` is the unit
-    of the likelihood terms (None: the model has none, so the objective has no unit and no better side)."""
+    of the likelihood terms (None: the model has none, so the objective has no unit and no better side);
+    ``encoder_only``: the model is an encoder alone (no samples), whose loss is its own, not a critic's."""
     look = "test/" + key[len("train/"):] if key.startswith("train/") else key
     m = METRICS.get(look, Metric(key.split("/", 1)[-1].replace("_", " ")))
     if m.unit == NATS:
+        if nats is None and encoder_only and look == "test/loss":
+            return Metric("loss", "", "lower", "what the encoder minimises: its weighted objectives (minus the MI "
+                                               "terms, plus the prior term); no unit")
         if nats is None:  # an adversarial model's loss: neither a likelihood nor better one way
             return Metric(m.label if look != "test/loss" else "critic's loss", "", "",
                           "what the critic minimises: not a measure of sample quality" if look == "test/loss"
@@ -245,11 +267,11 @@ def _better(direction: str) -> str:
     return "<span class='muted'>&ndash;</span>"
 
 
-def metrics_table(items: Sequence[tuple[str, Any]], nats: str | None) -> str:
+def metrics_table(items: Sequence[tuple[str, Any]], nats: str | None, encoder_only: bool = False) -> str:
     """The table of metric keys and values: label (key below), value, unit, which way is better, meaning."""
     rows = []
     for key, value in items:
-        m = metric_info(key, nats)
+        m = metric_info(key, nats, encoder_only)
         many = isinstance(value, (list, dict))
         shown = _fmt(short_value(value, 6)) if many else _fmt(value)
         rows.append(f"<tr><td>{html.escape(m.label)}<br><span class='key'>{html.escape(key)}</span></td>"
@@ -335,7 +357,7 @@ def _probe_table(evaluation: dict[str, Any], at: str, layer: str) -> str:
             f"{body}</table>")
 
 
-def _evaluation_html(evaluation: dict[str, Any], nats: str | None) -> str:
+def _evaluation_html(evaluation: dict[str, Any], nats: str | None, encoder_only: bool = False) -> str:
     parts = [_measured(evaluation)]
     used = set(_EVAL_KEYS) | {k for k in evaluation if k.startswith("protocol/") or k in PROTOCOL}
     for prefix, heading, about in _GROUPS:
@@ -344,16 +366,16 @@ def _evaluation_html(evaluation: dict[str, Any], nats: str | None) -> str:
         if not items:
             continue
         if prefix == "test/" and nats is None:
-            heading, about = "Objective terms on the test split", _ADVERSARIAL_NOTE
-        parts.append(f"<h3>{html.escape(heading)}</h3>"
-                     + (f"<p class='muted'>{html.escape(about)}</p>" if about else "") + metrics_table(items, nats))
+            heading, about = "Objective terms on the test split", _ENCODER_NOTE if encoder_only else _ADVERSARIAL_NOTE
+        parts.append(f"<h3>{html.escape(heading)}</h3>" + (f"<p class='muted'>{html.escape(about)}</p>" if about
+                                                             else "") + metrics_table(items, nats, encoder_only))
     probes = _probe_html(evaluation)
     if probes:
         used |= {k for k in evaluation if k.startswith("probe/")}
         parts.append(probes)
     rest = [(k, v) for k, v in evaluation.items() if k not in used]
     if rest:
-        parts.append("<h3>Other numbers</h3>" + metrics_table(rest, nats))
+        parts.append("<h3>Other numbers</h3>" + metrics_table(rest, nats, encoder_only))
     protocol = _protocol(evaluation)
     if protocol:
         parts.append("<h3>Protocol</h3><p class='muted'>How the numbers above were measured: numbers measured "
@@ -362,7 +384,7 @@ def _evaluation_html(evaluation: dict[str, Any], nats: str | None) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _training_html(last: dict[str, Any], nats: str | None) -> str:
+def _training_html(last: dict[str, Any], nats: str | None, encoder_only: bool = False) -> str:
     """The last epoch's record: where training stood, then each term on the train and test splits."""
     where = [f"epoch {last['epoch']}" if "epoch" in last else "",
              f"step {last['step']}" if "step" in last else "",
@@ -374,7 +396,7 @@ def _training_html(last: dict[str, Any], nats: str | None) -> str:
             terms.append(key.split("/", 1)[1])
     rows = []
     for term in terms:
-        m = metric_info(f"test/{term}", nats)
+        m = metric_info(f"test/{term}", nats, encoder_only)
         values = "".join(f"<td class='num'>{_fmt(last[f'{split}/{term}']) if f'{split}/{term}' in last else ''}</td>"
                          for split in ("train", "test"))
         rows.append(f"<tr><td>{html.escape(m.label)}<br><span class='key'>{html.escape(term)}</span></td>{values}"
@@ -384,7 +406,8 @@ def _training_html(last: dict[str, Any], nats: str | None) -> str:
     return (f"<p class='muted'>The last epoch's record of <code>metrics.jsonl</code>: "
             f"{html.escape(', '.join(w for w in where if w))}.</p>"
             "<table class='metrics'><tr><th>term</th><th>train</th><th>test</th><th>unit</th><th>better</th>"
-            "<th>meaning</th></tr>" + "".join(rows) + "</table>" + (metrics_table(other, nats) if other else ""))
+            "<th>meaning</th></tr>" + "".join(rows) + "</table>"
+            + (metrics_table(other, nats, encoder_only) if other else ""))
 
 
 # --- configuration and metadata ---
@@ -456,21 +479,23 @@ def write_report(path: Path, *, title: str, config: dict[str, Any], history: Seq
                  figures: dict[str, Path], evaluation: dict[str, Any] | None = None,
                  notes: Sequence[str] = (), texts: dict[str, tuple[str, Sequence[str]]] | None = None,
                  captions: dict[str, str] | None = None, warnings: Sequence[str] = (),
-                 nats: str | None = "nats per example", defaults: dict[str, Any] | None = None) -> Path:
+                 nats: str | None = "nats per example", defaults: dict[str, Any] | None = None,
+                 encoder_only: bool = False) -> Path:
     """Write the report; ``figures`` maps a name to a PNG that is embedded, captioned from ``captions`` (words
     that fit the model) or the standard ``CAPTIONS``; ``texts`` maps a section name to a caption and lines shown as
     text (a text model's samples and interpolation). ``warnings`` are shown in a box at the top (an evaluation
     older than the checkpoint); ``nats`` is the unit of the model's likelihood terms (None for a model without a
-    likelihood); ``defaults`` the family's default config ("section.key" -> value), so that the settings that
+    likelihood; ``encoder_only``: and none because it is an encoder alone, not a pair of players); ``defaults``
+    the family's default config ("section.key" -> value), so that the settings that
     differ come first. ``config["meta"]`` (command, versions, machine, date), when present, is shown as the run's
     metadata."""
     captions = {**CAPTIONS, **(captions or {})}
     sections: list[tuple[str, str, str]] = []  # (anchor, heading, body)
     if evaluation:
-        sections.append(("evaluation", "Evaluation", _evaluation_html(evaluation, nats)))
+        sections.append(("evaluation", "Evaluation", _evaluation_html(evaluation, nats, encoder_only)))
     if history:
         last = history[-1]
-        body = _training_html(last, nats)
+        body = _training_html(last, nats, encoder_only)
         if "curves" in figures:
             body += (f"<figure>{embedded_image(figures['curves'])}"
                      f"<figcaption>{html.escape(captions.get('curves', ''))}</figcaption></figure>")
