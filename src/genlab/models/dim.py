@@ -173,8 +173,9 @@ class DIM(GenerativeModel):
     preset_notes: ClassVar[dict[str, str]] = {
         "default": "conv 32-64 encoder, latent 64, JSD, kl prior, 10 epochs: 58 CPU s on mnist-5k; test MI estimates "
                    "6.1 nats global, 0.8 local; a linear probe on the codes reads the digit at 0.92 (raw pixels 0.89)",
-        "quick": "the first run to try: the defaults for 3 epochs, 12 CPU s on mnist-5k (19 with other jobs "
-                 "running); test MI estimates 4.3 nats global, 0.6 local; linear probe 0.90 (`genlab probe RUN`)",
+        "quick": "the first run to try: the defaults for 3 epochs, 12-19 CPU s on mnist-5k (measured twice, the "
+                 "machine shared); test MI estimates 4.3 nats global, 0.6 local; linear probe 0.90 "
+                 "(`genlab probe RUN`)",
         "fashion-10min": "the README's Fashion-MNIST table: 600 s of training with one thread (12 epochs); linear "
                          "probe of the code 0.840 (raw pixels 0.846, PCA-64 0.834), of the local layer 0.904 "
                          "(`genlab probe RUN --layer local`; random weights 0.880)",
