@@ -315,6 +315,7 @@ def test_probe_refuses_in_one_line(vae_run: Path, tmp_path: Path, capsys: pytest
     assert_user_error(run_cli(capsys, "probe", tmp_path / "nowhere"), "does not exist")
     for bad in ("0", "-5"):
         assert_user_error(run_cli(capsys, "probe", vae_run, "--train-limit", bad), "--train-limit")
+    assert not (vae_run / "eval.json").exists()
     assert_user_error(run_cli(capsys, "probe", vae_run, "--test-limit", "0"), "--test-limit")
 
 
@@ -349,11 +350,13 @@ def test_a_layer_is_probed_beside_the_code_and_kept_apart(dim_run: Path, tmp_pat
     lines = out.splitlines()
     assert sum(line.startswith("run (local)") for line in lines) == 1
     assert sum(line.startswith("random run (local)") for line in lines) == 1
-    # the hidden layer (16 units) is narrower than the pixels: it gets its PCA baseline
+    # the hidden layer (16 units) is narrower than the pixels: it gets its PCA baseline; the other layers' and the
+    # code's keys stay as they were
+    before = {k: v for k, v in result.items() if k.startswith("probe/")}
     assert run_cli(capsys, "probe", run, "--layer", "hidden", *limits)[0] == 0
     result = _json(run / "eval.json")
     assert result["probe/layer/hidden/dims"] == 16 and result["probe/layer/hidden/baseline/pca/dims"] == 16
-    assert result["probe/layer/local/linear"] == _json(run / "eval.json")["probe/layer/local/linear"]
+    assert {k: v for k, v in result.items() if k in before} == before
     # the report has a table per layer
     genlab.report(run, progress=False)
     report = (run / "report.html").read_text(encoding="utf-8")
@@ -394,3 +397,18 @@ def test_an_encoder_alone_refuses_samples_and_is_evaluated_without_them(dim_run:
     assert not any(k.startswith("quality/") for k in result) and "test/nll" not in result
     assert all(np.isfinite(result[f"test/{k}"]) for k in ("local_mi", "global_mi", "prior"))  # the MI terms, nats
     assert "latent/active_units" in result
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_fewer_training_examples_than_the_largest_k(vae_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With 10 training examples kNN-20 has no answer: it is left out (shown as "-"), the rest is measured."""
+    run = _copy(vae_run, tmp_path / "run")
+    code, out, err = run_cli(capsys, "probe", run, "--train-limit", 10, "--test-limit", 50, "--no-progress",
+                             "--no-report")
+    assert code == 0, err
+    result = _json(run / "eval.json")
+    assert "probe/knn/l2/1" in result and "probe/knn/l2/20" not in result
+    assert "probe/baseline/pixels/knn/cosine/1" in result and "probe/baseline/pixels/knn/cosine/20" not in result
+    line = next(ln for ln in out.splitlines() if ln.startswith("run (code)"))
+    assert line.split()[7] == "-" and line.split()[9] == "-"  # the kNN-20 columns

@@ -252,7 +252,7 @@ def mlp_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor
     per_epoch = math.ceil(len(x) / batch_size)
     epochs = max(1, min(100, math.ceil(steps / per_epoch)))
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, then restore it
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only
         net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
@@ -371,7 +371,7 @@ def pca_features(train_x: torch.Tensor, test_x: torch.Tensor, dims: int) -> PCAP
         values, vectors = values.flip(0)[:d], vectors.flip(1)[:, :d]
     else:  # too wide for a covariance: a randomized SVD (Halko et al. 2011), seeded
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.default_generator.manual_seed(0)
             _, s, v = torch.svd_lowrank(centred, q=min(d + 10, *centred.shape), niter=6)
         values, vectors = (s[:d].double() ** 2) / (len(tr) - 1), v[:, :d].double()
     biggest = vectors.abs().argmax(0)  # (d,)

@@ -20,8 +20,8 @@ logged (Poole et al. 2019, "On Variational Bounds of Mutual Information", give t
 - ``infonce``: the contrastive bound (van den Oord et al. 2018), mean_i log(exp(S_ii) / ((1/B) sum_j exp(S_ij))) =
   log B + mean(diag log_softmax(S)); objective and estimate alike, never above log B.
 - ``dv``: the Donsker-Varadhan bound (Belghazi et al. 2018, MINE), E_P[T] - log E_N[exp(T)]; objective and estimate
-  alike. It bounds the MI from below for the true expectations; on a batch, the log of a sample mean is biased
-  (upward in expectation, by Jensen), so a batch value may sit a little above the bound it estimates.
+  alike. It bounds the MI from below for the true expectations; on a batch, the log of a sample mean is biased low
+  (by Jensen), so the batch DV value is biased high and may sit a little above the bound it estimates.
 
 Critics are separable, "encode and dot product" (DIM, section 3): T(x, z) = <phi(x), psi(z)> / sqrt(d), so the (B, B)
 score matrix of a batch costs one matrix product. The 1 / sqrt(d) keeps the scores of a freshly initialised critic

@@ -180,7 +180,7 @@ def _encode(model: GenerativeModel, target: _Target, timer: _Timer,
 def _random_twin(model: GenerativeModel, seed: int) -> GenerativeModel:
     """The same family and config with freshly initialized weights (under torch seed ``seed``), in eval mode."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only
         twin = build_model(model.family, model.config, model.spec, "the random-weights baseline")
     return twin.to(model.device).eval()
 
@@ -196,11 +196,11 @@ def _probe_keys(row: dict[str, Any], baselines: dict[str, dict[str, Any]], layer
     at = key_prefix(layer)
     features = FEATURES if layer == CODE else f"{layer} layer of the encoder"
     keys: dict[str, Any] = {f"{at}features": features, f"{at}dims": row["dims"]}
-    keys.update({f"{at}{k}": row[k] for k in PROBE_KEYS})
+    keys.update({f"{at}{k}": row[k] for k in PROBE_KEYS if k in row})  # kNN-20 needs 20 train examples
     keys.update({f"{at}linear_C": row["linear_C"], f"{at}train_examples": row["train_examples"],
                  f"{at}test_examples": row["test_examples"], f"{at}seconds": row["seconds"]})
     for name, b in baselines.items():
-        keys.update({f"{at}baseline/{name}/{k}": b[k] for k in PROBE_KEYS})
+        keys.update({f"{at}baseline/{name}/{k}": b[k] for k in PROBE_KEYS if k in b})
         keys[f"{at}baseline/{name}/dims"] = b["dims"]
     return keys
 
@@ -248,46 +248,53 @@ def probe(runs: str | Path | Sequence[str | Path], *, baselines: bool = True, tr
     data_rows: dict[tuple[str, ...], dict[str, Any]] = {}  # the pixel and PCA baselines, once each
     what = "codes" if layer == CODE else f"{layer} layers"
     for target in _targets(runs, train_limit, test_limit, skip, layer):
-        start = time.perf_counter()
-        path = target.run.path
-        timer.say(f"probing {path} ({target.model.family} on {target.data_name})")
-        train_f, test_f = _encode(target.model, target, timer, layer)
-        code = _measure(f"{path.name}: {layer}", train_f, target, test_f, seed=seed, timer=timer,
-                        what=f"the {what} of {path}")
-        code["seconds"] = round(time.perf_counter() - start, 2)
-        row = _row(f"{path.name} ({layer})", "code", target, code, run=str(path), family=target.model.family,
-                   layer=layer)
-        rows.append(row)
-        found: dict[str, dict[str, Any]] = {}
-        if baselines:
-            pixels_key = ("pixels", target.data_key)
-            if pixels_key not in data_rows:
-                flat_train, flat_test = target.train_x.flatten(1).float(), target.test_x.flatten(1).float()
-                dims = flat_train.shape[1]
-                data_rows[pixels_key] = _row(f"pixels ({dims} dims)", "pixels", target, _measure(
-                    f"baseline pixels ({dims} dims)", flat_train, target, flat_test, seed=seed, timer=timer,
-                    what=f"the pixels of {target.data_name}"))
-            found["pixels"] = data_rows[pixels_key]
-            pca_key = ("pca", target.data_key, str(code["dims"]))
-            if pca_key not in data_rows and code["dims"] < target.train_x[0].numel():
-                t0 = time.perf_counter()
-                pca = pca_features(target.train_x, target.test_x, code["dims"])
-                timer(f"PCA to {pca.train.shape[1]} dims", time.perf_counter() - t0)
-                data_rows[pca_key] = _row(f"pca-{pca.train.shape[1]}", "pca", target, _measure(
-                    f"baseline pca-{pca.train.shape[1]}", pca.train, target, pca.test, seed=seed, timer=timer,
-                    what=f"the PCA projections of {target.data_name}"))
-            if pca_key in data_rows:
-                found["pca"] = data_rows[pca_key]
-            twin = _random_twin(target.model, seed)
-            twin_train, twin_test = _encode(twin, target, timer, layer)
-            name = f"random {path.name}" + ("" if layer == CODE else f" ({layer})")
-            found["random"] = _row(name, "random", target, _measure(
-                f"baseline {name}", twin_train, target, twin_test, seed=seed, timer=timer,
-                what=f"the {what} of a randomly initialized {target.model.family}"), run=str(path))
-            rows.append(found["random"])
-        row["eval_json"] = str(_write_probe(target, _probe_keys(row, found, layer), progress, layer))
-        if report:
-            redraw_report(target.model, keep_figures=True, progress=progress)
+        try:
+            start = time.perf_counter()
+            path = target.run.path
+            timer.say(f"probing {path} ({target.model.family} on {target.data_name})")
+            train_f, test_f = _encode(target.model, target, timer, layer)
+            code = _measure(f"{path.name}: {layer}", train_f, target, test_f, seed=seed, timer=timer,
+                            what=f"the {what} of {path}")
+            code["seconds"] = round(time.perf_counter() - start, 2)
+            row = _row(f"{path.name} ({layer})", "code", target, code, run=str(path), family=target.model.family,
+                       layer=layer)
+            mine = [row]  # this run's rows, kept only when it was probed to the end
+            found: dict[str, dict[str, Any]] = {}
+            if baselines:
+                pixels_key = ("pixels", target.data_key)
+                if pixels_key not in data_rows:
+                    flat_train, flat_test = target.train_x.flatten(1).float(), target.test_x.flatten(1).float()
+                    dims = flat_train.shape[1]
+                    data_rows[pixels_key] = _row(f"pixels ({dims} dims)", "pixels", target, _measure(
+                        f"baseline pixels ({dims} dims)", flat_train, target, flat_test, seed=seed, timer=timer,
+                        what=f"the pixels of {target.data_name}"))
+                found["pixels"] = data_rows[pixels_key]
+                pca_key = ("pca", target.data_key, str(code["dims"]))
+                if pca_key not in data_rows and code["dims"] < target.train_x[0].numel():
+                    t0 = time.perf_counter()
+                    pca = pca_features(target.train_x, target.test_x, code["dims"])
+                    timer(f"PCA to {pca.train.shape[1]} dims", time.perf_counter() - t0)
+                    data_rows[pca_key] = _row(f"pca-{pca.train.shape[1]}", "pca", target, _measure(
+                        f"baseline pca-{pca.train.shape[1]}", pca.train, target, pca.test, seed=seed, timer=timer,
+                        what=f"the PCA projections of {target.data_name}"))
+                if pca_key in data_rows:
+                    found["pca"] = data_rows[pca_key]
+                twin = _random_twin(target.model, seed)
+                twin_train, twin_test = _encode(twin, target, timer, layer)
+                name = f"random {path.name}" + ("" if layer == CODE else f" ({layer})")
+                found["random"] = _row(name, "random", target, _measure(
+                    f"baseline {name}", twin_train, target, twin_test, seed=seed, timer=timer,
+                    what=f"the {what} of a randomly initialized {target.model.family}"), run=str(path))
+                mine.append(found["random"])
+            row["eval_json"] = str(_write_probe(target, _probe_keys(row, found, layer), progress, layer))
+            if report:
+                redraw_report(target.model, keep_figures=True, progress=progress)
+            rows += mine
+        except GenlabError as e:  # e.g. NaN codes of a diverged run: with skip, the others go on
+            if not skip:
+                raise
+            print(f"genlab: note: not probed: {e}", file=sys.stderr)
+
     rows += list(data_rows.values())
     return rows
 
