@@ -412,3 +412,17 @@ def test_fewer_training_examples_than_the_largest_k(vae_run: Path, tmp_path: Pat
     assert "probe/baseline/pixels/knn/cosine/1" in result and "probe/baseline/pixels/knn/cosine/20" not in result
     line = next(ln for ln in out.splitlines() if ln.startswith("run (code)"))
     assert line.split()[7] == "-" and line.split()[9] == "-"  # the kNN-20 columns
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_compare_marks_probes_of_different_sizes(vae_run: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _copy(vae_run, tmp_path / "a"), _copy(vae_run, tmp_path / "b")
+    for run, limit in ((a, 1497), (b, 300)):
+        assert run_cli(capsys, "probe", run, "--train-limit", limit, "--no-baselines", "--no-progress",
+                       "--no-report")[0] == 0
+    code, out, err = run_cli(capsys, "compare", a, b, "-k", 2, "--no-quality", "--no-progress",
+                             "--out", tmp_path / "c.html")
+    assert code == 0, err
+    assert "probes fitted and scored on different numbers of examples" in out
+    assert "(1497/300)" in out and "(300/300)" in out  # each probe cell says what it was fitted on

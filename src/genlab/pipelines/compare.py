@@ -33,6 +33,7 @@ __all__ = ["run_row", "compare", "comparable_groups", "table_lines"]
 _NLL_COLUMNS = ("test/nll",)
 _QUALITY_COLUMNS = ("quality/fid", "quality/precision", "quality/recall", "quality/classes_covered", "quality/class_kl",
                     "novelty/new_distinct_fraction")
+_PROBE_COLUMNS = ("probe/linear", "probe/mlp", "probe/knn/cosine/20")
 _BINARIZATION = {"none": "grey levels (not binarized)", "static": "binarized once (static)",
                  "dynamic": "binarized (dynamic)", "threshold": "binarized at 0.5 (threshold)"}
 
@@ -65,6 +66,8 @@ def _protocol(result: dict[str, Any], model: GenerativeModel, run: RunDir) -> di
         "nll_examples": get("nll_examples", "nll_examples", get("test_examples", "test_examples")),
         "quality_n": get("quality_n", "quality/n_samples", result.get("novelty/samples")),
         "feature_net": get("feature_net"),
+        "probe_examples": (None if "probe/linear" not in result else
+                           f"{result.get('probe/train_examples')}/{result.get('probe/test_examples')}"),
     }
 
 
@@ -163,6 +166,15 @@ def _group_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
         for r in with_quality:
             for key in _QUALITY_COLUMNS:
                 r["marks"][key] = f"n={r['protocol']['quality_n']}"
+    with_probe = [r for r in rows if r["protocol"]["probe_examples"] is not None]
+    sizes = _by_value(with_probe, "probe_examples")
+    if len(sizes) > 1:  # a probe fitted on fewer examples scores lower: not the same measurement
+        listed = _listing(sizes, lambda v: f"{v} train/test examples")
+        notes.append(f"probes fitted and scored on different numbers of examples ({listed}): not comparable; rerun "
+                     "`genlab probe` without --train-limit and --test-limit.")
+        for r in with_probe:
+            for key in _PROBE_COLUMNS:
+                r["marks"][key] = r["protocol"]["probe_examples"]
     nets = _by_value(with_quality, "feature_net")
     if len(nets) > 1:
         notes.append(f"FIDs in different feature spaces ({_listing(nets, str)}): not comparable.")
