@@ -28,7 +28,9 @@ class VAEConfig:
     hidden: tuple[int, ...] = (400,)  # dense layer widths of the encoder (the decoder mirrors them)
     channels: tuple[int, ...] = (32, 64)  # conv arch: channels of the strided convs (each halves the size)
     activation: str = "relu"
-    likelihood: str = "bernoulli"  # bernoulli (binary pixels) | gaussian | logistic (discretized, 8-bit)
+    # bernoulli (binary pixels) | gaussian | logistic (discretized, 8-bit) | palette (a softmax over the K colours of
+    # palette-quantized data, --data.palette=K)
+    likelihood: str = "bernoulli"
     sigma: float = 1.0  # gaussian: the standard deviation of p(x|z) (MSE is the fixed-sigma case)
     learn_sigma: bool = False  # gaussian: learn one sigma per channel instead
     gaussian_mean: str = "sigmoid"  # gaussian: sigmoid (means in [0, 1]) | identity (linear-Gaussian, e.g. PPCA)
@@ -130,9 +132,11 @@ class VAE(GenerativeModel):
         _check_config(config)
         self.latent_dim = config.latent_dim
         c = spec.shape[0]
+        palette = torch.tensor(spec.palette, dtype=torch.float32) if spec.palette else None
         self.likelihood = build_likelihood(config.likelihood, c, sigma=config.sigma, learn_sigma=config.learn_sigma,
-                                           squash=config.gaussian_mean == "sigmoid", levels=spec.levels)
-        out_ch = c * self.likelihood.params_per_channel
+                                           squash=config.gaussian_mean == "sigmoid", levels=spec.levels,
+                                           palette=palette)
+        out_ch = self.likelihood.output_channels(c)
         self.encoder = build_encoder(config.arch, spec.shape, 2 * config.latent_dim, hidden=config.hidden,
                                      channels=config.channels, act=config.activation, cond_dim=cond_dim)
         self.decoder = build_decoder(config.arch, config.latent_dim + cond_dim, spec.shape, out_ch,

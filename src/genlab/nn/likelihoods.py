@@ -14,11 +14,15 @@ from torch import nn
 from genlab.errors import ConfigError
 
 LOG_2PI = math.log(2 * math.pi)
-LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic", "palette")
 
 
 class Likelihood(nn.Module):
     params_per_channel = 1
+
+    def output_channels(self, channels: int) -> int:
+        """The decoder's output channels for images of ``channels`` channels."""
+        return channels * self.params_per_channel
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x | params), summed over (C, H, W): shape params.shape[:-3]."""
@@ -128,12 +132,55 @@ class DiscretizedLogistic(Likelihood):
         return torch.round((xs + 1) / 2 * step) / step
 
 
+class PaletteCategorical(Likelihood):
+    """Palette-quantized images (``--data.palette=K``): every pixel is one of K colours, and p(x | z) is a softmax
+    over the K colours per pixel (the decoder emits K logits per pixel, whatever the image's channels). A
+    probability of discrete data, so log p(x | z) <= 0 and the importance-weighted bound stays a bound on the
+    NLL of the quantized images, as the pixel models' palette output."""
+
+    def __init__(self, palette: torch.Tensor):
+        super().__init__()
+        if palette.dim() != 2 or len(palette) < 2:
+            raise ConfigError("the palette likelihood needs a dataset with a palette of at least 2 colours: "
+                              "add --data.palette=K")
+        self.register_buffer("palette", palette.float(), persistent=False)  # (K, C)
+
+    def output_channels(self, channels: int) -> int:
+        return len(self.palette)
+
+    def indices(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, H, W) int64 index of each pixel's nearest palette colour (exact for
+        quantized data): |x - p_k|^2 up to |x|^2, the same for every k, is |p_k|^2 - 2 x.p_k."""
+        d = self.palette.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum("bchw,kc->bkhw", x, self.palette)
+        return d.argmin(1)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(params, dim=-3)  # (..., B, K, H, W)
+        idx = self.indices(x)[:, None]  # (B, 1, H, W)
+        idx = idx.expand(*params.shape[:-3], 1, *idx.shape[-2:])  # (..., B, 1, H, W)
+        return logp.gather(-3, idx).flatten(-3).sum(-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The expected colour of each pixel, (..., C, H, W) in [0, 1]."""
+        return torch.einsum("...khw,kc->...chw", torch.softmax(params, dim=-3), self.palette)
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        probs = torch.softmax(params, dim=-3).movedim(-3, -1)  # (..., H, W, K)
+        flat = probs.reshape(-1, probs.shape[-1])
+        drawn = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])  # (..., H, W)
+        return self.palette[drawn].movedim(-1, -3)  # (..., C, H, W)
+
+
 def build_likelihood(name: str, channels: int, *, sigma: float = 1.0, learn_sigma: bool = False,
-                     squash: bool = True, levels: int = 256) -> Likelihood:
+                     squash: bool = True, levels: int = 256, palette: torch.Tensor | None = None) -> Likelihood:
     if name == "bernoulli":
         return Bernoulli()
     if name == "gaussian":
         return Gaussian(channels, sigma=sigma, learn_sigma=learn_sigma, squash=squash)
     if name == "logistic":
         return DiscretizedLogistic(levels)
+    if name == "palette":
+        if palette is None:
+            raise ConfigError("model.likelihood=palette needs a palette-quantized dataset: add --data.palette=K")
+        return PaletteCategorical(palette)
     raise ConfigError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
