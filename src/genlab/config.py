@@ -140,6 +140,7 @@ FIELD_RANGES: dict[str, Range] = {
     "device": Range(pattern=r"cpu|auto|mps|cuda(:\d{1,3})?", hint="cpu, cuda, cuda:N, mps or auto"),
     # data
     "image_size": Range(1, 4096), "channels": WIDTH, "data.channels": Range(1, 4), "palette": Range(0, 4096),
+    "center_crop": Range(0, 4096),
     "min_count": Range(1, 10**9),
     "binarize": Range(choices=("none", "static", "dynamic", "threshold")),
     # models: sizes

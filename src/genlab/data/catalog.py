@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from genlab.data import images as _images  # noqa: F401  (registers mnist, fashion-mnist, mnist-5k, digits, folder)
+from genlab.data import pokemon as _pokemon  # noqa: F401  (registers pokemon)
 from genlab.data import text as _text  # noqa: F401  (registers poems)
 from genlab.data.images import BINARIZATIONS
 from genlab.data.spec import IMAGE_OPTIONS, TEXT_OPTIONS, DataConfig, Dataset, DatasetEntry

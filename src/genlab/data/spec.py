@@ -164,6 +164,9 @@ class DataConfig:
     # K > 0: quantize the images to K colours found by k-means over the training split, for models with a palette
     # output (each pixel one of K colours instead of C grey levels); 0 keeps the images as they are
     palette: int = 0
+    # pokemon: keep only the centre N x N pixels after resizing to image_size (the lecture cut 40x40 to 20x20);
+    # 0 keeps the whole image
+    center_crop: int = 0
     download: bool = True  # allow a checksummed download when the files are not found locally
     # text datasets (poems, poems:PATH; see genlab.data.text)
     forms: tuple[str, ...] = ("couplet5",)  # couplet5 | couplet7 | quatrain5 | quatrain7 (several: padded)
@@ -172,7 +175,7 @@ class DataConfig:
 
 
 # the fields of DataConfig that only image datasets read, and those only text datasets read
-IMAGE_OPTIONS = ("binarize", "image_size", "channels", "palette", "download")
+IMAGE_OPTIONS = ("binarize", "image_size", "channels", "palette", "center_crop", "download")
 TEXT_OPTIONS = ("forms", "min_count", "simplified")
 
 
