@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlab.data import ImageDataset, TextDataset, load_dataset
+from genlab.data import ImageDataset, TextDataset, load_dataset, sources
 
 import families  # noqa: F401  (registers the toy families: one file + this import + a FAMILY_CONFIGS entry)
 from helpers import SHARED_DATA, TINY_POEMS
@@ -63,3 +63,18 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, feature_cache: Path
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
     monkeypatch.setenv("GENLAB_CACHE", str(feature_cache))
     return tmp_path
+
+
+@pytest.fixture
+def offline_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data tests in isolation: no real data place is searched (no GENLAB_DATA, an empty cache, no system data
+    folders), no limit comes from the environment, and any download attempt fails the test."""
+    for variable in ("GENLAB_DATA", "GENLAB_MAX_DATA_BYTES", "GENLAB_MAX_IMAGE_PIXELS", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "SYSTEM_DATA_DIRS", ())
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a test tried to use the network")
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", no_network)

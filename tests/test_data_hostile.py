@@ -69,18 +69,7 @@ def save_image(path: Path, value: int = 100, size: int = 6, fmt: str = "PNG") ->
     return path
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No real data place is searched, no limit comes from the environment, and any download attempt fails."""
-    for variable in ("GENLAB_DATA", "GENLAB_MAX_DATA_BYTES", "GENLAB_MAX_IMAGE_PIXELS", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "SYSTEM_DATA_DIRS", ())
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a test tried to use the network")
-
-    monkeypatch.setattr(sources.urllib.request, "urlopen", no_network)
+pytestmark = pytest.mark.usefixtures("offline_data")  # conftest.py: no real data place, no network
 
 
 # --- IDX: the header is never believed ---

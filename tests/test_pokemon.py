@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genlab.data import load_dataset, pokemon, sources
+from genlab.data import load_dataset, pokemon
 from genlab.data.images import build_palette
 from genlab.data.pokemon import TARBALL_SPRITES, prepare_sprite, read_sprite_folder, read_sprite_tarball, split_indices
 from genlab.errors import DatasetError
@@ -23,13 +23,7 @@ from helpers import SHARED_DATA, needs_shared
 # --- helpers ---
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No real data place is searched and no limit comes from the environment."""
-    for variable in ("GENLAB_DATA", "GENLAB_MAX_DATA_BYTES", "GENLAB_MAX_IMAGE_PIXELS", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "SYSTEM_DATA_DIRS", ())
+pytestmark = pytest.mark.usefixtures("offline_data")  # conftest.py: no real data place, no network
 
 
 def one_line_error(call, *needles: str) -> str:
