@@ -3,6 +3,7 @@ test data is, the tiny poem corpus, and the in-process ``genlab`` runner with it
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from genlab.cli import main
 from genlab.data.sources import SYSTEM_DATA_DIRS, cache_dir
+from genlab.errors import DatasetError
 
 # Where the tests find the named datasets (MNIST, Fashion-MNIST, the poems): $GENLAB_DATA when the test run sets
 # it (`make test` does when the development data ../shared/data is there), else that folder when it exists, else the
@@ -73,3 +75,14 @@ def png_pixels(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         assert im.format == "PNG"
         return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def one_line_error(call: Callable[[], object], *needles: str) -> str:
+    """Run ``call``; it must raise DatasetError with one line that contains every needle."""
+    with pytest.raises(DatasetError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and message.strip(), message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message

@@ -9,7 +9,6 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +22,15 @@ from genlab.data.images import _load_folder, finish_images
 from genlab.data.sources import SOURCES, find_dataset_files
 from genlab.data.spec import DataConfig, DataSpec
 from genlab.data.text import load_text_dataset
-from genlab.errors import DatasetError
 from genlab.limits import DataLimitExceeded
+
+from helpers import one_line_error
 
 GIB = 1024**3
 MNIST = SOURCES["mnist"]
 
 
 # --- helpers ---
-
-
-def one_line_error(call: Callable[[], object], *needles: str) -> str:
-    """Run ``call``; it must raise DatasetError with one line that contains every needle."""
-    with pytest.raises(DatasetError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message and message.strip(), message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 def idx_bytes(array: np.ndarray, code: int) -> bytes:

@@ -16,9 +16,8 @@ from PIL import Image
 from genlab.data import load_dataset, pokemon
 from genlab.data.images import build_palette
 from genlab.data.pokemon import TARBALL_SPRITES, prepare_sprite, read_sprite_folder, read_sprite_tarball, split_indices
-from genlab.errors import DatasetError
 
-from helpers import SHARED_DATA, needs_shared
+from helpers import SHARED_DATA, needs_shared, one_line_error
 
 # --- helpers ---
 
@@ -26,14 +25,6 @@ from helpers import SHARED_DATA, needs_shared
 pytestmark = pytest.mark.usefixtures("offline_data")  # conftest.py: no real data place, no network
 
 
-def one_line_error(call, *needles: str) -> str:
-    with pytest.raises(DatasetError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message and message.strip(), message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 def sprite(w: int, h: int, colour: tuple[int, int, int], box: tuple[int, int, int, int]) -> Image.Image:

@@ -32,6 +32,8 @@ from typing import Any, Union
 import genlab.models  # noqa: F401  (fills MODELS: a config names its family)
 from genlab.data.spec import DataConfig
 from genlab.errors import ConfigError, GenlabError
+from genlab.models.dim import PRIOR_DISTS
+from genlab.nn.mutual_info import ESTIMATORS
 from genlab.registry import MODELS
 
 try:
@@ -155,8 +157,8 @@ FIELD_RANGES: dict[str, Range] = {
     "temperature": Range(0, 100), "word_dropout": Range(0, 1, open_hi=True),
     # models: Deep InfoMax (dim); its "prior" (kl | adversarial | none) shares the name with cvae's and is checked
     # by the family
-    "estimator": Range(choices=("jsd", "infonce", "dv")), "global_weight": WEIGHT, "local_weight": WEIGHT,
-    "kl_weight": WEIGHT, "adversarial_weight": WEIGHT, "prior_dist": Range(choices=("uniform", "gaussian")),
+    "estimator": Range(choices=ESTIMATORS), "global_weight": WEIGHT, "local_weight": WEIGHT,
+    "kl_weight": WEIGHT, "adversarial_weight": WEIGHT, "prior_dist": Range(choices=PRIOR_DISTS),
     "critic_dim": WIDTH, "prior_hidden": WIDTH,
 }
 DEFAULT_INT = Range(0, 2**63 - 1)  # an int field the table does not name

@@ -11,7 +11,7 @@ from genlab.data.images import ImageDataset
 from genlab.metrics.latent import latent_diagnostics
 from genlab.metrics.quality import sample_quality
 from genlab.metrics.terms import evaluate_terms
-from genlab.models.abilities import Encoder, ExactLikelihoodModel, LikelihoodModel, Sampler, evaluating
+from genlab.models.abilities import Encoder, ExactLikelihoodModel, LikelihoodModel, evaluating
 from genlab.models.base import GenerativeModel
 
 _CHUNK_FLOATS = 2_000_000
@@ -126,7 +126,7 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
         protocol["nll_examples"] = len(nll)
     if latent and isinstance(model, Encoder):
         out.update({f"latent/{key}": v for key, v in latent_diagnostics(model, data, limit=limit or 5000).items()})
-    if quality and isinstance(model, Sampler):  # an encoder-only model (dim) draws no samples
+    if quality:
         q = sample_quality(model, data, n=quality_n, progress=progress)
         net = q.pop("feature_net", None) or {}
         acc = q.pop("class_accuracy", None)

@@ -99,6 +99,8 @@ class ConditionalVAE(VAE):
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``cond`` is a (B,) tensor of labels (needed by the concat variant)."""
+        if cond is None and self.config.prior == "concat":
+            raise ValueError("the concat cvae encodes with labels: encode(x, cond=labels)")
         return self._posterior(x, None if cond is None else self._labels_to_cond(cond))
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

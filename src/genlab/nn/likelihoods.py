@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nn.masked import nearest_palette_index
 
 LOG_2PI = math.log(2 * math.pi)
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic", "palette")
@@ -148,15 +149,9 @@ class PaletteCategorical(Likelihood):
     def output_channels(self, channels: int) -> int:
         return len(self.palette)
 
-    def indices(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images -> (B, H, W) int64 index of each pixel's nearest palette colour (exact for
-        quantized data): |x - p_k|^2 up to |x|^2, the same for every k, is |p_k|^2 - 2 x.p_k."""
-        d = self.palette.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum("bchw,kc->bkhw", x, self.palette)
-        return d.argmin(1)
-
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(params, dim=-3)  # (..., B, K, H, W)
-        idx = self.indices(x)[:, None]  # (B, 1, H, W)
+        idx = nearest_palette_index(x, self.palette)[:, None]  # (B, 1, H, W)
         idx = idx.expand(*params.shape[:-3], 1, *idx.shape[-2:])  # (..., B, 1, H, W)
         return logp.gather(-3, idx).flatten(-3).sum(-1)
 

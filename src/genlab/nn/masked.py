@@ -129,6 +129,13 @@ class GatedPixelLayer(nn.Module):
 OUTPUTS = ("bernoulli", "softmax", "logistic-mixture", "palette")
 
 
+def nearest_palette_index(x: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, H, W) int64 index of each pixel's nearest colour of ``palette`` (K, C), exact for
+    palette-quantized data: |x - p_k|^2 up to |x|^2, the same for every k, is |p_k|^2 - 2 x.p_k."""
+    d = palette.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum("bchw,kc->bkhw", x, palette)  # (B, K, H, W)
+    return d.argmin(1)
+
+
 class PixelOutput(nn.Module):
     """A discrete distribution per unit, from P parameters per unit.
 
@@ -168,9 +175,7 @@ class PixelOutput(nn.Module):
         if self.kind == "bernoulli":
             return x
         if self.kind == "palette":  # the nearest palette colour (exact for quantized data)
-            # |x - p_k|^2 up to |x|^2, the same for every k: |p_k|^2 - 2 x.p_k
-            d = self.palette.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum("bchw,kc->bkhw", x, self.palette)
-            return d.argmin(1, keepdim=True)  # (B, 1, H, W)
+            return nearest_palette_index(x, self.palette)[:, None]  # (B, 1, H, W)
         return torch.round(x * (self.levels - 1)).long().clamp(0, self.levels - 1)
 
     def values(self, t: torch.Tensor) -> torch.Tensor:
