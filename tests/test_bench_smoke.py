@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import nll_eval, pixelcnn_step, time_to_quality, vae_conv_epoch, vae_mlp_epoch
+from bench import nll_eval, pixel_sampling, pixelcnn_step, time_to_quality, vae_conv_epoch, vae_mlp_epoch
 from bench.flops import achieved_gflops, forward_macs
 from bench.machine import matmul_gflops_by_size
 from bench.peers.conv_vae_loop import ConvVAE
@@ -230,3 +230,12 @@ def test_pixelcnn_step_smoke(tmp_path, monkeypatch):
     written = json.loads((out / "pixelcnn_step-mnist-quick.json").read_text())
     assert written["same_loss"] is True and written["command"] == result["command"]
     assert all(len(t) == 1 and t[0] > 0 for t in written["times_s"].values())
+
+
+def test_pixel_sampling_smoke(tmp_path):
+    out = tmp_path / "results"
+    result = pixel_sampling.main(["--n", "1", "--size", "6", "--colours", "5", "--results-dir", str(out),
+                                  "--readme", ""])
+    written = json.loads((out / "pixel_sampling-6px.json").read_text())
+    assert written["command"] == result["command"] and all(written["same_images"].values())
+    assert all(t > 0 for case in written["times_s"].values() for t in case.values())

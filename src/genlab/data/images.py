@@ -51,6 +51,7 @@ class ImageDataset:
     test_x: torch.Tensor
     test_y: torch.Tensor | None
     binarize: str = "none"
+    flip: bool = False  # training batches: each image mirrored left-right with probability 1/2
     _fixed: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,7 +84,8 @@ class ImageDataset:
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
                 limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield ``{"x": (B, C, H, W)[, "y": (B,)]}`` batches; a dynamic binarization draws afresh every batch."""
+        """Yield ``{"x": (B, C, H, W)[, "y": (B,)]}`` batches; a dynamic binarization draws afresh every batch, and
+        with ``flip`` each shuffled training image is mirrored left-right with probability 1/2 (from ``generator``)."""
         x, y = self.split(split)
         n = len(x) if limit is None else min(limit, len(x))
         order = torch.randperm(len(x), generator=generator)[:n] if shuffle else torch.arange(n)
@@ -94,6 +96,9 @@ class ImageDataset:
             xb = x.index_select(0, idx)
             if dynamic:
                 xb = (torch.rand(xb.shape, generator=generator) < xb).to(xb.dtype)
+            if self.flip and shuffle and split == "train":
+                mirror = torch.rand(len(xb), generator=generator) < 0.5
+                xb = torch.where(mirror[:, None, None, None], xb.flip(-1), xb)
             batch = {"x": xb}
             if y is not None:
                 batch["y"] = y.index_select(0, idx)
@@ -378,7 +383,7 @@ def finish_images(parts: tuple, cfg: DataConfig, *, resize: bool = True) -> Imag
         colours = build_palette(train_x, cfg.palette)
         train_x, test_x = quantize_to_palette(train_x, colours), quantize_to_palette(test_x, colours)
         spec = dataclasses.replace(spec, palette=tuple(tuple(c) for c in colours.tolist()))
-    return ImageDataset(spec, train_x, train_y, test_x, test_y, binarize=cfg.binarize)
+    return ImageDataset(spec, train_x, train_y, test_x, test_y, binarize=cfg.binarize, flip=cfg.flip)
 
 
 def _idx_entry(name: str, summary: str) -> DatasetEntry:

@@ -69,6 +69,12 @@ class DataSpec:
         return math.prod(self.shape)
 
     @property
+    def variables(self) -> int:
+        """The variables a likelihood is over, the "dimensions" of bits per dimension: one palette index per pixel
+        for palette-quantized images (H * W), otherwise every number of an example (``dim``)."""
+        return math.prod(self.shape[1:]) if self.palette else self.dim
+
+    @property
     def is_text(self) -> bool:
         """Token ids of a vocabulary rather than images."""
         return bool(self.vocab)
@@ -167,6 +173,9 @@ class DataConfig:
     # pokemon: keep only the centre N x N pixels after resizing to image_size (the lecture cut 40x40 to 20x20);
     # 0 keeps the whole image
     center_crop: int = 0
+    # mirror each training image left-right with probability 1/2 every time it is drawn: twice the images for small
+    # sets whose mirror images are as real as they are (sprites, clothes); not for digits or text
+    flip: bool = False
     download: bool = True  # allow a checksummed download when the files are not found locally
     # text datasets (poems, poems:PATH; see genlab.data.text)
     forms: tuple[str, ...] = ("couplet5",)  # couplet5 | couplet7 | quatrain5 | quatrain7 (several: padded)
@@ -175,7 +184,7 @@ class DataConfig:
 
 
 # the fields of DataConfig that only image datasets read, and those only text datasets read
-IMAGE_OPTIONS = ("binarize", "image_size", "channels", "palette", "center_crop", "download")
+IMAGE_OPTIONS = ("binarize", "image_size", "channels", "palette", "center_crop", "flip", "download")
 TEXT_OPTIONS = ("forms", "min_count", "simplified")
 
 

@@ -12,7 +12,15 @@ from torch import nn
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
-from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel, quick_training
+from genlab.models.pixel_base import (
+    MNIST_QUICK_TRAINING,
+    PixelModel,
+    UnitStepper,
+    WindowStepper,
+    crop_around,
+    pokemon_training,
+    quick_training,
+)
 from genlab.nn.masked import GatedPixelLayer, MaskedConv2d
 from genlab.registry import MODELS
 
@@ -40,6 +48,8 @@ class GatedPixelCNN(PixelModel):
         "mnist-quick": {"features": 16, "layers": 5, "out_hidden": 32, **MNIST_QUICK_TRAINING},
         # the same net on mnist-5k for 280 steps: the first run to try (see preset_notes)
         "quick": {"features": 16, "layers": 5, "out_hidden": 32, **quick_training(4)},
+        # the README's Pokemon table: 40x40 sprites in 167 colours
+        "pokemon": {"features": 32, "layers": 5, "kernel": 5, "out_hidden": 64, **pokemon_training(35)},
     }
     # measured with one torch thread on the 2-core AMD EPYC machine of the README's tables; the classifier numbers
     # are genlab's domain metrics on 100-200 samples (pixel-by-pixel sampling is slow)
@@ -73,10 +83,44 @@ class GatedPixelCNN(PixelModel):
         """Classes of the labels (ConditionalModel, offered with ``model.conditional=true``)."""
         return self.label_classes
 
-    def _network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _body(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, H, W) inputs in [-1, 1] and labels (B,) or None -> (B, F, H, W) summed skip connections."""
         biases = (None if y is None else self.embed(y).chunk(len(self.stack), dim=1))  # layers x (B, 2F)
         v, h, skip = x, x, 0.0
         for i, layer in enumerate(self.stack):
             v, h, gated = layer(v, h, None if biases is None else biases[i])
             skip = skip + gated
-        return self.head(skip)  # (B, P*G, H, W)
+        return skip
+
+    def _network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.head(self._body(x, y))  # (B, P*G, H, W)
+
+    @property
+    def reach(self) -> tuple[int, int]:
+        """(rows up, columns to either side) that the output at a pixel sees. Each layer's vertical kernel
+        reaches p = k // 2 rows up and p columns to each side, and the vertical stack enters the horizontal one
+        shifted down one row: the last layer's skip sees 1 + layers * p rows up. Sideways every path crosses one
+        layer's kernel per layer, p columns each (the horizontal 1 x k kernel only to the left): layers * p."""
+        p = self.config.kernel // 2
+        return 1 + self.config.layers * p, self.config.layers * p
+
+    def _pixel_features(self, x: torch.Tensor, y: torch.Tensor | None, i: int, j: int) -> torch.Tensor:
+        """``_body(x, y)`` at position (i, j) only, (B, F): each layer runs on the part of its inputs that the
+        layers from it on still reach (``crop_around``, by the rule of ``reach``), and only the skip connections
+        of that pixel are summed."""
+        p, layers = self.config.kernel // 2, len(self.stack)
+        biases = (None if y is None else self.embed(y).chunk(layers, dim=1))  # layers x (B, 2F)
+        v, h, skip = x, x, 0.0
+        for n, layer in enumerate(self.stack):
+            up, side = 1 + (layers - n) * p, (layers - n) * p
+            v, _, _ = crop_around(v, i, j, up, side)
+            h, i, j = crop_around(h, i, j, up, side)
+            v, h, gated = layer(v, h, None if biases is None else biases[n])
+            skip = skip + gated[:, :, i, j]
+        return skip
+
+    def _stepper(self, canvas: torch.Tensor, start_row: int, y: torch.Tensor | None) -> UnitStepper:
+        """The stacks on the window of the receptive field around the unit (labels included), the head on its
+        pixel only."""
+        up, side = self.reach
+        return WindowStepper(self, canvas, y, start_row, features=self._pixel_features, up=up, side=side)

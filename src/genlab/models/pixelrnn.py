@@ -23,7 +23,7 @@ from torch import nn
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
-from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel, quick_training
+from genlab.models.pixel_base import MNIST_QUICK_TRAINING, PixelModel, UnitStepper, pokemon_training, quick_training
 from genlab.nn.masked import MaskedConv2d, shift_down
 from genlab.registry import MODELS
 
@@ -38,6 +38,14 @@ class PixelRNNConfig:
     out_hidden: int = 32  # width of the two 1x1 layers before the output
     output: str = "auto"  # auto | bernoulli | softmax | logistic-mixture | palette (auto: from the data)
     mixtures: int = 5  # logistic-mixture: components per pixel
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM update from pre-activation gates (B, 4h, ...) in the order o, f, i, g and the cell c (B, h, ...)
+    -> the new hidden state and cell, (B, h, ...) each."""
+    o, f, i, g = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class RowLSTM(nn.Module):
@@ -60,11 +68,17 @@ class RowLSTM(nn.Module):
         out = []
         for r in range(rows):
             # gates of row r (B, 4h, W); each quarter holds the colour groups in the same order (channel % G)
-            o, f, i, g = (gates_in[:, :, r] + self.state_to_state(h)).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = lstm_cell(gates_in[:, :, r] + self.state_to_state(h), c)
             out.append(h)
         return x + self.out(torch.stack(out, dim=2))  # (B, 2h, H, W)
+
+    def row_step(self, x: torch.Tensor, h: torch.Tensor,
+                 c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One row of ``forward``: the layer's input row (B, 2h, W) and the previous row's state (B, h, W) each
+        -> the output row (B, 2h, W) and this row's state. The input-to-state convolution is one row wide, so a
+        row needs nothing but itself and the state above (what lets sampling cache the state row by row)."""
+        h, c = lstm_cell(self.input_to_state(x[:, :, None])[:, :, 0] + self.state_to_state(h), c)
+        return x + self.out(h[:, :, None])[:, :, 0], h, c
 
 
 def skew(x: torch.Tensor) -> torch.Tensor:
@@ -98,11 +112,19 @@ class _DiagonalLSTM(nn.Module):
         out = []
         for j in range(gates_in.shape[3]):
             # row i of diagonal j sees row i (the pixel to its left) and row i - 1 (the pixel above) of diagonal j-1
-            o, f, i, g = (gates_in[:, :, :, j] + self.state_to_state(F.pad(h, (1, 0)))).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = lstm_cell(gates_in[:, :, :, j] + self.state_to_state(F.pad(h, (1, 0))), c)
             out.append(h)
         return unskew(torch.stack(out, dim=3), w)  # (B, h, H, W)
+
+    def cell(self, gates_in: torch.Tensor | float, above: torch.Tensor, left: torch.Tensor,
+             c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One position of ``forward`` in image coordinates: its input-to-state gates (B, 4h) (0 for the cells
+        that the skew pads with zeros), the hidden state of the pixel above (B, h) and the hidden state and cell
+        of the pixel to its left (B, h) each -> this position's hidden state and cell. The 2-tap state-to-state
+        convolution takes the row above at its first tap and this row at its second."""
+        pair = torch.stack([above, left], dim=2)  # (B, h, 2)
+        gates = gates_in + F.conv1d(pair, self.state_to_state.weight, self.state_to_state.bias)[:, :, 0]
+        return lstm_cell(gates, c)
 
 
 class DiagonalBiLSTM(nn.Module):
@@ -130,6 +152,10 @@ class PixelRNN(PixelModel):
         "mnist-quick": {"features": 16, "layers": 2, "out_hidden": 32, **MNIST_QUICK_TRAINING},
         # the same net on mnist-5k for 420 steps: the first run to try (see preset_notes)
         "quick": {"features": 16, "layers": 2, "out_hidden": 32, **quick_training(6)},
+        # the README's Pokemon table: 40x40 sprites in 167 colours, with either kind of layer
+        "pokemon": {"features": 32, "layers": 2, "out_hidden": 64, **pokemon_training(50)},
+        "pokemon-diagonal": {"arch": "diagonal-bilstm", "features": 16, "layers": 2, "out_hidden": 64,
+                             **pokemon_training(20)},
     }
     # measured with one torch thread on the 2-core AMD EPYC machine of the README's tables; the classifier numbers
     # are genlab's domain metrics on 100-200 samples (pixel-by-pixel sampling is slow)
@@ -159,3 +185,129 @@ class PixelRNN(PixelModel):
 
     def _network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.head(self.rnn(self.first(x)))  # (B, P*G, H, W)
+
+    def _stepper(self, canvas: torch.Tensor, start_row: int, y: torch.Tensor | None) -> UnitStepper:
+        """Row LSTM: states cached row by row; Diagonal BiLSTM: states cached pixel by pixel."""
+        if self.config.arch == "row-lstm":
+            return _RowLSTMStepper(self, canvas, y, start_row)
+        return _DiagonalStepper(self, canvas, y, start_row)
+
+
+# --- sampling: cached recurrent states ---
+
+
+class _RowLSTMStepper(UnitStepper):
+    """Draws through a Row LSTM with each layer's state (h, c) after the last finished row cached.
+
+    A pass for a unit of row r runs the first (mask A) convolution on rows r - k//2 .. r (exactly the rows its
+    row r reads), each layer's ``row_step`` from the cached state, and the head on the unit's pixel: O(one row)
+    instead of O(rows so far). Once the row is final, one more pass advances the cache."""
+
+    def __init__(self, model: PixelRNN, canvas: torch.Tensor, y: torch.Tensor | None, start_row: int):
+        super().__init__(model, canvas, y, start_row)
+        n, _, _, w = canvas.shape
+        zeros = canvas.new_zeros(n, model.config.features, w)
+        self.state = [(zeros, zeros) for _ in model.rnn]  # per layer, (B, h, W) each: the state above row 0
+        for r in range(start_row):  # the given rows of a completion
+            self.row_done(r)
+
+    def _row(self, r: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Features of row r before the head (B, 2h, W) and each layer's state after row r."""
+        r0 = max(0, r - self.model.first.kernel_size[0] // 2)
+        x = self.model.first(2.0 * self.canvas[:, :, r0:r + 1] - 1.0)[:, :, -1]  # (B, 2h, W)
+        states = []
+        for layer, (h, c) in zip(self.model.rnn, self.state):
+            x, h, c = layer.row_step(x, h, c)
+            states.append((h, c))
+        return x, states
+
+    def params(self, r: int, c: int, g: int) -> torch.Tensor:
+        return self.head_params(self._row(r)[0][:, :, c], g)
+
+    def row_done(self, r: int) -> None:
+        self.state = self._row(r)[1]
+
+
+class _DiagonalStepper(UnitStepper):
+    """Draws through Diagonal BiLSTM layers one pixel at a time, each step O(1) per layer.
+
+    In image coordinates the left-to-right LSTM's state at (r, c) comes from (r, c - 1) and (r - 1, c) and the
+    layer's input at (r, c). The skewed implementation also runs it through the cells that the skew pads with
+    zeros left of each row (columns -r .. -1; their input gates are 0 but their state is not, the state-to-state
+    convolution has a bias), and the first of them starts from a zero state: those cells depend on the row above
+    only and are computed when it is final. The right-to-left LSTM enters row r only through row r - 1 (shifted
+    down), so it runs over a row once the row is final (through its padded cells right of the row as well).
+
+    Nothing at pixel (r, c) depends on the pixel's last unit (mask A hides it from the first layer, and the later
+    1x1 mask B convolutions keep colour groups apart), so the states computed in the pass for the last unit are
+    final: ``pixel_done`` keeps them; no extra pass per pixel. Per layer the cache holds: the forward hidden
+    states of the row above and of the current row (image columns -(H-1) .. W-1, stored at index column + H - 1,
+    zero where the skewed run had not started), the forward (h, c) left of the next pixel, the current row's
+    layer inputs, and the backward LSTM's hidden states of the row above (in its own, flipped, columns) and their
+    output in image columns."""
+
+    def __init__(self, model: PixelRNN, canvas: torch.Tensor, y: torch.Tensor | None, start_row: int):
+        super().__init__(model, canvas, y, start_row)
+        n, _, height, w = canvas.shape
+        f, layers = model.config.features, len(model.rnn)
+        self.pad = height - 1  # index of image column 0 in the row buffers
+        width = self.pad + w
+        self.above = [canvas.new_zeros(n, f, width) for _ in range(layers)]  # forward h, row r - 1
+        self.current = [canvas.new_zeros(n, f, width) for _ in range(layers)]  # forward h, row r so far
+        self.left = [(canvas.new_zeros(n, f), canvas.new_zeros(n, f)) for _ in range(layers)]  # (h, c) at (r, c-1)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = list(self.left)  # (h, c) at (r, c), not yet kept
+        self.inputs = [canvas.new_zeros(n, 2 * f, w) for _ in range(layers)]  # the layer's input, row r
+        self.back_above = [canvas.new_zeros(n, f, width) for _ in range(layers)]  # backward h, row r - 1, flipped
+        self.back_out = [canvas.new_zeros(n, f, w) for _ in range(layers)]  # backward h of row r - 1, image order
+        for r in range(start_row):  # the given rows of a completion
+            for c in range(w):
+                self._features(r, c)
+                self.pixel_done(r, c)
+            self.row_done(r)
+
+    def _features(self, r: int, c: int) -> torch.Tensor:
+        """(B, 2h) features of pixel (r, c) before the head; leaves each layer's forward state in ``pending``."""
+        k = self.model.first.kernel_size[0] // 2
+        r0, c0 = max(0, r - k), max(0, c - k)
+        patch = self.canvas[:, :, r0:r + 1, c0:c + k + 1]  # the first convolution's window (image edges kept)
+        x = self.model.first(2.0 * patch - 1.0)[:, :, r - r0, c - c0]  # (B, 2h)
+        for i, layer in enumerate(self.model.rnn):
+            self.inputs[i][:, :, c] = x
+            lstm = layer.left_to_right
+            gates_in = lstm.input_to_state(x[:, :, None, None])[:, :, 0, 0]
+            h, cell = lstm.cell(gates_in, self.above[i][:, :, self.pad + c], *self.left[i])
+            self.pending[i] = (h, cell)
+            x = x + layer.out((h + self.back_out[i][:, :, c])[:, :, None, None])[:, :, 0, 0]
+        return x
+
+    def params(self, r: int, c: int, g: int) -> torch.Tensor:
+        return self.head_params(self._features(r, c), g)
+
+    def pixel_done(self, r: int, c: int) -> None:
+        for i, (h, cell) in enumerate(self.pending):
+            self.left[i] = (h, cell)
+            self.current[i][:, :, self.pad + c] = h
+
+    def row_done(self, r: int) -> None:
+        n, _, height, w = self.canvas.shape
+        for i, layer in enumerate(self.model.rnn):
+            # the right-to-left LSTM over the finished row: columns flipped, from its padded cells -r .. -1 on
+            lstm = layer.right_to_left
+            gates_in = lstm.input_to_state(self.inputs[i].flip(2)[:, :, None])[:, :, 0]  # (B, 4h, W), flipped
+            back = torch.zeros_like(self.back_above[i])
+            h = c = self.back_above[i].new_zeros(n, lstm.features)
+            for col in range(-r, w):
+                h, c = lstm.cell(gates_in[:, :, col] if col >= 0 else 0.0, self.back_above[i][:, :, self.pad + col],
+                                 h, c)
+                back[:, :, self.pad + col] = h
+            self.back_above[i], self.back_out[i] = back, back[:, :, self.pad:].flip(2)
+            # the left-to-right LSTM: row r is final; the padded cells of row r + 1 follow from it alone
+            lstm = layer.left_to_right
+            self.above[i] = self.current[i]
+            self.current[i] = torch.zeros_like(self.above[i])
+            h = c = self.above[i].new_zeros(n, lstm.features)
+            if r + 1 < height:
+                for col in range(-(r + 1), 0):
+                    h, c = lstm.cell(0.0, self.above[i][:, :, self.pad + col], h, c)
+                    self.current[i][:, :, self.pad + col] = h
+            self.left[i] = (h, c)
