@@ -500,8 +500,8 @@ def _expected_figures(model: GenerativeModel, evaluation: dict[str, Any]) -> set
         figs.add("latent_map")
     if isinstance(model, LatentModel):
         figs |= {"interpolation", "traversal"} | ({"manifold"} if model.latent_dim >= 2 else set())
-    if isinstance(model, ImageCompletion):
-        figs.add("completion")
+    if isinstance(model, ImageCompletion):  # completions, and completions at several temperatures
+        figs |= {"completion", "temperatures"}
     if isinstance(model, StyleTransfer):
         figs.add("transfer")
     if isinstance(model, FixedNoiseImages):

@@ -143,8 +143,16 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
-    api.report(args.run)
+    api.report(args.run, vary=args.vary, base_image=args.base_image)
     return 0
+
+
+def _two_dims(text: str) -> tuple[int, int]:
+    """``--vary I,J``: two latent dimensions, numbered from 1 as the figures name them (z1, z2, ...)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected two dimension numbers such as 3,7, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
@@ -309,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="(re)draw the figures and report.html of a run")
     pl.add_argument("run")
+    pl.add_argument("--vary", type=_two_dims, metavar="I,J",
+                    help="latent models: the two dimensions the manifold ('fix the others, vary 2') sweeps, numbered "
+                         "from 1 as the figures name them (default: the two of largest KL)")
+    pl.add_argument("--base-image", type=int, default=0, metavar="N",
+                    help="latent models: the test image whose code holds the other dimensions in the manifold and "
+                         "the traversal (default 0)")
     pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser("compare", help="tables of comparable runs, their curves and samples on one page",

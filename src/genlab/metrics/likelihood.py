@@ -13,6 +13,7 @@ from genlab.metrics.quality import sample_quality
 from genlab.metrics.terms import evaluate_terms
 from genlab.models.abilities import Encoder, ExactLikelihoodModel, LikelihoodModel, evaluating
 from genlab.models.base import GenerativeModel
+from genlab.nn.masked import nearest_palette_index
 
 _CHUNK_FLOATS = 2_000_000
 
@@ -20,6 +21,28 @@ _CHUNK_FLOATS = 2_000_000
 def bits_per_dim(nll_nats: float, dims: int) -> float:
     """Negative log-likelihood in nats per example -> bits per dimension."""
     return nll_nats / (dims * math.log(2))
+
+
+@torch.no_grad()
+def palette_frequency_nll(data: ImageDataset, smoothing: float = 1.0) -> torch.Tensor:
+    """The i.i.d. palette-frequency baseline, (N_test,) nats: every pixel of a test image drawn independently from
+    the colour frequencies of the training split (each count plus ``smoothing``, so a colour the training split
+    lacks still has a probability). No training, no model: the bits per pixel any model of the data should beat."""
+    if not data.spec.palette:
+        raise ValueError("the palette-frequency baseline needs palette-quantized data (--data.palette=K)")
+    palette = torch.tensor(data.spec.palette, dtype=torch.float32)
+    counts = torch.full((len(palette),), float(smoothing), dtype=torch.float64)
+    for split in ("train", "test"):
+        x, _ = data.split(split)
+        nlls = []
+        for start in range(0, len(x), 256):
+            idx = nearest_palette_index(x[start:start + 256].float(), palette)  # (B, H, W)
+            if split == "train":
+                counts += torch.bincount(idx.flatten(), minlength=len(palette)).double()
+            else:
+                log_p = (counts / counts.sum()).log()
+                nlls.append(-log_p[idx.flatten(1)].sum(1))
+    return torch.cat(nlls)
 
 
 @torch.no_grad()
@@ -120,10 +143,14 @@ def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit
         nll = split_nll(model, data, k, limit=limit, progress=progress)
         out["test/nll"] = nll.mean().item()
         out["test/nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item() if len(nll) > 1 else 0.0
-        out["test/bits_per_dim"] = bits_per_dim(out["test/nll"], data.spec.dim)
+        out["test/bits_per_dim"] = bits_per_dim(out["test/nll"], data.spec.variables)
         protocol["nll_exact"] = exact  # the exact -log p(x), or an importance-weighted bound on it
         protocol["nll_k"] = "exact" if exact else k
         protocol["nll_examples"] = len(nll)
+    if k > 0 and data.spec.palette:  # what the model's NLL is to beat: colours drawn i.i.d. by their frequency
+        iid = palette_frequency_nll(data)[:protocol["test_examples"]]
+        out["test/iid_nll"] = iid.mean().item()
+        out["test/iid_bits_per_dim"] = bits_per_dim(out["test/iid_nll"], data.spec.variables)
     if latent and isinstance(model, Encoder):
         out.update({f"latent/{key}": v for key, v in latent_diagnostics(model, data, limit=limit or 5000).items()})
     if quality:

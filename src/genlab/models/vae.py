@@ -28,9 +28,9 @@ class VAEConfig:
     hidden: tuple[int, ...] = (400,)  # dense layer widths of the encoder (the decoder mirrors them)
     channels: tuple[int, ...] = (32, 64)  # conv arch: channels of the strided convs (each halves the size)
     activation: str = "relu"
-    # bernoulli (binary pixels) | gaussian | logistic (discretized, 8-bit) | palette (a softmax over the K colours of
-    # palette-quantized data, --data.palette=K)
-    likelihood: str = "bernoulli"
+    # auto | bernoulli (binary pixels) | gaussian | logistic (discretized, 8-bit) | palette (a softmax over the K
+    # colours of palette-quantized data, --data.palette=K); auto: palette for palette-quantized data, else bernoulli
+    likelihood: str = "auto"
     sigma: float = 1.0  # gaussian: the standard deviation of p(x|z) (MSE is the fixed-sigma case)
     learn_sigma: bool = False  # gaussian: learn one sigma per channel instead
     gaussian_mean: str = "sigmoid"  # gaussian: sigmoid (means in [0, 1]) | identity (linear-Gaussian, e.g. PPCA)
@@ -48,6 +48,14 @@ class VAEConfig:
     # KL is estimated from the decoded z (nn/priors.py)
     latent_prior: str = "normal"
     prior_components: int = 500
+
+
+def resolve_likelihood(name: str, spec: DataSpec) -> str:
+    """The likelihood ``name`` names on ``spec``'s data: ``auto`` is the palette softmax for palette-quantized data
+    (as the pixel models' ``output=auto``) and Bernoulli otherwise (the classic choice, also for grey pixels)."""
+    if name == "auto":
+        return "palette" if spec.palette else "bernoulli"
+    return name
 
 
 _DECODE_SEED = 0  # the uniforms of decode()'s chains with the autoregressive head
@@ -70,7 +78,7 @@ def _check_config(cfg: VAEConfig) -> None:
         raise ConfigError(f"model.gaussian_mean must be sigmoid or identity, not {cfg.gaussian_mean!r}")
     if cfg.ar_hidden < 0:
         raise ConfigError(f"model.ar_hidden must be >= 0, got {cfg.ar_hidden}")
-    if cfg.ar_hidden and cfg.likelihood != "bernoulli":
+    if cfg.ar_hidden and cfg.likelihood not in ("auto", "bernoulli"):
         raise ConfigError("model.ar_hidden (the autoregressive decoder head) needs binary pixels: use "
                           "--model.likelihood=bernoulli with --data.binarize=dynamic (or static)")
     if cfg.latent_prior not in PRIORS:
@@ -109,6 +117,12 @@ class VAE(GenerativeModel):
                      "train.time_limit": 3600.0, "train.eval_every": 25},
         # the README's Python quick-start: the defaults for 30 epochs instead of 10
         "quick": {"train.epochs": 30},
+        # the lecture's Pokemon VAE: a 10-dim code to read (fix 8 dims, sweep 2) over 40x40 sprites in 167 colours,
+        # decoded by the palette softmax (likelihood auto), trained as the pixel models' pokemon presets
+        "pokemon": {"arch": "conv", "channels": (32, 64, 128), "hidden": (256,), "latent_dim": 10,
+                    "data.name": "pokemon", "data.palette": 167, "data.flip": True, "train.batch_size": 32,
+                    "train.lr": 1e-3, "train.schedule": "cosine", "train.epochs": 100, "train.eval_every": 10,
+                    "train.threads": 1},
     }
     # measured with one torch thread on the 2-core AMD EPYC machine of the README's tables unless they say otherwise
     preset_notes: ClassVar[dict[str, str]] = {
@@ -133,7 +147,11 @@ class VAE(GenerativeModel):
         self.latent_dim = config.latent_dim
         c = spec.shape[0]
         palette = torch.tensor(spec.palette, dtype=torch.float32) if spec.palette else None
-        self.likelihood = build_likelihood(config.likelihood, c, sigma=config.sigma, learn_sigma=config.learn_sigma,
+        kind = resolve_likelihood(config.likelihood, spec)
+        if config.ar_hidden and kind != "bernoulli":
+            raise ConfigError("model.ar_hidden (the autoregressive decoder head) needs binary pixels, not a palette: "
+                              "leave out --data.palette and add --data.binarize=dynamic")
+        self.likelihood = build_likelihood(kind, c, sigma=config.sigma, learn_sigma=config.learn_sigma,
                                            squash=config.gaussian_mean == "sigmoid", levels=spec.levels,
                                            palette=palette)
         out_ch = self.likelihood.output_channels(c)

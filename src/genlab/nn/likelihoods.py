@@ -178,4 +178,4 @@ def build_likelihood(name: str, channels: int, *, sigma: float = 1.0, learn_sigm
         if palette is None:
             raise ConfigError("model.likelihood=palette needs a palette-quantized dataset: add --data.palette=K")
         return PaletteCategorical(palette)
-    raise ConfigError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+    raise ConfigError(f"unknown likelihood {name!r}; choose one of auto, {', '.join(LIKELIHOODS)}")

@@ -19,7 +19,7 @@ from genlab.config import build_config
 from genlab.data.spec import IMAGE_OPTIONS, TEXT_OPTIONS, Dataset, pick_test_examples
 from genlab.data.text import format_poem
 from genlab.data.vocab import UNK_CHAR
-from genlab.errors import GenlabError
+from genlab.errors import ConfigError, GenlabError
 from genlab.metrics.latent import encode_split
 from genlab.metrics.likelihood import has_likelihood
 from genlab.metrics.probe import encoded_features, nearest_neighbours
@@ -45,6 +45,7 @@ from genlab.pipelines.runs import as_model, load_run_data, read_evaluation, stal
 from genlab.train.checkpoint import MODEL_WEIGHTS
 from genlab.train.run import RunDir
 from genlab.viz.figures import (
+    check_vary,
     code_words,
     completion_figure,
     curves_figure,
@@ -56,6 +57,7 @@ from genlab.viz.figures import (
     reconstruction_figure,
     sample_figure,
     sample_words,
+    temperature_figure,
     transfer_figure,
     traversal_figure,
 )
@@ -121,9 +123,12 @@ def retrieval_caption(model: object) -> str:
 
 
 def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path, *, progress: bool = False,
-                     drawing: _Drawing | None = None) -> dict[str, Path]:
+                     drawing: _Drawing | None = None, vary: tuple[int, int] | None = None,
+                     base_image: int = 0) -> dict[str, Path]:
     """The image figures that apply to the model, by ability: name -> PNG path. ``progress`` shows a line per
-    figure and a bar while pixels are drawn one by one; ``drawing`` (the report's timer) replaces the line."""
+    figure and a bar while pixels are drawn one by one; ``drawing`` (the report's timer) replaces the line.
+    ``vary``: the two latent dimensions (0-based) the manifold sweeps (default: the two of largest KL);
+    ``base_image``: the test image whose code the manifold and the traversal hold the other dimensions at."""
     out_dir = Path(out_dir)
     draw = drawing or _Drawing(progress)
     figs = {}
@@ -137,16 +142,22 @@ def standard_figures(model: GenerativeModel, data: Dataset, out_dir: Path, *, pr
         figs["latent_map"] = draw("latent map", lambda: latent_map_figure(model, data, out_dir / "latent_map.png"),
                                   out_dir / "latent_map.png")
     if isinstance(model, LatentModel):
-        post = encode_split(model, data, limit=2000)  # one encoding for the manifold and the traversal
+        # one encoding for the manifold and the traversal
+        post = encode_split(model, data, limit=max(2000, base_image + 1))
         if model.latent_dim >= 2:
             cond = torch.tensor([0]) if isinstance(model, ConditionalModel) else None
-            dims, base = manifold_choice(model, data, post=post)
+            dims, base = manifold_choice(model, data, base_image, post=post, dims=vary)
+            held = (base_image, data.split("test")[0][base_image]) if model.latent_dim > 2 else None
             figs["manifold"] = draw("manifold", lambda: manifold_figure(
-                model, out_dir / "manifold.png", dims=dims, base=base, cond=cond), out_dir / "manifold.png")
+                model, out_dir / "manifold.png", dims=dims, base=base, cond=cond, held=held),
+                out_dir / "manifold.png")
         figs["interpolation"] = draw("interpolation", lambda: interpolation_figure(
             model, data, out_dir / "interpolation.png"), out_dir / "interpolation.png")
         figs["traversal"] = draw("traversal", lambda: traversal_figure(
-            model, data, out_dir / "traversal.png", post=post), out_dir / "traversal.png")
+            model, data, out_dir / "traversal.png", post=post, index=base_image), out_dir / "traversal.png")
+    if isinstance(model, ImageCompletion):  # completions at several temperatures, the lecture's "added randomness"
+        figs["temperatures"] = draw("temperatures", lambda: temperature_figure(
+            model, data, out_dir / "temperatures.png", progress=progress), out_dir / "temperatures.png")
     if isinstance(model, ImageCompletion):  # the bottom half and quarter of test images redrawn
         figs["completion"] = draw("completion", lambda: completion_figure(
             model, data, out_dir / "completion.png", progress=progress), out_dir / "completion.png")
@@ -302,11 +313,12 @@ def text_sections(model: TextModel, data: Dataset, n: int = 20, seed: int = 0) -
 
 
 def write_run_report(model: GenerativeModel, data: Dataset, run: RunDir, *, title: str | None = None,
-                     progress: bool = True, keep_figures: bool = False) -> dict[str, Path]:
+                     progress: bool = True, keep_figures: bool = False, vary: tuple[int, int] | None = None,
+                     base_image: int = 0) -> dict[str, Path]:
     """Draw every figure of the run into ``RUN/figures`` and write ``RUN/report.html``; returns the figures.
     ``progress``: a line per figure with its time, and bars inside the slow ones, on stderr. ``keep_figures``
     keeps the model's figures drawn since its checkpoint was written (after ``genlab eval`` only the evaluation
-    changed)."""
+    changed). ``vary`` and ``base_image``: as ``standard_figures``."""
     history = run.read_metrics()
     steps = run.read_steps()
     draw = _Drawing(progress, _checkpoint_time(run) if keep_figures else None)
@@ -318,7 +330,8 @@ def write_run_report(model: GenerativeModel, data: Dataset, run: RunDir, *, titl
         figs: dict[str, Path] = {}
         texts = draw("text samples", lambda: text_sections(model, data))
     else:
-        figs = standard_figures(model, data, run.figures, progress=progress, drawing=draw)
+        figs = standard_figures(model, data, run.figures, progress=progress, drawing=draw, vary=vary,
+                                base_image=base_image)
     if isinstance(model, Illustrated):
         own, captions, own_texts = draw("own figures", lambda: illustration_figures(model, run.figures))
         figs.update(own)
@@ -368,11 +381,28 @@ def _checkpoint_time(run: RunDir) -> float | None:
 
 
 def report(run: str | Path | GenerativeModel, *, title: str | None = None, progress: bool = True,
-           keep_figures: bool = False) -> Path:
+           keep_figures: bool = False, vary: tuple[int, int] | None = None, base_image: int = 0) -> Path:
     """(Re)draw the figures of a run folder and its ``report.html``; returns the report's path. ``keep_figures``
-    keeps the model figures already drawn from the current checkpoint (what ``genlab eval`` does)."""
+    keeps the model figures already drawn from the current checkpoint (what ``genlab eval`` does). ``vary``: the
+    two latent dimensions the manifold ("fix the others, vary 2") sweeps, numbered from 1 as the figures name them
+    (default: the two of largest KL); ``base_image``: the test image whose code holds the other dimensions."""
     model = as_model(run)
+    images = isinstance(model, LatentModel) and not isinstance(model, TextModel)
+    dims = None
+    if vary is not None:
+        if not images or model.latent_dim < 2:
+            raise ConfigError(f"{model.family} has no image latent space of 2 or more dimensions to vary; leave "
+                              "out --vary")
+        dims = (int(vary[0]) - 1, int(vary[1]) - 1)
+        check_vary(dims, model.latent_dim)
+    if base_image and not images:
+        raise ConfigError(f"{model.family} has no image latent code to hold at a test image's; leave out "
+                          "--base-image")
     folder = RunDir(model.run_dir)
-    write_run_report(model, load_run_data(folder.path, progress=False), folder, title=title, progress=progress,
-                     keep_figures=keep_figures)
+    data = load_run_data(folder.path, progress=False)
+    n_test = len(data.split("test")[0])
+    if not 0 <= base_image < n_test:
+        raise ConfigError(f"--base-image must be a test image index from 0 to {n_test - 1}, got {base_image}")
+    write_run_report(model, data, folder, title=title, progress=progress, keep_figures=keep_figures, vary=dims,
+                     base_image=base_image)
     return folder.path / "report.html"

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from genlab.data.spec import Dataset, pick_test_examples
+from genlab.errors import ConfigError
 from genlab.metrics.latent import Posteriors, encode_split, kl_per_dim
 from genlab.models.abilities import (
     ClassPriorModel,
@@ -29,7 +30,9 @@ from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, save_gr
 
 __all__ = ["sample_words", "code_words",
            "sample_figure", "reconstruction_figure", "latent_map_figure", "manifold_figure", "manifold_choice",
-           "slerp", "interpolation_figure", "traversal_figure", "transfer_figure", "completion_figure", "kl_figure",
+           "check_vary",
+           "slerp", "interpolation_figure", "traversal_figure", "transfer_figure", "completion_figure",
+           "temperature_figure", "kl_figure",
            "curves_figure", "save_grid"]
 
 
@@ -154,9 +157,11 @@ def latent_map_figure(model: Encoder, data: Dataset, path: Path, *, tsne_points:
 
 @torch.no_grad()
 def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[int, int] = (0, 1),
-                    base: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> Path:
+                    base: torch.Tensor | None = None, cond: torch.Tensor | None = None,
+                    held: tuple[int, torch.Tensor] | None = None) -> Path:
     """Decode an n x n grid at Gaussian quantiles norm.ppf(linspace(0.05, 0.95, n)) of two latent dimensions,
-    the others held at ``base`` (default 0, the prior mean)."""
+    the others held at ``base`` (default 0, the prior mean): "fix L-2, vary 2". ``held``: (test index, image) of the
+    test image whose code ``base`` is, drawn beside the grid so that a reader sees what is held fixed."""
     from scipy.stats import norm
 
     vals = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
@@ -169,7 +174,17 @@ def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[
     c = None if cond is None else cond.expand(n * n)
     imgs = model.decode(z.to(model.device), c.to(model.device) if c is not None else None)
     _, _, h, w = imgs.shape
-    fig, ax = plt.subplots(figsize=grid_figsize(n, n, h, w, (1.0, 1.0)))
+    width, height = grid_figsize(n, n, h, w, (1.0, 1.0))
+    if held is None:
+        fig, ax = plt.subplots(figsize=(width, height))
+    else:  # a narrow column on the left for the test image whose code the other dimensions keep
+        fig, (side, ax) = plt.subplots(1, 2, figsize=(width * 1.2, height), width_ratios=(1, 5))
+        index, image = held
+        side.imshow(image_grid(image[None].cpu(), 1, pad=0), cmap="gray" if image.shape[0] == 1 else None,
+                    vmin=0, vmax=1, interpolation="nearest")
+        side.set_xticks([])
+        side.set_yticks([])
+        side.set_title(f"held: test\nimage {index}", fontsize=8)
     grid = image_grid(imgs, n, pad=0)
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
               extent=(0, n * w, n * h, 0))
@@ -178,8 +193,15 @@ def manifold_figure(model: LatentModel, path: Path, *, n: int = 15, dims: tuple[
     ax.set_yticks(ticks[::2], [f"{v:.2f}" for v in vals.flip(0)[::2].tolist()], fontsize=7)
     ax.set_xlabel(f"z{i + 1}")
     ax.set_ylabel(f"z{j + 1}")
-    held = "" if model.latent_dim == 2 else f", other {model.latent_dim - 2} dimensions held fixed"
-    ax.set_title(f"latent manifold: z{i + 1} and z{j + 1} at Gaussian quantiles{held}", fontsize=10)
+    if model.latent_dim == 2:
+        title = f"latent manifold: z{i + 1} and z{j + 1} at Gaussian quantiles"
+    else:
+        rest = model.latent_dim - 2
+        at = "0 (the prior mean)" if base is None else ("test image's code" if held is None
+                                                       else f"the code of test image {held[0]}")
+        title = (f"fix {rest}, vary 2: z{i + 1} and z{j + 1} at Gaussian quantiles, the other {rest} dimensions at "
+                 f"{at}")
+    ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
 
 
@@ -308,6 +330,35 @@ def completion_figure(model: ImageCompletion, data: Dataset, path: Path, *, hide
     return save_figure(fig, path)
 
 
+@torch.no_grad()
+def temperature_figure(model: ImageCompletion, data: Dataset, path: Path, *,
+                       temperatures: Sequence[float] = (0.5, 0.8, 1.0, 1.2), count: int = 8, hide: float = 0.5,
+                       seed: int = 0, progress: bool = False) -> Path:
+    """The temperature of an autoregressive image model, seen on completions: each column one test image whose
+    bottom ``hide`` is redrawn, the first row what the model is given, then one row per temperature, all from the
+    same seed. Below 1 every conditional is sharpened towards its most likely values, above 1 flattened (the
+    lecture's "added randomness"). Completions rather than samples from nothing: on images with a plain background
+    (sprites on white) the first pixels are background with near certainty, so a low temperature fills the whole
+    canvas with it, which shows nothing about the temperature but that."""
+    x, y = pick_test_examples(data, count, seed)
+    cond = y if isinstance(model, ConditionalModel) else None
+    given = x.clone()
+    given[:, :, model.kept_rows(hide):] = 0.5  # hidden rows in grey
+    rows = [given]
+    for t in temperatures:
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        done = model.complete(x, hide=hide, n=1, cond=cond, generator=gen, temperature=t, progress=progress)
+        rows.append(done[:, 0].cpu())
+    imgs = torch.cat(rows)
+    _, _, h, w = imgs.shape
+    fig, ax = plt.subplots(figsize=grid_figsize(len(rows), count, h, w, (1.2, 0.6)))
+    show_grid(ax, image_grid(imgs, count))
+    ax.set_yticks([(r + 0.5) * (h + 1) for r in range(len(rows))],
+                  ["given"] + [f"T = {t:g}" for t in temperatures], fontsize=8)
+    ax.set_title(f"the bottom {hide:.0%} of {count} test images redrawn at each temperature (one seed)", fontsize=10)
+    return save_figure(fig, path)
+
+
 def kl_figure(kl_per_dim: Sequence[float], mean_variance: Sequence[float], path: Path,
               threshold: float = 0.01, against: str = "p(z)") -> Path:
     """KL per latent dimension as bars, the variance of the posterior mean (activity) as dots on a log axis;
@@ -403,12 +454,27 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path, *, steps: Seque
     return save_figure(fig, path)
 
 
-def manifold_choice(model: LatentModel, data: Dataset, index: int = 0,
-                    post: Posteriors | None = None) -> tuple[tuple[int, int], torch.Tensor | None]:
-    """The two dimensions to sweep and the code to hold the others at: for a 2-D latent (0, 1) around the prior
-    mean; otherwise the two dimensions of largest KL, the others held at the code of test image ``index``."""
-    if model.latent_dim == 2:
+def check_vary(dims: tuple[int, int], latent_dim: int) -> None:
+    """ConfigError unless ``dims`` (0-based) are two different dimensions of a ``latent_dim``-dimensional code."""
+    if len(set(dims)) != 2 or not all(0 <= d < latent_dim for d in dims):
+        shown = ",".join(str(d + 1) for d in dims)
+        raise ConfigError(f"vary two different latent dimensions from 1 to {latent_dim}, got {shown}")
+
+
+def manifold_choice(model: LatentModel, data: Dataset, index: int = 0, post: Posteriors | None = None,
+                    dims: tuple[int, int] | None = None) -> tuple[tuple[int, int], torch.Tensor | None]:
+    """The two dimensions to sweep (0-based) and the code to hold the others at: for a 2-D latent (0, 1) around the
+    prior mean; otherwise ``dims`` if given, else the two dimensions of largest KL, the others held at the posterior
+    mean of test image ``index``. Raises ConfigError for dimensions or an image the model and data do not have."""
+    n_test = len(data.split("test")[0])
+    if not 0 <= index < n_test:
+        raise ConfigError(f"the held image must be a test image index from 0 to {n_test - 1}, got {index}")
+    if dims is not None:
+        check_vary(dims, model.latent_dim)
+    if model.latent_dim == 2 and dims is None:
         return (0, 1), None
-    post = post if post is not None else encode_split(model, data, limit=2000)
-    top = torch.argsort(kl_per_dim(post), descending=True)[:2].tolist()
-    return (top[0], top[1]), post.mu[index]
+    post = post if post is not None else encode_split(model, data, limit=max(2000, index + 1))
+    if dims is None:
+        top = torch.argsort(kl_per_dim(post), descending=True)[:2].tolist()
+        dims = (top[0], top[1])
+    return (dims[0], dims[1]), post.mu[index]

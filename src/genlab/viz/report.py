@@ -46,7 +46,14 @@ CAPTIONS = {  # the default words; the report pipeline replaces those that depen
     "latent_map": "Codes of test images, coloured by class (PCA and t-SNE when the latent has more than "
                   "2 dimensions).",
     "manifold": "Decoded grid of latent codes at Gaussian quantiles norm.ppf(linspace(0.05, 0.95, 15)) of two "
-                "dimensions (for a larger latent: the two of largest KL, the others held at one test image's code).",
+                "dimensions. For a larger latent, \"fix the others, vary 2\": the two of largest KL (or those "
+                "chosen with genlab plot RUN --vary I,J), the others held at the code of the test image on the "
+                "left (--base-image N).",
+    "temperatures": "The temperature, on completions: each column a test image whose bottom half the model "
+                    "redraws (top row: what it is given), one row per temperature, all from one seed. Below 1 each "
+                    "pixel's distribution is sharpened towards its most likely values, above 1 flattened (more "
+                    "randomness). Shown on completions because samples from nothing at a low temperature are "
+                    "often all background: the first pixels are background with near certainty.",
     "interpolation": "Decoded codes on the way between two test images: linear and spherical interpolation.",
     "traversal": "Each row sweeps one latent dimension (ordered by KL, in nats) around one test image's code.",
     "transfer": "Style transfer: each test image encoded with its own label and decoded with every label.",
@@ -85,7 +92,13 @@ METRICS: dict[str, Metric] = {
     "test/nll_stderr": Metric("standard error of the NLL", NATS, "",
                               "how much the NLL could move with another test set of the same size"),
     "test/bits_per_dim": Metric("bits per dimension", "bits", "lower",
-                                "the NLL in bits, divided by the number of pixel values (the papers' unit)"),
+                                "the NLL in bits, divided by the number of pixel values (the papers' unit); for "
+                                "palette-quantized images by the number of pixels (one colour index each)"),
+    "test/iid_nll": Metric("i.i.d. colour baseline NLL", NATS, "lower",
+                           "no model: every pixel drawn independently from the palette colours' frequencies in the "
+                           "training split; the NLL above should beat it"),
+    "test/iid_bits_per_dim": Metric("i.i.d. colour baseline, bits per pixel", "bits", "lower",
+                                    "the baseline's NLL in bits per pixel, to set beside the bits per dimension"),
     "test/loss": Metric("training objective", NATS, "lower", "what training minimises, on the test split"),
     "test/elbo": Metric("ELBO", NATS, "higher", "evidence lower bound: log p(x) is at least this"),
     "test/iwae": Metric("IWAE bound", NATS, "higher", "the importance-weighted bound the model trains on"),
