@@ -57,8 +57,10 @@ class GatedPixelCNN(PixelModel):
         "default": "32 channels, 6 layers, a 256-way softmax per pixel on grey mnist-5k, 10 epochs: for digits use "
                    "--preset quick (binary pixels)",
         "quick": "the first run to try: binarized mnist-5k, 280 steps, 93 CPU s: strokes, some of them digits (9 "
-                 "classes, precision 0.59, FID 8.6); sampling draws about 0.6 images per CPU second",
+                 "classes, precision 0.59, FID 8.6); sampling draws about 4 images per second",
         "mnist-quick": "250 steps on binarized MNIST, 99 CPU s: 96.2 nats, the README's table",
+        "pokemon": "the 697 training Pokemon sprites, 40x40 in 167 colours, 35 epochs on one thread, 879 CPU s: test "
+                   "NLL 2.32 bits per pixel (i.i.d. colours: 4.83)",
     }
 
     def __init__(self, config: GatedPixelCNNConfig, spec: DataSpec):

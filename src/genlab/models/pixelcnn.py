@@ -80,9 +80,12 @@ class PixelCNN(PixelModel):
         "default": "h=32, 6 blocks, a 256-way softmax per pixel on grey mnist-5k, 10 epochs: for digits use --preset "
                    "quick (binary pixels)",
         "quick": "the first run to try: binarized mnist-5k, 840 steps, 96 CPU s: strokes, some of them digits (10 "
-                 "classes, precision 0.40, FID 7.7); sampling draws about 1.3 images per CPU second",
+                 "classes, precision 0.40, FID 7.7); sampling draws about 11 images per second",
         "mnist-quick": "250 steps on binarized MNIST, 43 CPU s: 97.9 nats, the README's table",
         "mnist-2h": "two hours on 2 threads on binarized MNIST: 83.30 nats (the paper: 81.30)",
+        "pokemon": "the 697 training Pokemon sprites, 40x40 in 167 colours, 50 epochs on one thread, 737 CPU s: test "
+                   "NLL 2.27 bits per pixel (i.i.d. colours: 4.83); blobs of sprite colours in samples, completions "
+                   "that carry a held-out sprite's colours and outlines down",
     }
 
     def __init__(self, config: PixelCNNConfig, spec: DataSpec):

@@ -139,6 +139,9 @@ class VAE(GenerativeModel):
                        "core; the k=5000 evaluation takes 11 (2 threads) to 21 minutes more",
         "mnist-1h": "one hour of training on binarized MNIST, 2 threads: 83.12 nats (k=5000); the evaluation takes "
                     "about 29 minutes more",
+        "pokemon": "a 10-dim code for the 697 training Pokemon sprites, 40x40 in 167 colours, 100 epochs on one "
+                   "thread, 837 CPU s: test NLL <= 3.90 bits per pixel (k=1000; i.i.d. colours: 4.83), all 10 "
+                   "dimensions active; blurry sprite-shaped means whose dimensions read as body colour and outline",
     }
 
     def __init__(self, config: VAEConfig, spec: DataSpec, cond_dim: int = 0):
