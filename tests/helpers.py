@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from genlab.cli import main
 from genlab.data.sources import SYSTEM_DATA_DIRS, cache_dir
+from genlab.data.spec import DataSpec
 from genlab.errors import DatasetError
 
 # Where the tests find the named datasets (MNIST, Fashion-MNIST, the poems): $GENLAB_DATA when the test run sets
@@ -86,3 +88,13 @@ def one_line_error(call: Callable[[], object], *needles: str) -> str:
     for needle in needles:
         assert needle in message, (needle, message)
     return message
+
+
+def valid_images(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` valid images of ``spec``, seeded: binary, on its grey levels, or palette colours."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = spec.shape
+    if spec.palette:
+        pal = torch.tensor(spec.palette)
+        return pal[torch.randint(len(pal), (n, h, w), generator=g)].permute(0, 3, 1, 2).contiguous()
+    return torch.randint(spec.levels, (n, c, h, w), generator=g).float() / (spec.levels - 1)

@@ -19,6 +19,8 @@ from genlab.models.abilities import ConditionalModel, ExactLikelihoodModel
 from genlab.nn.masked import MaskedConv2d, PixelOutput, causal_mask
 from genlab.registry import MODELS
 
+from helpers import valid_images
+
 FAMILIES = ("pixelcnn", "gated-pixelcnn", "pixelrnn")
 # each family, and the pixelrnn with its second kind of layer: name -> (family, config fields)
 VARIANTS = {"pixelcnn": ("pixelcnn", {}), "gated-pixelcnn": ("gated-pixelcnn", {}),
@@ -41,14 +43,6 @@ def _model(family: str, spec: DataSpec, seed: int = 0, **options: Any) -> Any:
     return cls(cls.Config(**{**TINY, **variant, **options}), spec)
 
 
-def _images(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
-    """Valid images of ``spec``: binary, on its grey levels, or palette colours."""
-    g = torch.Generator().manual_seed(seed)
-    c, h, w = spec.shape
-    if spec.palette:
-        pal = torch.tensor(spec.palette)
-        return pal[torch.randint(len(pal), (n, h, w), generator=g)].permute(0, 3, 1, 2).contiguous()
-    return torch.randint(spec.levels, (n, c, h, w), generator=g).float() / (spec.levels - 1)
 
 
 def _dependence(model: Any, spec: DataSpec) -> torch.Tensor:
@@ -139,12 +133,12 @@ def test_gated_pixelcnn_has_no_blind_spot_and_pixelcnn_has_one() -> None:
 def test_log_likelihood_is_the_sum_of_one_pixel_at_a_time_conditionals(family: str, spec_name: str) -> None:
     spec, options = SPECS[spec_name]
     model = _model(family, spec, seed=1, **options).eval()
-    x = _images(spec, 3, seed=2)
+    x = valid_images(spec, 3, seed=2)
     c, h, w = spec.shape
     with torch.no_grad():
         full = model.log_prob({"x": x})  # (3,)
         total = torch.zeros(3)
-        noise = _images(spec, 3, seed=9)
+        noise = valid_images(spec, 3, seed=9)
         for r in range(h):
             for col in range(w):
                 for g in range(model.groups):
@@ -204,7 +198,7 @@ def test_sampling_is_reproducible_and_temperature_zero_is_deterministic(family: 
 def test_completion_never_changes_the_given_pixels(family: str, hide: float) -> None:
     spec = DataSpec("grey", (1, 8, 8), binary=True, levels=2)
     model = _model(family, spec, seed=4).eval()
-    x = _images(spec, 3, seed=5)
+    x = valid_images(spec, 3, seed=5)
     out = model.complete(x, hide=hide, n=5, generator=torch.Generator().manual_seed(0))
     keep = model.kept_rows(hide)
     assert keep == {0.5: 4, 0.75: 2}[hide]
@@ -224,7 +218,7 @@ def test_class_conditional_gated_pixelcnn_uses_the_label() -> None:
     assert isinstance(model, ConditionalModel) and model.num_classes == 3
     with torch.no_grad():  # a trained label embedding moves every conditional; a random one already does
         model.embed.weight.normal_()
-    x = _images(spec, 2)
+    x = valid_images(spec, 2)
     a = model.log_prob({"x": x, "y": torch.tensor([0, 0])})
     b = model.log_prob({"x": x, "y": torch.tensor([2, 2])})
     assert not torch.allclose(a, b)

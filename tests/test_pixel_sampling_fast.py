@@ -15,6 +15,8 @@ from genlab.data import DataSpec
 from genlab.models.pixel_base import UnitStepper, WindowStepper
 from genlab.registry import MODELS
 
+from helpers import valid_images
+
 TINY = {"features": 6, "layers": 2, "out_hidden": 6}
 
 BINARY = DataSpec("grey", (1, 10, 12), binary=True, levels=2)
@@ -54,14 +56,6 @@ def _model(name: str, seed: int = 0) -> Any:
     return model
 
 
-def _images(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
-    """Valid images of ``spec``: binary, on its grey levels, or palette colours."""
-    g = torch.Generator().manual_seed(seed)
-    c, h, w = spec.shape
-    if spec.palette:
-        pal = torch.tensor(spec.palette)
-        return pal[torch.randint(len(pal), (n, h, w), generator=g)].permute(0, 3, 1, 2).contiguous()
-    return torch.randint(spec.levels, (n, c, h, w), generator=g).float() / (spec.levels - 1)
 
 
 def _labels(model: Any, n: int) -> torch.Tensor | None:
@@ -98,7 +92,7 @@ def _worst_error(model: Any, x: torch.Tensor, y: torch.Tensor | None, start_row:
 @pytest.mark.parametrize("name", list(CASES))
 def test_stepper_gives_the_whole_networks_conditionals(name: str, start_row: int) -> None:
     model = _model(name)
-    x = _images(model.spec, 3, seed=1)
+    x = valid_images(model.spec, 3, seed=1)
     stepper = model._stepper(x.clone(), start_row, _labels(model, 3))
     assert type(stepper) is not UnitStepper, "every family here has a fast stepper"
     assert _worst_error(model, x, _labels(model, 3), start_row) < 1e-5
@@ -124,7 +118,7 @@ def test_a_window_one_smaller_than_the_receptive_field_is_wrong(name: str, shrin
     def make(canvas: torch.Tensor, start_row: int, labels: torch.Tensor | None) -> UnitStepper:
         return Narrower(model, canvas, labels, start_row, features=model._pixel_features, up=up, side=side)
 
-    assert _worst_error(model, _images(model.spec, 3, seed=1), y, 0, make) > 1e-4
+    assert _worst_error(model, valid_images(model.spec, 3, seed=1), y, 0, make) > 1e-4
 
 
 def test_the_reach_follows_the_config() -> None:
@@ -161,7 +155,7 @@ def test_sampling_draws_the_same_images_on_the_fast_and_the_whole_network_path(n
 @pytest.mark.parametrize("name", list(CASES))
 def test_completion_is_the_same_on_both_paths_and_keeps_the_given_rows(name: str) -> None:
     model = _model(name, seed=4)
-    x = _images(model.spec, 2, seed=5)
+    x = valid_images(model.spec, 2, seed=5)
     cond = _labels(model, 2)
     fast, slow = _both_paths(model, lambda: model.complete(x, hide=0.6, n=3, cond=cond,
                                                            generator=torch.Generator().manual_seed(6)))

@@ -306,6 +306,24 @@ class FixedNoiseImages(Ability):
         ...
 
 
+class NoiseGenerator(Ability):
+    """Turns a noise vector into an image in one pass (the GAN families' generator): the explorer moves the noise
+    with sliders and redraws, as it moves a latent model's code."""
+
+    name = "noise generator"
+    requirement = "a model with a generator of noise vectors (a GAN)"
+    lacking = "has no generator that takes a noise vector"
+    noise_dim: int
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, noise_dim) noise -> (B, C, H, W) images in [0, 1]."""
+        ...
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, noise_dim) draws of the noise prior the generator was trained on."""
+        ...
+
+
 @dataclass(frozen=True)
 class Illustration:
     """A figure a family asks for in its report, given as data (a model draws nothing itself): a grid of
@@ -334,7 +352,7 @@ class Illustrated(Ability):
 ABILITIES: tuple[type[Ability], ...] = (
     Sampler, Encoder, FeatureLayers, LatentModel, Reconstructs, LikelihoodModel, ExactLikelihoodModel, ConditionalModel,
     StyleTransfer, ClassPriorModel, LearnedPriorModel, TemperatureSampler, ImageCompletion, TextModel,
-    TextInterpolation, FixedNoiseImages, Illustrated)
+    TextInterpolation, FixedNoiseImages, NoiseGenerator, Illustrated)
 
 
 def abilities_of(model: object) -> list[str]:

@@ -132,6 +132,10 @@ class AdversarialModel(GenerativeModel):
             return torch.rand(n, self.noise_dim, generator=generator, device=device) * 2 - 1
         return torch.randn(n, self.noise_dim, generator=generator, device=device)
 
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, noise_dim) draws of the prior p(z) on the model's device (``NoiseGenerator``)."""
+        return self._noise(n, generator, self.device)
+
     @staticmethod
     def to_model_space(x: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] -> [-1, 1], the range of the tanh generator."""

@@ -227,14 +227,22 @@ class PixelModel(GenerativeModel):
 
     @torch.no_grad()
     def _fill(self, canvas: torch.Tensor, start_row: int, y: torch.Tensor | None, temperature: float,
-              generator: torch.Generator | None, progress: bool, desc: str) -> torch.Tensor:
+              generator: torch.Generator | None, progress: bool, desc: str,
+              callback: Callable[[int, int], bool] | None = None,
+              given: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Draw every unit of ``canvas`` (N, C, H, W) from row ``start_row`` on, in raster order, in place, with
-        the family's stepper (or the whole-network ``UnitStepper`` when ``fast_sampling`` is off)."""
+        the family's stepper (or the whole-network ``UnitStepper`` when ``fast_sampling`` is off).
+
+        ``callback(done, total)`` is called with the units drawn so far after each row (a caller's progress, e.g.
+        the explorer's stream); when it returns False the drawing stops there and the canvas is returned as it is.
+        ``given`` = (kept (H, W) bool, values (N, C, H, W)): the kept pixels' values are copied back right after
+        each of their units is drawn, so that every later unit is conditioned on them (a drawn mask)."""
         _, _, h, w = canvas.shape
         stepper = self._stepper(canvas, start_row, y) if self.fast_sampling else UnitStepper(self, canvas, y,
                                                                                              start_row)
         steps = (h - start_row) * w * self.groups
         bar = tqdm(total=steps, desc=desc, unit="px", disable=not progress, leave=False, dynamic_ncols=True)
+        kept = None if given is None else given[0].tolist()
         for r in range(start_row, h):
             for c in range(w):
                 for g in range(self.groups):
@@ -244,40 +252,62 @@ class PixelModel(GenerativeModel):
                         canvas[:, :, r, c] = self.output.values(t[:, None])
                     else:
                         canvas[:, g, r, c] = self.output.values(t)
+                    if kept is not None and kept[r][c]:
+                        canvas[:, :, r, c] = given[1][:, :, r, c]
                     bar.update(1)
                 stepper.pixel_done(r, c)
             stepper.row_done(r)
+            if callback is not None and callback((r + 1 - start_row) * w * self.groups, steps) is False:
+                break
         bar.close()
         return canvas
 
     @torch.no_grad()
     def sample(self, n: int, *, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               temperature: float = 1.0, progress: bool = False) -> torch.Tensor:
+               temperature: float = 1.0, progress: bool = False,
+               callback: Callable[[int, int], bool] | None = None) -> torch.Tensor:
         """(n, C, H, W) images in [0, 1], drawn one unit at a time at ``temperature`` (1: the model itself; lower
-        is more conservative; 0 takes the most likely value each time)."""
+        is more conservative; 0 takes the most likely value each time). ``callback(done, total)`` hears the
+        progress after each row and stops the drawing by returning False (the rows not drawn stay 0)."""
         self._check_temperature(temperature)
         y = self._draw_labels(n, cond, generator)
         canvas = torch.zeros(n, *self.spec.shape, device=self.device)
-        return self._fill(canvas, 0, y, temperature, generator, progress, "sampling")
+        return self._fill(canvas, 0, y, temperature, generator, progress, "sampling", callback)
 
     @torch.no_grad()
     def complete(self, x: torch.Tensor, *, hide: float = 0.5, n: int = 4, cond: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, temperature: float = 1.0,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool = False, callback: Callable[[int, int], bool] | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """Image completion: keep the top rows of each image (B, C, H, W), hide the bottom fraction ``hide`` of
-        the rows and draw them ``n`` times -> (B, n, C, H, W); the kept rows are copied, never redrawn."""
+        the rows and draw them ``n`` times -> (B, n, C, H, W); the kept rows are copied, never redrawn.
+
+        ``mask`` (H, W), 1 = hidden, replaces ``hide``: every pixel from the first hidden one (raster order) on
+        is drawn, and those the mask keeps are copied back after each of their units is drawn, so the given
+        pixels are kept and what follows them is conditioned on them (an autoregressive model can only condition
+        on what comes before, so a hidden pixel does not see kept pixels below it). ``callback`` as in ``sample``."""
         self._check_temperature(temperature)
-        if not 0 < hide < 1:
+        if mask is None and not 0 < hide < 1:
             raise ConfigError(f"hide must be a fraction of the rows between 0 and 1, got {hide}")
         if n < 1:
             raise ConfigError(f"n must be >= 1 completions per image, got {n}")
         b, ch, h, w = x.shape
-        keep = h - round(h * hide)
         canvas = x.to(self.device).float().repeat_interleave(n, 0)  # (B*n, C, H, W)
-        canvas[:, :, keep:] = 0.0
+        given = None
+        if mask is None:
+            keep = h - round(h * hide)
+            canvas[:, :, keep:] = 0.0
+        else:
+            hidden = mask.to(self.device).bool()
+            if hidden.shape != (h, w) or not hidden.any():
+                raise ConfigError(f"a completion mask must be ({h}, {w}) with at least one hidden pixel, got "
+                                  f"{tuple(hidden.shape)}")
+            keep = int(hidden.any(1).nonzero()[0])  # the row of the first hidden pixel
+            given = (~hidden, canvas.clone())
+            canvas[:, :, hidden] = 0.0
         y = None if cond is None else cond.to(self.device).long().repeat_interleave(n, 0)
         y = self._draw_labels(b * n, y, generator)
-        self._fill(canvas, keep, y, temperature, generator, progress, "completing")
+        self._fill(canvas, keep, y, temperature, generator, progress, "completing", callback, given)
         return canvas.view(b, n, ch, h, w)
 
     def kept_rows(self, hide: float) -> int:
