@@ -78,3 +78,49 @@ def offline_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a test tried to use the network")
 
     monkeypatch.setattr(sources.urllib.request, "urlopen", no_network)
+
+
+# the options of the tiny runs that `served_runs` trains: family, its options, whether it reads binarized digits
+# (a dotted key is an override, for option names that two sections share)
+_SERVED: dict[str, tuple[str, dict[str, object], bool]] = {
+    "vae": ("vae", {"arch": "mlp", "hidden": (32,), "latent_dim": 4, "epochs": 3}, False),
+    "cvae": ("cvae", {"hidden": (32,), "latent_dim": 2, "epochs": 3}, False),
+    "pixelcnn": ("pixelcnn", {"features": 4, "layers": 1, "out_hidden": 8, "first_kernel": 3, "max_steps": 4,
+                              "epochs": 1}, True),
+    "dim": ("dim", {"latent_dim": 8, "model.channels": "8,8", "hidden": 32, "critic_dim": 16, "max_steps": 4,
+                    "epochs": 1}, False),
+    "gan": ("gan", {"latent_dim": 6, "g_hidden": (16, 32), "d_hidden": (32, 16), "max_steps": 6, "epochs": 1}, False),
+    "bigan": ("bigan-qp", {"arch": "mlp", "latent_dim": 5, "g_hidden": (16, 32), "d_hidden": (32, 16), "max_steps": 6,
+                           "epochs": 1}, False),
+}
+
+
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory: pytest.TempPathFactory, digits: ImageDataset, digits_static: ImageDataset,
+                poems_file: Path, poems: TextDataset) -> dict[str, Path]:
+    """Tiny trained run folders for the explorer (``genlab serve``), name -> folder: an MLP VAE (latent 4), a CVAE
+    (latent 2), a binarized PixelCNN, a DIM encoder, a GAN, a BiGAN-QP, and a poem VAE ("text") trained long
+    enough (300 steps) to reconstruct the corpus' first two lines exactly. Seconds each, trained once per session
+    on one thread; the tests must not write into them."""
+    import genlab
+
+    root = tmp_path_factory.mktemp("served-runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out: dict[str, Path] = {}
+        for name, (family, options, binary) in _SERVED.items():
+            dataset = digits_static if binary else digits
+            overrides = ["data.binarize=static"] if binary else []
+            plain = {k: v for k, v in options.items() if "." not in k}
+            overrides += [f"{k}={v}" for k, v in options.items() if "." in k]
+            model = genlab.train(family, "digits", out=root / name, dataset=dataset, batch_size=64, eval_every=0,
+                                 progress=False, overrides=overrides, **plain)
+            out[name] = Path(model.run_dir)
+        model = genlab.train("text-vae", f"poems:{poems_file}", out=root / "text", dataset=poems, epochs=300,
+                             max_steps=300, batch_size=32, lr=1e-2, eval_every=0, progress=False, embed_dim=32,
+                             latent_dim=8, kl_warmup=0, beta=0.05, overrides=["model.channels=32"])
+        out["text"] = Path(model.run_dir)
+        return out
+    finally:
+        torch.set_num_threads(threads)

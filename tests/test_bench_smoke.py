@@ -239,3 +239,13 @@ def test_pixel_sampling_smoke(tmp_path):
     written = json.loads((out / "pixel_sampling-6px.json").read_text())
     assert written["command"] == result["command"] and all(written["same_images"].values())
     assert all(t > 0 for case in written["times_s"].values() for t in case.values())
+
+
+def test_serve_decode_smoke(tmp_path):
+    from bench import serve_decode
+
+    out = tmp_path / "results"
+    result = serve_decode.main(["--requests", "5", "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "serve_decode.json").read_text())
+    assert written["command"] == result["command"] and written["requests"] == 5
+    assert all(0 < v["median"] <= v["p95"] for v in written["ms"].values())

@@ -7,6 +7,9 @@
     genlab.evaluate(model, quality=True)      # likelihood in nats, latent diagnostics, FID
     genlab.report("runs/demo")                # figures and runs/demo/report.html
 """
+# The explorer's package is loaded first (it imports no web stack until it serves): importing a submodule binds the
+# package's name in its parent, so loaded later it would hide the function genlab.serve bound below.
+import genlab.serve as _explorer  # noqa: F401
 from genlab.api import (
     abilities,
     build_config,
@@ -27,6 +30,7 @@ from genlab.api import (
     runs,
     sample,
     sample_text,
+    serve,
     train,
     unknown_characters,
 )
@@ -34,4 +38,4 @@ from genlab.version import __version__
 
 __all__ = ["train", "load", "evaluate", "evaluate_run", "sample", "complete", "sample_text", "interpolate",
            "unknown_characters", "report", "compare", "probe", "demo", "list_models", "list_presets", "list_datasets",
-           "load_dataset", "load_run_data", "build_config", "abilities", "runs", "__version__"]
+           "load_dataset", "load_run_data", "build_config", "abilities", "runs", "serve", "__version__"]

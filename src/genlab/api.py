@@ -2,6 +2,7 @@
 (``genlab.pipelines``), the data registry (``genlab.data``) or the model registry (``genlab.registry.MODELS``)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ __all__ = ["train", "load", "evaluate", "sample", "complete", "sample_text", "in
            "resolve_config", "options_help", "config_toml", "preset_details", "first_run_note", "runs",
            # what the CLI prints and writes (also usable from Python)
            "evaluate_run", "format_evaluation", "table_lines", "probe_lines", "runs_lines", "write_samples",
-           "write_completion", "write_reconstructions"]
+           "write_completion", "write_reconstructions",
+           # the web explorer
+           "serve"]
 
 
 def load(run_dir: str | Path, *, device: str = "cpu") -> GenerativeModel:
@@ -78,6 +81,17 @@ def preset_details() -> dict[str, list[tuple[str, str, str]]]:
 def list_presets() -> dict[str, list[str]]:
     """Registered family name -> the names of its presets."""
     return {name: list(cls.presets) for name, cls in MODELS.items()}
+
+
+def serve(runs: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", port: int = 8765,
+          threads: int | None = None, open_browser: bool = False) -> None:
+    """Serve a local web explorer of trained runs at http://HOST:PORT/ until interrupted (``genlab serve``): each
+    run loaded once, numbered 0, 1, ... in the order given; binds 127.0.0.1 unless told otherwise; a port in use
+    is a one-line ``GenlabError``. Nothing is written to the run folders."""
+    from genlab.serve import serve as run_server  # the web stack is imported only by those who serve
+
+    folders = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    run_server(folders, host=host, port=port, threads=threads, open_browser=open_browser)
 
 
 def abilities(model: GenerativeModel) -> list[str]:

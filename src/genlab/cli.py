@@ -214,6 +214,12 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    """Serve the web explorer of the given runs until Ctrl-C."""
+    api.serve(args.runs, host=args.host, port=args.port, threads=args.threads, open_browser=args.open)
+    return 0
+
+
 # --- the parser ---
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -372,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list model families, presets and datasets")
     ls.set_defaults(func=cmd_list)
+
+    sv = sub.add_parser("serve", help="a local web explorer of trained runs: sliders over the code, sampling, "
+                                      "completion, neighbours, text", description="Load each run once and serve a "
+                        "page to explore it at http://127.0.0.1:PORT/ (Ctrl-C stops it). Runs are numbered 0, 1, ... "
+                        "in the order given; /?runs=0,1 shows two side by side. Nothing is written to the runs.")
+    sv.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    sv.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 lets others in)")
+    sv.add_argument("--threads", type=int, help="torch threads (default: the first run's train.threads)")
+    sv.add_argument("--open", action="store_true", help="open the page in the default browser")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="train a small conv VAE on the embedded mnist-5k digits and write a report")
     d.add_argument("--out", default="runs/demo")
