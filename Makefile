@@ -18,7 +18,7 @@ TORCH_INDEX ?= $(if $(filter Darwin,$(shell uname -s)),,https://download.pytorch
 SHARED_DATA := $(wildcard $(abspath ../shared/data))
 WITH_DATA := $(if $(SHARED_DATA),GENLAB_DATA=$${GENLAB_DATA:-$(SHARED_DATA)})
 
-.PHONY: demo test lint test-slow bench bench-quality clean torch
+.PHONY: demo test lint browser test-slow bench bench-quality clean torch
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,23 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
-test: lint
-	$(WITH_DATA) $(PY) -m pytest -q
+# The browser tests (tests/test_serve_browser.py) drive Debian's headless Chromium through its chromedriver. When
+# either is missing and this runs as root where apt-get is, they are installed; otherwise those tests skip, and -rs
+# prints why (the missing program and how to install it) instead of passing silently.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@missing=""; for program in chromium chromedriver; do \
+	    command -v $$program >/dev/null 2>&1 || missing="$$missing $$program"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(BROWSER_PACKAGES) for the browser tests (missing:$$missing)"; \
+	    (apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $(BROWSER_PACKAGES) >/dev/null) || echo "could not install $(BROWSER_PACKAGES): the browser tests will skip"; \
+	else echo "missing:$$missing, and installing needs root and apt-get: the browser tests will skip;" \
+	    "install with: sudo apt-get install $(BROWSER_PACKAGES)"; fi
+
+test: lint browser
+	$(WITH_DATA) $(PY) -m pytest -q -rs
 
 test-slow: $(STAMP)
 	$(WITH_DATA) $(PY) -m pytest -q -m slow
