@@ -85,6 +85,7 @@ def offline_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 _SERVED: dict[str, tuple[str, dict[str, object], bool]] = {
     "vae": ("vae", {"arch": "mlp", "hidden": (32,), "latent_dim": 4, "epochs": 3}, False),
     "cvae": ("cvae", {"hidden": (32,), "latent_dim": 2, "epochs": 3}, False),
+    "cvae-mean": ("cvae", {"prior": "class-mean", "hidden": (32,), "latent_dim": 2, "epochs": 3}, False),
     "pixelcnn": ("pixelcnn", {"features": 4, "layers": 1, "out_hidden": 8, "first_kernel": 3, "max_steps": 4,
                               "epochs": 1}, True),
     "dim": ("dim", {"latent_dim": 8, "model.channels": "8,8", "hidden": 32, "critic_dim": 16, "max_steps": 4,
@@ -99,9 +100,9 @@ _SERVED: dict[str, tuple[str, dict[str, object], bool]] = {
 def served_runs(tmp_path_factory: pytest.TempPathFactory, digits: ImageDataset, digits_static: ImageDataset,
                 poems_file: Path, poems: TextDataset) -> dict[str, Path]:
     """Tiny trained run folders for the explorer (``genlab serve``), name -> folder: an MLP VAE (latent 4), a CVAE
-    (latent 2), a binarized PixelCNN, a DIM encoder, a GAN, a BiGAN-QP, and a poem VAE ("text") trained long
-    enough (300 steps) to reconstruct the corpus' first two lines exactly. Seconds each, trained once per session
-    on one thread; the tests must not write into them."""
+    (latent 2), a class-mean CVAE (its classes are prior means), a binarized PixelCNN, a DIM encoder, a GAN, a
+    BiGAN-QP, and a poem VAE ("text") trained long enough (300 steps) to reconstruct the corpus' first two lines
+    exactly. Seconds each, trained once per session on one thread; the tests must not write into them."""
     import genlab
 
     root = tmp_path_factory.mktemp("served-runs")

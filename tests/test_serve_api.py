@@ -38,9 +38,13 @@ def _listing(folders: dict[str, Path]) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def served(served_runs: dict[str, Path]) -> Any:
     before = _listing(served_runs)
+    threads = torch.get_num_threads()
     app = create_app([served_runs[n] for n in ORDER], threads=1)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, app
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client, app
+    finally:
+        torch.set_num_threads(threads)  # the app sets the process's threads; later tests get theirs back
     assert _listing(served_runs) == before, "the server wrote into a run folder"
 
 
@@ -206,15 +210,34 @@ def test_a_closed_stream_stops_the_drawing(served: Any) -> None:
     assert state.run(lambda: "free") == "free"  # and the run's lock was given back
 
 
+def test_a_class_mean_cvae_moves_one_offset_between_classes(served_runs: dict[str, Path]) -> None:
+    """The class-mean CVAE decodes z alone (its class is where z lies): the explorer's code is the offset from the
+    class's prior mean, so a class button changes the image and an encoded image decodes to its reconstruction."""
+    threads = torch.get_num_threads()
+    try:
+        with TestClient(create_app([served_runs["cvae-mean"]], threads=1), raise_server_exceptions=False) as c:
+            post = lambda route, body: _ok(c.post(f"/api/runs/0/{route}", json=body))  # noqa: E731
+            under = [_png(post("decode", {"z": [0.3, -0.2], "label": k})["image"]) for k in (0, 1)]
+            assert np.abs(under[0].astype(int) - under[1].astype(int)).mean() > 1.0
+            encoded = post("encode", {"index": 4, "label": None})
+            label = _ok(c.get("/api/runs/0/test-images?offset=4&count=1"))["images"][0]["label"]
+            again = post("decode", {"z": encoded["z"], "label": label})["image"]
+            assert np.abs(_png(again).astype(int) - _png(encoded["reconstruction"]).astype(int)).max() <= 1
+            grid = [_png(i["image"]) for i in post("transfer", {"z": encoded["z"]})["images"]]
+            assert len(grid) == 10 and len({g.tobytes() for g in grid}) > 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 # --- newest wins ---
 
 def test_an_overtaken_decode_is_superseded(served: Any) -> None:
     client, app = served
     state = app.state.runs[ID["vae"]]
-    release = threading.Event()
-    holder = threading.Thread(target=state.run, args=(release.wait,))
-    holder.start()  # the run is busy
-    time.sleep(0.05)
+    release, busy = threading.Event(), threading.Event()
+    holder = threading.Thread(target=state.run, args=(lambda: (busy.set(), release.wait()),))
+    holder.start()
+    assert busy.wait(5)  # the run is busy
     answers: dict[str, Any] = {}
     old = state.take_ticket()
     waiter = threading.Thread(target=lambda: answers.update(old=state.run_latest(old, lambda: "computed")))
@@ -285,6 +308,8 @@ MALFORMED: list[tuple[str, str, Any, int]] = [
     ("text", "text/interpolate", {"first": "白日", "last": "x", "steps": 33}, 422),
     ("text", "text/sample", {"n": 0}, 422),
     ("vae", "sample", {"n": 1, "seed": 0, "temperature": 0.5}, 422),  # no temperature in one pass
+    ("text", "text/sample", {"n": 1, "seed": 0, "temperature": 1e-300}, 422),  # logits / T would overflow
+    ("pixelcnn", "sample", {"n": 1, "seed": 0, "temperature": 0.001}, 422),
     # well formed but impossible for the model: 400, saying what it can do
     ("dim", "decode", {"z": [0.0] * 8}, 400),
     ("dim", "sample", {"n": 1, "seed": 0}, 400),
@@ -361,8 +386,24 @@ def test_the_real_server_answers_on_loopback(served_runs: dict[str, Path], capsy
     else:
         pytest.fail("the server did not answer on 127.0.0.1")
     assert f"http://127.0.0.1:{port}/" in capsys.readouterr().out
+    own = _non_loopback_address()
+    if own is not None:  # the same port on this machine's network address: nobody listens there
+        with socket.socket() as probe:
+            probe.settimeout(2)
+            assert probe.connect_ex((own, port)) != 0, f"the server answers on {own}, not only on 127.0.0.1"
     with pytest.raises(GenlabError, match=f"port {port} on 127.0.0.1 is in use"):
         genlab.serve([served_runs["vae"]], port=port)
+
+
+def _non_loopback_address() -> str | None:
+    """This machine's address on its network (the one a route out would use), or None when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # UDP: picks a route, sends nothing
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if is_loopback(address) or address == "0.0.0.0" else address
 
 
 def test_a_client_that_goes_away_stops_the_drawing(served_runs: dict[str, Path]) -> None:
@@ -389,7 +430,10 @@ def test_a_client_that_goes_away_stops_the_drawing(served_runs: dict[str, Path])
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
+        deadline = time.monotonic() + 30
         while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail("the test server did not start")
             time.sleep(0.01)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("POST", "/api/runs/0/sample", json.dumps({"n": 1, "seed": 0}),
@@ -417,11 +461,14 @@ def test_cli_serve_warns_off_loopback_and_stops_cleanly_on_ctrl_c(served_runs: d
                              "--host", "0.0.0.0", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
                     break
             except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"genlab serve did not come up: {proc.poll()=}")
                 time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)

@@ -74,8 +74,10 @@ def serve(runs: str | Path | Sequence[str | Path], *, host: str = DEFAULT_HOST, 
     app = create_app(runs, threads=threads)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
     url = f"http://{shown if ':' not in shown else f'[{shown}]'}:{port}/"
+    # Ctrl-C gives open requests a second, then cancels them: a cancelled drawing stream stops its drawing at the
+    # next row, so the server exits promptly even while a model draws pixel by pixel
     config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False,
-                            lifespan="off")
+                            lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     print(f"genlab explorer: {url} ({len(runs)} run{'s' if len(runs) != 1 else ''}; Ctrl-C stops it)", flush=True)
     if open_browser:

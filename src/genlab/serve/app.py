@@ -35,6 +35,7 @@ from genlab.errors import GenlabError
 from genlab.metrics.latent import encode_split, kl_per_dim
 from genlab.metrics.probe import encoded_features, nearest_neighbours
 from genlab.models.abilities import (
+    ClassPriorModel,
     ConditionalModel,
     Encoder,
     ImageCompletion,
@@ -261,17 +262,33 @@ class RunState:
         x, y = self.data.split("test")
         return x[index:index + 1], (None if y is None else int(y[index]))
 
+    def _class_means(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, L) prior means of the classes ``cond`` for a model whose classes are prior means (the class-mean
+        CVAE decodes z alone, the class living in where z is); None for any other model. The explorer's code is
+        then the offset from the class's mean, so a class button moves the same offset to another class."""
+        if cond is None or not isinstance(self.model, ClassPriorModel):
+            return None
+        return self.model.class_prior_means()[cond]
+
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         with evaluating(self.model), torch.no_grad():
             if self.noise:
                 return self.model.generate(z)
             if cond is not None and len(cond) != len(z):
                 cond = cond.expand(len(z))
-            return self.model.decode(z, cond)
+            means = self._class_means(cond)
+            return self.model.decode(z if means is None else z + means, cond)
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The posterior mean of ``x`` (an offset from its class's mean for a class-mean model), refused in one
+        line when the encoder gives a non-finite code, and clipped to the +-10 a request may carry back."""
         with evaluating(self.model), torch.no_grad():
-            return self.model.encode(x.to(self.model.device), cond)[0]
+            mu = self.model.encode(x.to(self.model.device), cond)[0]
+            means = self._class_means(cond)
+            mu = mu if means is None else mu - means
+        if not torch.isfinite(mu).all():
+            raise _cannot(f"run {self.id}'s encoder gives a non-finite code for this image (a diverged model?)")
+        return mu.clamp(-10.0, 10.0)
 
 
 def load_run(run_id: str, path: str | Path) -> RunState:
@@ -545,7 +562,8 @@ def create_app(runs: Sequence[str | Path], *, threads: int | None = None) -> Fas
         def work() -> dict[str, Any]:
             z = s.encode(x, cond)
             return {"z": [float(v) for v in z[0]], "image": png_url(x[0]),
-                    "reconstruction": png_url(s.decode(z, cond)[0])}
+                    "reconstruction": png_url(s.decode(z, cond)[0]),
+                    "label": None if cond is None else int(cond[0])}
 
         return s.run(work)
 
@@ -554,11 +572,9 @@ def create_app(runs: Sequence[str | Path], *, threads: int | None = None) -> Fas
         s = run_of(run_id)
         if not s.decodes:
             raise _cannot(s.cannot("draw a random code", "a latent model or a GAN"))
-        g = torch.Generator().manual_seed(body.seed)
-        if s.noise:
-            z = s.model.noise(1, g).cpu().to(s.model.device)
-        else:
-            z = torch.randn(1, s.code_size, generator=g).to(s.model.device)
+        device = s.model.device
+        g = torch.Generator(device=device).manual_seed(body.seed)  # where the draw is made
+        z = s.model.noise(1, g) if s.noise else torch.randn(1, s.code_size, generator=g, device=device)
         z = z.clamp(-10, 10)
         cond = s.label(None)
         return s.run(lambda: {"z": [float(v) for v in z[0]], "image": png_url(s.decode(z, cond)[0])})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MAX_LATENT = 4096  # the longest code a request may carry; the run's own size is checked after
 MAX_SIDE = 512  # the largest mask side a request may carry
@@ -19,7 +19,16 @@ Code = Annotated[list[Coordinate], Field(min_length=1, max_length=MAX_LATENT)]
 Index = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Label = Annotated[int, Field(ge=0)]
-Temperature = Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False)]
+MIN_TEMPERATURE = 0.01  # below this (but above 0) logits / T overflow; 0 itself means the most likely value
+
+
+def _usable_temperature(t: float) -> float:
+    if 0 < t < MIN_TEMPERATURE:
+        raise ValueError(f"a temperature is 0 (the most likely value) or from {MIN_TEMPERATURE} to 5")
+    return t
+
+
+Temperature = Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False), AfterValidator(_usable_temperature)]
 Line = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 MaskRow = Annotated[list[Literal[0, 1]], Field(min_length=1, max_length=MAX_SIDE)]
 

@@ -469,7 +469,8 @@ class View {
         this.wanted = false;
         const body = { z: this.z.slice(), label: this.label };
         const res = await this.post("decode", body);
-        if (res.superseded) continue;
+        // overtaken on the server by another page's request for this run: ask again unless a newer code waits
+        if (res.superseded) { this.wanted = true; continue; }
         if (!this.wanted) await showImage(this.mainImage, res.image);
         status.ok();
       }
@@ -508,11 +509,16 @@ class View {
   }
 
   chooseClass(k) {
+    this.markClass(k);
+    if (this.latent) this.wantDecode();
+  }
+
+  /** Make class k the view's label and its button the active one, without decoding. */
+  markClass(k) {
     this.label = k;
     for (const btn of this.classButtons.querySelectorAll(".class-btn")) {
       btn.classList.toggle("active", Number(btn.dataset.label) === k);
     }
-    if (this.latent) this.wantDecode();
   }
 
   // ----- the 2-D pad -----
@@ -634,7 +640,9 @@ class View {
     if (this.interpA) this.setSelect(this.interpA, index);
     this.markStrip();
     try {
-      const res = await this.post("encode", { index, label: this.label });
+      // encoded under the image's own label (the server's default); the class buttons then show that label
+      const res = await this.post("encode", { index, label: null });
+      if (this.classButtons && res.label !== null && res.label !== undefined) this.markClass(res.label);
       this.setCode(res.z, { decode: false, note: `encoded test image #${index}` });
       await showImage(this.mainImage, res.reconstruction);
       status.ok();
@@ -647,8 +655,9 @@ class View {
 
   async interpolate() {
     const steps = Math.round(Number(this.interpSteps.value));
+    // each image encoded under its own label; the way decoded under the first one's
     const body = { a: Number(this.interpA.value), b: Number(this.interpB.value), steps,
-      mode: this.interpMode.value, label: this.label };
+      mode: this.interpMode.value, label: null };
     this.interpGo.disabled = true;
     try {
       const res = await this.post("interpolate", body);
