@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from genlab import api
 from genlab.errors import ConfigError, GenlabError
 from genlab.pipelines.training import Interrupted
 from genlab.provenance import record_command
+from genlab.train import distributed
 from genlab.version import __version__
 
 EXIT_USAGE = 2
@@ -77,9 +79,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
     if args.model is None and args.config is None:
         _resolved(args, extra)  # says what is missing
+    if args.nproc is not None:
+        return _launch(args, extra)
     # --no-progress hides the bars of this command only: it is not saved with the run, so --resume shows them
     model = api.train(args.model, data=args.data, out=args.out, preset=args.preset, resume=args.resume,
                       overrides=extra, progress=not args.no_progress, config=args.config, **_config_options(args))
+    if distributed.launched() and os.environ.get("RANK") != "0":
+        return 0  # rank 0 draws the figures and says what was done
     if not args.no_figures:
         api.report(model, progress=not args.no_progress)
     print(f"trained {model.family}: run folder {model.run_dir}")
@@ -87,6 +93,45 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         note = api.first_run_note(model.family)  # the default data: what the plain defaults give there, what to try
         for line in (note or "").splitlines():
             print(f"genlab: note: {line}", file=sys.stderr)
+    return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line less its ``--nproc N`` (or ``--nproc=N``): what each worker runs."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch(args: argparse.Namespace, extra: list[str]) -> int:
+    """``--nproc N``: torch's elastic launcher (what ``torchrun --standalone --nproc-per-node=N`` runs), started in
+    this process, running the same command less ``--nproc`` in N workers; returns the first failing worker's exit
+    status (its own one-line error is what it printed)."""
+    if distributed.launched():
+        raise ConfigError("--nproc starts its own workers; under torchrun leave it out")
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc={args.nproc}; give the number of worker processes, 1 or more")
+    if not args.resume:  # a global batch that does not split: said once, before any worker starts
+        distributed.check_batch_size(_resolved(args, extra).train.batch_size, args.nproc)
+    from torch.distributed import run as torchrun  # the launcher, only when asked for
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets (with a warning) when it is unset
+    # the workers say what went wrong in one line each; the agent's log of stopping the others adds nothing
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    launcher = torchrun.parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "--module", "genlab",
+                                    *_without_nproc(args.argv)])
+    try:
+        torchrun.run(launcher)
+    except ChildFailedError as e:
+        codes = [f.exitcode for f in e.failures.values()]
+        return next((c for c in codes if c > 0), EXIT_USAGE)
     return 0
 
 
@@ -259,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-figures", action="store_true", help="skip the figures and report after training")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bars (epoch summaries still print; not saved with the run)")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train in N processes (torch's elastic launcher, as `torchrun --nproc-per-node=N -m genlab "
+                        "train ...`); --batch-size stays the global batch, split over them")
     t.set_defaults(func=cmd_train, accepts_overrides=True, parser=t)
 
     cf = sub.add_parser("config", help="a family's options with their defaults and meaning, or its config as TOML",
@@ -406,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if distributed.launched() and args.command != "train":  # N copies would write the same files
+        print(f"genlab: error: `genlab {args.command}` {distributed.ONE_PROCESS}", file=sys.stderr)
+        return EXIT_USAGE
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what `train --nproc` runs in each worker
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     bad = [a for a in extra if not a.startswith(("--model.", "--data.", "--train."))]

@@ -1,7 +1,11 @@
 """Training a model into a run folder: a fresh folder or the resumption of one, the dataset from the registry, the
-trainer with the callbacks the model's abilities ask for (the progress strip)."""
+trainer with the callbacks the model's abilities ask for (the progress strip).
+
+Under torchrun every rank runs ``train``: each reads the config and the data, the ranks agree on the run folder
+(rank 0's name), and rank 0 alone takes the folder's lock and writes to it (``genlab.train.distributed``)."""
 from __future__ import annotations
 
+import contextlib
 import shlex
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,6 +20,7 @@ from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
 from genlab.pipelines.runs import build_model, new_run_folder
 from genlab.provenance import run_metadata
+from genlab.train import distributed
 from genlab.train.run import RunDir
 from genlab.train.trainer import Trainer, require_tensorboard
 
@@ -61,7 +66,23 @@ def train(model: str | None = None, data: str | None = None, *, out: str | Path 
     file (a run's ``config.toml``, or one written by hand): it names the family (``model`` may be left out) and
     its values apply over the preset's and under ``data``, ``options`` and ``overrides``
     (``genlab.config.resolve_config``).
+
+    Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group for the call and trains one shard of each
+    global batch; only rank 0 writes the run folder.
     """
+    with distributed.session() as ctx:
+        return _train(ctx, model, data, out=out, preset=preset, resume=resume, overrides=overrides,
+                      dataset=dataset, progress=progress, config=config, **options)
+
+
+def _lock(run: RunDir, ctx: distributed.Context | None) -> Any:
+    """The run folder's lock for the process that writes it (one process, or rank 0); nothing for the others."""
+    return run.lock() if ctx is None or ctx.is_main else contextlib.nullcontext()
+
+
+def _train(ctx: distributed.Context | None, model: str | None, data: str | None, *, out: str | Path | None,
+           preset: str | None, resume: bool, overrides: Iterable[str], dataset: Dataset | None, progress: bool,
+           config: str | Path | None, **options: Any) -> GenerativeModel:
     if resume:
         if out is None:
             raise ConfigError("resume needs the run folder: --out RUN")
@@ -69,15 +90,17 @@ def train(model: str | None = None, data: str | None = None, *, out: str | Path 
         if not run.path.is_dir():
             raise CheckpointError(f"run folder {run.path} does not exist, so it holds no checkpoint to resume; "
                                   "start it without --resume")
-        with run.lock():
+        with _lock(run, ctx):
             cfg = _resumed_config(run, model, data, preset, overrides, options, config)
             return _fit(cfg, run, *_built(cfg, dataset, progress), resume=True, progress=progress)
     cfg = resolve_config(model, data, preset=preset, config=config, overrides=overrides, **options)
-    run = RunDir(out if out is not None else new_run_folder(cfg))
+    if out is None:
+        out = new_run_folder(cfg) if ctx is None else ctx.broadcast_object(new_run_folder(cfg))  # rank 0's clock
+    run = RunDir(out)
     if run.has_checkpoint():  # said before the data is loaded; checked again under the lock
         raise _taken(run)
     built = _built(cfg, dataset, progress)  # a bad dataset or an oversized model stops here, before the folder is made
-    with run.lock():
+    with _lock(run, ctx):
         if run.has_checkpoint():
             raise _taken(run)
         return _fit(cfg, run, *built, resume=False, progress=progress)
@@ -109,14 +132,19 @@ def _with_metadata(cfg: RunConfig, run: RunDir, resume: bool) -> dict[str, Any]:
 
 def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, resume: bool,
          progress: bool = True) -> GenerativeModel:
-    """Write the config, (resume,) fit; the caller holds the run folder's lock."""
-    run.write_config(_with_metadata(cfg, run, resume))
+    """Write the config, (resume,) fit; the caller holds the run folder's lock (distributed: rank 0 does)."""
+    ctx = distributed.current()
+    writes = ctx is None or ctx.is_main
     trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run), progress=progress)
+    if ctx is not None:  # every rank has read the saved config and checked the folder before rank 0 writes
+        ctx.barrier()
+    if writes:
+        run.write_config(_with_metadata(cfg, run, resume))
     if resume:
         trainer.resume()
-    else:  # a fresh start in a folder whose earlier attempt saved no checkpoint: its epochs are not this run's
+    elif writes:  # a fresh start in a folder whose earlier attempt saved no checkpoint: its epochs are not this run's
         run.truncate_metrics(0, 0)
-    if cfg.train.tensorboard:
+    if cfg.train.tensorboard and writes:
         print(f"TensorBoard events go to {run.tensorboard}; watch them with "
               f"`tensorboard --logdir {shlex.quote(str(run.tensorboard))}`")
     try:

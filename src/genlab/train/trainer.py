@@ -7,9 +7,14 @@ What it writes into a run folder: one record per epoch in ``metrics.jsonl``; wit
 per N optimizer steps in ``steps.jsonl`` (the mean of each training term over the steps since the last record or
 the start of the epoch, whichever is later, so a resumed run writes the same records as an uninterrupted one); with
 ``train.tensorboard`` both as TensorBoard scalars in ``tensorboard/``. Progress bars (``progress=``, a runtime
-argument, not part of the saved config) go to stderr; the one-line summary of each epoch is printed either way."""
+argument, not part of the saved config) go to stderr; the one-line summary of each epoch is printed either way.
+
+Under torchrun (``genlab.train.distributed``) every rank runs this same loop on its shard of each global batch,
+with the optimizers handed to ``train_step`` averaging gradients over ranks; the logged terms are the global
+batch's; rank 0 alone writes, shows bars and runs the callbacks."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -26,6 +31,7 @@ from genlab.data.spec import Dataset, batch_length, batch_to_device
 from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from genlab.metrics.terms import evaluate_terms
 from genlab.models.base import GenerativeModel
+from genlab.train import distributed
 from genlab.train.checkpoint import (
     MODEL_WEIGHTS,
     TRAINER_META,
@@ -141,7 +147,10 @@ class _TensorBoard:
 class Trainer:
     """Fits ``model`` on ``data``; with a run folder it logs ``metrics.jsonl`` (and ``steps.jsonl``, TensorBoard
     events when the config asks) and checkpoints every epoch. ``progress`` shows progress bars on stderr;
-    ``summaries`` prints each epoch's one-line summary (off only for code that prints its own, e.g. ``bench/``)."""
+    ``summaries`` prints each epoch's one-line summary (off only for code that prints its own, e.g. ``bench/``).
+
+    In a distributed session (``genlab.train.distributed.session``) ``cfg.batch_size`` is the global batch; every
+    rank reads the run folder (to resume) but only rank 0 writes to it."""
 
     def __init__(self, model: GenerativeModel, data: Dataset, cfg: TrainConfig, run: RunDir | None = None,
                  meta: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (), *, progress: bool = True,
@@ -149,11 +158,18 @@ class Trainer:
         self.model, self.data, self.cfg, self.run = model, data, cfg, run
         self.meta = dict(meta or {})
         self.callbacks = list(callbacks)
-        self.progress, self.summaries = progress, summaries
         validate(cfg, "train")  # the ranges every config gets when built; a TrainConfig made by hand gets them here
+        self.dist = distributed.current()
+        self.writes = self.dist is None or self.dist.is_main  # the others only read the run folder
+        if self.dist is not None:
+            distributed.check_batch_size(cfg.batch_size, self.dist.world)
+            progress, summaries = progress and self.writes, summaries and self.writes
+        self.progress, self.summaries = progress, summaries
         if cfg.tensorboard and run is not None:
             require_tensorboard()  # before any step is taken
         self.device = resolve_device(cfg.device)
+        if self.dist is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model.to(self.device)
@@ -161,6 +177,13 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.model.grad_clip = cfg.grad_clip
         self.optimizers = {name: make_optimizer(cfg, params) for name, params in model.param_groups().items()}
+        # what train_step gets: the optimizers themselves, or (distributed) ones that average the gradients over
+        # the ranks first and then clip the global gradient, so the model clips nothing itself
+        self._step_optimizers: dict[str, Any] = self.optimizers
+        if self.dist is not None:
+            self.model.grad_clip = None
+            self._step_optimizers = {name: distributed.AveragingOptimizer(opt, cfg.grad_clip)
+                                     for name, opt in self.optimizers.items()}
         self.epoch = 0
         self.step = 0
         self.train_time = 0.0
@@ -177,7 +200,7 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if self.run is None:
+        if self.run is None or not self.writes:
             return
         meta = {**self.meta, "genlab_version": __version__, "family": self.model.family,
                 "model_config": dataclasses.asdict(self.model.config), "data_spec": self.model.spec.to_dict(),
@@ -205,8 +228,11 @@ class Trainer:
             _match_param_layouts(opt)
         torch.set_rng_state(state["rng"])
         self.epoch, self.step, self.train_time = state["epoch"], state["step"], state["train_time"]
-        self.run.truncate_metrics(self.epoch, self.step)
-        self.history = self.run.read_metrics()
+        if self.writes:
+            self.run.truncate_metrics(self.epoch, self.step)
+        # the others read what rank 0 keeps (its rewrite is atomic: they see the old file or the new one)
+        self.history = [r for r in self.run.read_metrics()
+                        if isinstance(r.get("epoch", 0), int) and r.get("epoch", 0) <= self.epoch]
 
     # --- the loop ---
 
@@ -233,7 +259,7 @@ class Trainer:
         cfg = self.cfg
         total_batches = self.data.num_batches("train", cfg.batch_size)
         stop_at = None if epochs is None else self.epoch + epochs
-        if cfg.tensorboard and self.run is not None and self._tensorboard is None:
+        if cfg.tensorboard and self.run is not None and self.writes and self._tensorboard is None:
             # events at or past this step (a crashed attempt's) are hidden: the ones written now replace them
             self._tensorboard = _TensorBoard(self.run.tensorboard, self.step)
         try:
@@ -252,6 +278,20 @@ class Trainer:
         if self._tensorboard is not None:
             self._tensorboard.add(record)
 
+    def _shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """This rank's contiguous shard of a global batch, and the context its train_step runs in: one that
+        draws the model's noise as one process would for these examples (``distributed.ShardedRandom``). Each
+        step optimizer weights this rank's gradient by its share of the batch. In one process: the batch as it
+        is, and no context."""
+        if self.dist is None:
+            return batch, contextlib.nullcontext()
+        total = batch_length(batch)
+        start, stop = distributed.shard_bounds(total, self.dist.world, self.dist.rank)
+        for opt in self._step_optimizers.values():
+            opt.share = (stop - start) / total
+        shard = {k: v[start:stop] for k, v in batch.items()}
+        return shard, distributed.ShardedRandom(start, stop, total)
+
     def _fit(self, total_batches: int, stop_at: int | None) -> list[dict[str, Any]]:
         cfg = self.cfg
         while not self._done() and (stop_at is None or self.epoch < stop_at):
@@ -263,7 +303,7 @@ class Trainer:
             self.model.train()
             sums: dict[str, float] = {}
             seen = 0
-            logging = bool(cfg.log_every) and self.run is not None
+            logging = bool(cfg.log_every) and self.run is not None and self.writes
             mark: dict[str, float] = {}  # ``sums`` and ``seen`` at the last step record (or the epoch start)
             mark_seen = 0
             start = time.perf_counter()
@@ -271,18 +311,23 @@ class Trainer:
             bar = tqdm(self.data.batches("train", cfg.batch_size, shuffle=True, generator=gen), total=total_batches,
                        desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True, file=sys.stderr)
             for batch in bar:
+                batch, noise = self._shard(batch)
                 batch = batch_to_device(batch, self.device, cfg.channels_last)
                 try:
-                    terms = self.model.train_step(batch, self.optimizers, self.step)
+                    with noise:
+                        terms = self.model.train_step(batch, self._step_optimizers, self.step)
                 except TrainingDiverged as e:  # a family's own check (e.g. an exploding GAN critic)
                     bar.close()
                     raise self._diverged(str(e)) from None
                 values = torch.stack([t.float() for t in terms.values()]).tolist()
+                b = batch_length(batch)
+                if self.dist is not None:  # the global batch's terms, and its size; the same on every rank
+                    values, b = self.dist.mean_terms(values, b, self.device)
+                    self.dist.broadcast_buffers(self.model)
                 loss = values[list(terms).index("loss")]
                 if not math.isfinite(loss):
                     bar.close()
                     raise self._diverged(f"the loss became {loss}")
-                b = batch_length(batch)
                 for k, v in zip(terms, values):
                     sums[k] = sums.get(k, 0.0) + v * b
                 seen += b
@@ -308,13 +353,16 @@ class Trainer:
                 test = evaluate_terms(self.model, self.data, "test", device=self.device)
                 record.update({f"test/{k}": v for k, v in test.items()})
             self.history.append(record)
-            if self.run is not None:
+            if self.run is not None and self.writes:
                 self.run.append_metrics(record)
                 self.save()
             if self._tensorboard is not None:
                 self._tensorboard.add(record, prefix="epoch/")
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, record)
+            if self.writes:
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, record)
+            if self.dist is not None:  # what rank 0 alone drew (figures) is drawn, as far as the others know too
+                self.dist.broadcast_rng(self.device)
             if self.summaries:  # with or without bars: --no-progress hides only those
                 tqdm.write(_summary(record, cfg))
         return self.history

@@ -1,0 +1,266 @@
+"""Training under ``torchrun`` (or ``genlab train ... --nproc N``, which starts the same elastic launcher): the
+process group, each rank's shard of a global batch, gradient averaging, and the randomness that makes N ranks
+take the same steps as one process.
+
+How the pieces fit, and why:
+
+- ``train.batch_size`` is the **global** batch B. Every rank draws the same epoch order and the same global
+  batches (the trainer's seeded generator, dynamic binarization and flips included), then keeps its contiguous
+  shard (``shard_bounds``): the draws equal one process's because they *are* one process's, made on every rank.
+- Gradients are averaged by an all-reduce right before each ``optimizer.step`` (``AveragingOptimizer``), not by
+  ``DistributedDataParallel``. DDP averages in the backward of ``model(...)``'s forward, which assumes one
+  forward/backward per step through the wrapped module; genlab's families call ``zero_grad``/``backward``/``step``
+  themselves, some with several optimizers and backwards per step (a GAN's critic and generator steps, BiGAN-QP's
+  three nets, a WGAN-GP's double backward), and call their sub-networks rather than one ``forward``. Wrapping the
+  optimizers the trainer hands to ``train_step`` averages exactly what each step uses, whatever the family does,
+  with one flat all-reduce per step and no family code changed. Each rank's gradient is weighted by its share of
+  the global batch (``n_r / B``) and summed, so a last, smaller batch split unevenly still gives the gradient of
+  the single-process mean. Gradient clipping (``train.grad_clip``) is done here after the average, on the global
+  gradient, as one process would.
+- The model's own noise (a VAE's reparameterization, a GAN's z, word dropout) must also equal one process's:
+  ``ShardedRandom`` sees every random aten op of a ``train_step`` and, when the op's shape holds the shard length
+  in some dimension, draws it at the global length on every rank (the same generator state everywhere) and keeps
+  the shard's slice. Every rank's RNG then advances exactly as one process's does. A draw with no dimension of the
+  shard length (or where another dimension happens to equal it first) is drawn as it is, identically on every
+  rank. It costs one Python call per aten op of a step, only when a run is sharded.
+- Buffers: batch norm normalizes each shard by the shard's own statistics (as DDP does without SyncBatchNorm),
+  so a model with batch norm in training matches one process only to that extent; its running statistics (and any
+  other buffer, e.g. spectral norm's power-iteration vectors, which are equal anyway) are broadcast from rank 0
+  after every step, so every rank holds the same model and rank 0's checkpoint is the model of every rank.
+- Rank 0 alone writes (config, metrics, steps, checkpoints, figures, report); the logged terms are averaged over
+  ranks, weighted by examples, and a non-finite loss on any rank stops every rank with the same line.
+
+The process group: gloo for CPU tensors, and NCCL for CUDA tensors when CUDA is present (one GPU per rank,
+``LOCAL_RANK``'s); both from one ``init_process_group`` call, so the device can be chosen after the config."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from genlab.errors import ConfigError
+
+__all__ = ["Context", "launched", "world_size", "session", "current", "shard_bounds", "check_batch_size",
+           "ShardedRandom", "AveragingOptimizer", "ONE_PROCESS"]
+
+ONE_PROCESS = "runs in one process; start it without torchrun"
+
+_current: Context | None = None
+
+
+def world_size() -> int:
+    """``WORLD_SIZE`` as torchrun set it (1 when not launched by it, or when it is not a number)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def launched() -> bool:
+    """Whether this process is one of several workers torchrun started (``WORLD_SIZE`` > 1)."""
+    return world_size() > 1
+
+
+def current() -> Context | None:
+    """The context of the distributed session in progress, or None in one process."""
+    return _current
+
+
+def shard_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
+    """[start, stop) of ``rank``'s contiguous shard of ``n`` examples split as evenly as possible (the first
+    ``n % world`` ranks get one more)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def check_batch_size(batch_size: int, world: int) -> None:
+    """Refuse (one line) a global batch that does not split into ``world`` equal shards."""
+    if batch_size % world:
+        raise ConfigError(f"train.batch_size={batch_size} is the global batch and must split evenly over the "
+                          f"{world} processes; use a multiple of {world}")
+
+
+@dataclass
+class Context:
+    """This worker's place in the group: ``rank`` (0 writes), ``local_rank`` (its GPU on this node), ``world``."""
+
+    rank: int
+    local_rank: int
+    world: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def comm_device(self, device: torch.device) -> torch.device:
+        """Where the tensors of a collective live: the GPU under NCCL, else the CPU (gloo)."""
+        return device if device.type == "cuda" else torch.device("cpu")
+
+    # --- collectives, each called by every rank in the same order ---
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (e.g. the run folder's name, which holds the clock time)."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mean_terms(self, values: list[float], n: int, device: torch.device) -> tuple[list[float], int]:
+        """The per-example mean of each logged term over all ranks (each rank's mean weighted by its ``n``
+        examples) and the examples of the global batch. A rank with no examples adds nothing; a non-finite term
+        on any rank makes the result non-finite everywhere."""
+        local = torch.tensor([v * n if n else 0.0 for v in values] + [float(n)], dtype=torch.float64)
+        if n and not all(torch.isfinite(torch.tensor(values))):
+            local[:-1] = float("nan")  # NaN * n is NaN, but inf * n stays inf: make both NaN, summed as NaN
+        local = local.to(self.comm_device(device))
+        dist.all_reduce(local)
+        total = local.cpu().tolist()
+        seen = int(total[-1])
+        return [v / max(seen, 1) for v in total[:-1]], seen
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Every buffer (batch-norm running statistics, spectral norm's vectors) from rank 0, so that every rank
+        holds rank 0's model after a step."""
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+    def broadcast_rng(self, device: torch.device) -> None:
+        """Rank 0's torch RNG state (and its GPU's) on every rank: after work only rank 0 does (the progress
+        figures at the end of an epoch) every rank goes on drawing what one process would."""
+        state = torch.get_rng_state().to(self.comm_device(device))
+        dist.broadcast(state, src=0)
+        torch.set_rng_state(state.cpu())
+        if device.type == "cuda":
+            cuda_state = torch.cuda.get_rng_state(device).to(device)
+            dist.broadcast(cuda_state, src=0)
+            torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+@contextlib.contextmanager
+def session(timeout_s: float = 600.0) -> Iterator[Context | None]:
+    """Join the process group torchrun described in the environment (nothing when not launched: yields None),
+    and leave it at the end however the block ends. ``timeout_s`` bounds a collective that another rank never
+    joins (a rank that died)."""
+    global _current
+    if not launched():
+        yield None
+        return
+    for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if key not in os.environ:
+            raise ConfigError(f"WORLD_SIZE={world_size()} is set but {key} is not; start genlab with torchrun "
+                              "(or `genlab train ... --nproc N`), or unset WORLD_SIZE")
+    ctx = Context(rank=int(os.environ["RANK"]), local_rank=int(os.environ["LOCAL_RANK"]), world=world_size())
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(ctx.local_rank)  # the device follows the rank
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    _current = ctx
+    try:
+        yield ctx
+    finally:
+        _current = None
+        dist.destroy_process_group()
+
+
+# --- one process's randomness, sharded ---
+
+_RANDOM_TAG = torch.Tag.nondeterministic_seeded
+
+
+def _size_arg(args: tuple[Any, ...]) -> int | None:
+    """The index of the first argument that is a size (a list of ints), as ``randn(size)`` takes one."""
+    for i, a in enumerate(args):
+        if isinstance(a, (list, tuple, torch.Size)) and a and all(isinstance(v, int) for v in a):
+            return i
+    return None
+
+
+class ShardedRandom(TorchDispatchMode):
+    """While active, every random aten op whose shape has the shard length ``stop - start`` in some dimension is
+    drawn at the global length ``total`` in that dimension and cut to ``[start, stop)`` there: the noise of the
+    shard's examples is the noise one process draws for them, and every rank's RNG advances as one process's.
+    Tensor arguments of such an op (probabilities, means) are padded with ones to the global length first."""
+
+    def __init__(self, start: int, stop: int, total: int):
+        super().__init__()
+        self.start, self.stop, self.total = start, stop, total
+        self.local = stop - start
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if _RANDOM_TAG not in func.tags or self.local == self.total:
+            return func(*args, **kwargs)
+        size_at = _size_arg(args)
+        if size_at is not None:  # randn(size), rand(size), randint(low, high, size)
+            size = list(args[size_at])
+            if self.local not in size:
+                return func(*args, **kwargs)
+            dim = size.index(self.local)
+            size[dim] = self.total
+            out = func(*args[:size_at], size, *args[size_at + 1:], **kwargs)
+            return out.narrow(dim, self.start, self.local).clone()
+        first = next((a for a in args if torch.is_tensor(a)), None)
+        if first is None or self.local not in first.shape:
+            return func(*args, **kwargs)
+        dim = list(first.shape).index(self.local)
+
+        def widened(a: Any) -> Any:
+            if not (torch.is_tensor(a) and a.dim() > dim and a.shape[dim] == self.local):
+                return a
+            big = a.new_ones((*a.shape[:dim], self.total, *a.shape[dim + 1:]))
+            big.narrow(dim, self.start, self.local).copy_(a)
+            return big
+
+        wide = [widened(a) for a in args]
+        out = func(*wide, **kwargs)
+        if func._schema.is_mutable and torch.is_tensor(args[0]):  # in place (normal_, bernoulli_): fill the shard
+            args[0].copy_(wide[0].narrow(dim, self.start, self.local))
+            return args[0]
+
+        def cut(t: Any) -> Any:
+            return t.narrow(dim, self.start, self.local).clone() if torch.is_tensor(t) and t.dim() > dim else t
+
+        return tuple(cut(t) for t in out) if isinstance(out, (tuple, list)) else cut(out)
+
+
+# --- gradients ---
+
+class AveragingOptimizer:
+    """An optimizer that, on ``step()``, first replaces each gradient by the global batch's: every rank's gradient
+    weighted by its share ``n_r / B`` (``share``, set by the trainer per batch), summed over ranks in one flat
+    all-reduce; then clips it (``grad_clip``) and steps. Everything else is the wrapped optimizer's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, grad_clip: float | None):
+        self.optimizer, self.grad_clip = optimizer, grad_clip
+        self.share = 1.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+    def step(self, closure: Any = None) -> Any:
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if params:
+            grads = [p.grad for p in params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            if self.share:
+                flat.mul_(self.share)
+            else:  # a rank with no examples of this (last) batch adds nothing, whatever its empty loss gave
+                flat.zero_()
+            dist.all_reduce(flat)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view(g.shape))
+                offset += g.numel()
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        return self.optimizer.step(closure)
