@@ -4,6 +4,25 @@
 in ``schemas.py``); ``static/`` holds the page, its script and style, served locally (no CDN). ``serve`` runs the
 app with uvicorn, on 127.0.0.1 unless told otherwise. The explorer asks models for abilities, never for family
 names, and writes nothing into run folders.
+
+The routes (runs are numbered "0", "1", ... in the order given; images travel as PNG data URLs at the model's
+resolution; every body is a schema of ``schemas.py``; errors are ``{"error": "<one line>"}`` with a 4xx status):
+
+    GET  /  /static/*                    the page, its script and style
+    GET  /api/health  /api/runs  /api/runs/{id}   what each run offers: modes, latent dims by KL, classes, shape
+    GET  /api/runs/{id}/test-images      a page of test images (offset, count <= 64)
+    POST /api/runs/{id}/decode           {z, label} -> image       (latent models; GANs: the generator of z)
+    POST /api/runs/{id}/decode-batch     {zs, label} -> images     (overtaken decodes answer {"superseded": true})
+    POST /api/runs/{id}/encode           {index, label} -> z, image, reconstruction, label
+    POST /api/runs/{id}/random           {seed} -> z, image        (a draw of the prior)
+    POST /api/runs/{id}/interpolate      {a, b, steps, mode} -> frames (linear or spherical)
+    POST /api/runs/{id}/transfer         {z} or {index} -> one image per class
+    POST /api/runs/{id}/neighbours       {index, k} -> the nearest training images in the encoder's features
+    POST /api/runs/{id}/sample           {n, seed, temperature, label} -> images; streamed NDJSON progress lines
+                                         then the result for models that draw pixel by pixel
+    POST /api/runs/{id}/complete         {index, hide | mask, temperature, seed, label} -> streamed, as sample
+    POST /api/runs/{id}/text/sample      {n, seed, temperature} -> lines
+    POST /api/runs/{id}/text/interpolate {first, last, steps} -> lines, and each line's unknown characters
 """
 from __future__ import annotations
 
