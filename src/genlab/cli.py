@@ -82,8 +82,20 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.nproc is not None:
         return _launch(args, extra)
     # --no-progress hides the bars of this command only: it is not saved with the run, so --resume shows them
-    model = api.train(args.model, data=args.data, out=args.out, preset=args.preset, resume=args.resume,
-                      overrides=extra, progress=not args.no_progress, config=args.config, **_config_options(args))
+    try:
+        model = api.train(args.model, data=args.data, out=args.out, preset=args.preset, resume=args.resume,
+                          overrides=extra, progress=not args.no_progress, config=args.config,
+                          **_config_options(args))
+    except distributed.PeerLost as e:
+        # --nproc's launcher says once which rank failed; under torchrun each survivor says its own line. Then
+        # leave at once: a process group with a dead member cannot be torn down (the interpreter's exit waits on
+        # gloo's threads until the agent's SIGTERM, or aborts in C++), and there is nothing left to clean up
+        quiet = bool(os.environ.get(distributed.REPORTED_BY_LAUNCHER))
+        if not quiet:
+            print(f"genlab: error: {e}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(distributed.PEER_LOST_EXIT if quiet else EXIT_USAGE)
     if distributed.launched() and os.environ.get("RANK") != "0":
         return 0  # rank 0 draws the figures and says what was done
     if not args.no_figures:
@@ -111,28 +123,57 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _launch(args: argparse.Namespace, extra: list[str]) -> int:
     """``--nproc N``: torch's elastic launcher (what ``torchrun --standalone --nproc-per-node=N`` runs), started in
-    this process, running the same command less ``--nproc`` in N workers; returns the first failing worker's exit
-    status (its own one-line error is what it printed)."""
+    this process, running the same command less ``--nproc`` in N workers.
+
+    When a worker fails (raises, or is killed), the agent stops the others within its monitor interval, and the
+    survivors that saw their collectives break first exit quietly with ``distributed.PEER_LOST_EXIT``; this
+    process then says in one line which rank failed and which checkpoint is kept, and returns that worker's exit
+    status (2 when a signal ended it). That is why it names the run folder itself when ``--out`` is not given:
+    the line needs it."""
     if distributed.launched():
         raise ConfigError("--nproc starts its own workers; under torchrun leave it out")
     if args.nproc < 1:
         raise ConfigError(f"--nproc={args.nproc}; give the number of worker processes, 1 or more")
+    argv = _without_nproc(args.argv)
+    out = args.out
     if not args.resume:  # a global batch that does not split: said once, before any worker starts
-        distributed.check_batch_size(_resolved(args, extra).train.batch_size, args.nproc)
+        cfg = _resolved(args, extra)
+        distributed.check_batch_size(cfg.train.batch_size, args.nproc)
+        if out is None:
+            from genlab.pipelines.runs import new_run_folder
+
+            out = str(new_run_folder(cfg))
+            argv += ["--out", out]
     from torch.distributed import run as torchrun  # the launcher, only when asked for
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets (with a warning) when it is unset
+    os.environ[distributed.REPORTED_BY_LAUNCHER] = "1"  # the workers' environment: a lost peer is said here
     # the workers say what went wrong in one line each; the agent's log of stopping the others adds nothing
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    launcher = torchrun.parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "--module", "genlab",
-                                    *_without_nproc(args.argv)])
+    launcher = torchrun.parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "--module", "genlab", *argv])
     try:
         torchrun.run(launcher)
     except ChildFailedError as e:
-        codes = [f.exitcode for f in e.failures.values()]
-        return next((c for c in codes if c > 0), EXIT_USAGE)
+        # the survivors: those that saw the loss (PEER_LOST_EXIT) and those the agent stopped (SIGTERM)
+        stopped = (distributed.PEER_LOST_EXIT, -signal.SIGTERM)
+        failed = {r: f for r, f in e.failures.items() if f.exitcode not in stopped} or e.failures
+        rank = min(failed, key=lambda r: (failed[r].timestamp, r))
+        code = failed[rank].exitcode
+        how = f"exited with code {code}" if code >= 0 else f"was killed by {_signal_name(-code)}"
+        from genlab.pipelines.training import checkpoint_kept
+
+        kept = f"; {checkpoint_kept(out, args.model, args.nproc)}" if out is not None else ""
+        print(f"genlab: error: worker rank {rank} {how}; every worker stopped{kept}", file=sys.stderr)
+        return code if code > 0 else EXIT_USAGE
     return 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:

@@ -15,16 +15,34 @@ import torch
 from genlab.config import RunConfig, read_config_file, resolve_config, resumed_config
 from genlab.data import load
 from genlab.data.spec import Dataset
-from genlab.errors import CheckpointError, ConfigError
+from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.files import read_json_object
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
 from genlab.pipelines.runs import build_model, new_run_folder
 from genlab.provenance import run_metadata
 from genlab.train import distributed
+from genlab.train.checkpoint import MODEL_META
 from genlab.train.run import RunDir
 from genlab.train.trainer import Trainer, require_tensorboard
 
-__all__ = ["train", "Interrupted"]
+__all__ = ["train", "Interrupted", "checkpoint_kept"]
+
+
+def checkpoint_kept(run: str | Path, family: str | None, nproc: int | None = None) -> str:
+    """What a stopped run leaves: "the last checkpoint (epoch N) is kept in RUN; resume with ..." or that no epoch
+    had finished. Read from the folder itself (the checkpoint's metadata), so that the launcher of ``--nproc``,
+    which trains nothing, says the same as the rank that wrote it."""
+    folder = RunDir(run).checkpoint(trainer=True)
+    try:
+        epoch = read_json_object(folder / MODEL_META).get("epoch") if folder is not None else None
+    except GenlabError:  # a damaged checkpoint: --resume will say what is wrong with it
+        epoch = None
+    if not isinstance(epoch, int):
+        return f"no epoch had finished, so no checkpoint was written in {run}"
+    how = f"genlab train {family} --out {run} --resume" if family else f"genlab train --out {run} --resume"
+    how += f" --nproc {nproc}" if nproc else ""
+    return f"the last checkpoint (epoch {epoch}) is kept in {run}; resume with `{how}`"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -136,21 +154,23 @@ def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, re
     ctx = distributed.current()
     writes = ctx is None or ctx.is_main
     trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run), progress=progress)
-    if ctx is not None:  # every rank has read the saved config and checked the folder before rank 0 writes
-        ctx.barrier()
-    if writes:
-        run.write_config(_with_metadata(cfg, run, resume))
-    if resume:
-        trainer.resume()
-    elif writes:  # a fresh start in a folder whose earlier attempt saved no checkpoint: its epochs are not this run's
-        run.truncate_metrics(0, 0)
-    if cfg.train.tensorboard and writes:
-        print(f"TensorBoard events go to {run.tensorboard}; watch them with "
-              f"`tensorboard --logdir {shlex.quote(str(run.tensorboard))}`")
     try:
+        if ctx is not None:  # every rank has read the saved config and checked the folder before rank 0 writes
+            ctx.barrier()
+        if writes:
+            run.write_config(_with_metadata(cfg, run, resume))
+        if resume:
+            trainer.resume()
+        elif writes:  # a fresh start in a folder whose earlier attempt saved no checkpoint: not this run's epochs
+            run.truncate_metrics(0, 0)
+        if cfg.train.tensorboard and writes:
+            print(f"TensorBoard events go to {run.tensorboard}; watch them with "
+                  f"`tensorboard --logdir {shlex.quote(str(run.tensorboard))}`")
         net.history = trainer.fit()
     except KeyboardInterrupt:
         raise Interrupted(run.path, cfg.model, trainer.epoch, run.has_checkpoint()) from None
+    except distributed.PeerLost as e:  # another rank died: what this one knows, and what is kept
+        raise distributed.PeerLost(f"{e}; {checkpoint_kept(run.path, cfg.model)}") from None
     net.run_dir = run.path
     net.eval()
     return net

@@ -29,6 +29,15 @@ How the pieces fit, and why:
   after every step, so every rank holds the same model and rank 0's checkpoint is the model of every rank.
 - Rank 0 alone writes (config, metrics, steps, checkpoints, figures, report); the logged terms are averaged over
   ranks, weighted by examples, and a non-finite loss on any rank stops every rank with the same line.
+- ``--resume``: every rank loads the same checkpoint (weights, optimizer state, RNG state), rank 0 alone cuts the
+  metrics back to it, and a barrier keeps the others from reading them (or rank 0 from writing on) before that.
+- A rank that dies: torch's elastic agent (``torchrun``, or ``--nproc``'s launcher) sees the dead worker within
+  its monitor interval and stops the others, and gloo's connections to a dead process break at once, so the
+  survivors stop in seconds, not after the collective timeout (kept at 600 s: a slow first step or a long
+  checkpoint write on rank 0 must not be taken for a death). A collective that fails that way raises
+  ``PeerLost``, one line (not gloo's traceback) saying which checkpoint is kept. Under ``--nproc`` the workers
+  leave that line to the launcher (``REPORTED_BY_LAUNCHER``), which names the rank that failed once, for all.
+  A rank that hangs alive (not dead) is not seen by the agent: only the collective timeout ends that one.
 
 The process group: gloo for CPU tensors, and NCCL for CUDA tensors when CUDA is present (one GPU per rank,
 ``LOCAL_RANK``'s); both from one ``init_process_group`` call, so the device can be chosen after the config."""
@@ -45,12 +54,36 @@ import torch
 import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, GenlabError
 
 __all__ = ["Context", "launched", "world_size", "session", "current", "shard_bounds", "check_batch_size",
-           "ShardedRandom", "AveragingOptimizer", "ONE_PROCESS"]
+           "ShardedRandom", "AveragingOptimizer", "ONE_PROCESS", "PeerLost", "PEER_LOST_EXIT",
+           "REPORTED_BY_LAUNCHER", "collective"]
 
 ONE_PROCESS = "runs in one process; start it without torchrun"
+
+# set by ``--nproc``'s launcher in its workers' environment: a worker that lost a peer exits with PEER_LOST_EXIT
+# and says nothing, since the launcher says once which rank failed (the survivors would each say "lost a peer")
+REPORTED_BY_LAUNCHER = "GENLAB_NPROC_LAUNCHER"
+PEER_LOST_EXIT = 3
+
+
+class PeerLost(GenlabError):
+    """A collective failed because another rank went away (died, was killed, or raised): every rank stops."""
+
+
+@contextlib.contextmanager
+def collective() -> Iterator[None]:
+    """Turn the failure of a collective inside (gloo's "Connection reset by peer", NCCL's errors, a timeout: all
+    ``RuntimeError``) into ``PeerLost``, one line with the cause's first line."""
+    try:
+        yield
+    except RuntimeError as e:
+        ctx = current()
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        cause = cause.split("] ", 1)[-1].split(". ", 1)[0][:160]  # past gloo's source location; its first sentence
+        who = f"rank {ctx.rank}" if ctx is not None else "this worker"
+        raise PeerLost(f"{who} lost another worker of the group ({cause}); every rank stops") from None
 
 _current: Context | None = None
 
@@ -107,12 +140,14 @@ class Context:
     # --- collectives, each called by every rank in the same order ---
 
     def barrier(self) -> None:
-        dist.barrier()
+        with collective():
+            dist.barrier()
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (e.g. the run folder's name, which holds the clock time)."""
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        with collective():
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def mean_terms(self, values: list[float], n: int, device: torch.device) -> tuple[list[float], int]:
@@ -123,7 +158,8 @@ class Context:
         if n and not all(torch.isfinite(torch.tensor(values))):
             local[:-1] = float("nan")  # NaN * n is NaN, but inf * n stays inf: make both NaN, summed as NaN
         local = local.to(self.comm_device(device))
-        dist.all_reduce(local)
+        with collective():
+            dist.all_reduce(local)
         total = local.cpu().tolist()
         seen = int(total[-1])
         return [v / max(seen, 1) for v in total[:-1]], seen
@@ -131,18 +167,21 @@ class Context:
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         """Every buffer (batch-norm running statistics, spectral norm's vectors) from rank 0, so that every rank
         holds rank 0's model after a step."""
-        for buffer in model.buffers():
-            dist.broadcast(buffer.data, src=0)
+        with collective():
+            for buffer in model.buffers():
+                dist.broadcast(buffer.data, src=0)
 
     def broadcast_rng(self, device: torch.device) -> None:
         """Rank 0's torch RNG state (and its GPU's) on every rank: after work only rank 0 does (the progress
         figures at the end of an epoch) every rank goes on drawing what one process would."""
         state = torch.get_rng_state().to(self.comm_device(device))
-        dist.broadcast(state, src=0)
+        with collective():
+            dist.broadcast(state, src=0)
         torch.set_rng_state(state.cpu())
         if device.type == "cuda":
             cuda_state = torch.cuda.get_rng_state(device).to(device)
-            dist.broadcast(cuda_state, src=0)
+            with collective():
+                dist.broadcast(cuda_state, src=0)
             torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
@@ -165,11 +204,23 @@ def session(timeout_s: float = 600.0) -> Iterator[Context | None]:
         torch.cuda.set_device(ctx.local_rank)  # the device follows the rank
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     _current = ctx
+    lost = done = False
     try:
         yield ctx
+        done = True
+    except PeerLost:
+        lost = True
+        raise
     finally:
         _current = None
-        dist.destroy_process_group()
+        if done:
+            # leave together: no rank closes its connections while another still uses them (without this barrier
+            # gloo now and then aborted one worker at exit, "terminate called without an active exception", one
+            # run in several). Not after an error: the others may be inside another collective, not this one
+            with contextlib.suppress(RuntimeError):
+                dist.barrier()
+        if not lost:  # a group with a dead member cannot be torn down (it waits on gloo's threads, or aborts)
+            dist.destroy_process_group()
 
 
 # --- one process's randomness, sharded ---
@@ -256,7 +307,8 @@ class AveragingOptimizer:
                 flat.mul_(self.share)
             else:  # a rank with no examples of this (last) batch adds nothing, whatever its empty loss gave
                 flat.zero_()
-            dist.all_reduce(flat)
+            with collective():
+                dist.all_reduce(flat)
             offset = 0
             for g in grads:
                 g.copy_(flat[offset:offset + g.numel()].view(g.shape))

@@ -230,7 +230,10 @@ class Trainer:
         self.epoch, self.step, self.train_time = state["epoch"], state["step"], state["train_time"]
         if self.writes:
             self.run.truncate_metrics(self.epoch, self.step)
-        # the others read what rank 0 keeps (its rewrite is atomic: they see the old file or the new one)
+        if self.dist is not None:
+            # every rank has loaded the same checkpoint (weights, optimizers, RNG) before rank 0 may write another,
+            # and the others read the metrics rank 0 kept, not a crashed attempt's records it is cutting away
+            self.dist.barrier()
         self.history = [r for r in self.run.read_metrics()
                         if isinstance(r.get("epoch", 0), int) and r.get("epoch", 0) <= self.epoch]
 
