@@ -93,11 +93,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         quiet = bool(os.environ.get(distributed.REPORTED_BY_LAUNCHER))
         if not quiet:
             print(f"genlab: error: {e}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(distributed.PEER_LOST_EXIT if quiet else EXIT_USAGE)
+        _leave_worker(distributed.PEER_LOST_EXIT if quiet else EXIT_USAGE)
     if distributed.launched() and os.environ.get("RANK") != "0":
-        return 0  # rank 0 draws the figures and says what was done
+        _leave_worker(0)  # rank 0 draws the figures and says what was done
     if not args.no_figures:
         api.report(model, progress=not args.no_progress)
     print(f"trained {model.family}: run folder {model.run_dir}")
@@ -105,7 +103,19 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         note = api.first_run_note(model.family)  # the default data: what the plain defaults give there, what to try
         for line in (note or "").splitlines():
             print(f"genlab: note: {line}", file=sys.stderr)
+    if distributed.launched():
+        _leave_worker(0)
     return 0
+
+
+def _leave_worker(code: int) -> None:
+    """End a torchrun worker whose work is done and written: flush and exit at once. The process group is torn
+    down already, but the interpreter's own teardown can still meet gloo's threads and abort in C++ ("terminate
+    called without an active exception", about one run in ten here), which the launcher would report as a failed
+    worker after a finished run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

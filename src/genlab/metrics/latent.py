@@ -12,6 +12,8 @@ from genlab.data.spec import Dataset
 from genlab.models.abilities import ClassPriorModel, ConditionalModel, Encoder, LearnedPriorModel, evaluating
 from genlab.nn.gaussian import kl_normal, kl_normal_std
 
+ACTIVE_THRESHOLD = 0.01  # Var_x(E_q[z_d]) above which dimension d is active (Burda et al. 2016)
+
 
 @dataclass
 class Posteriors:
@@ -53,7 +55,7 @@ def kl_per_dim(post: Posteriors) -> torch.Tensor:
     return kl_normal(post.mu, post.logvar, post.prior_mu).mean(0)
 
 
-def active_units(post: Posteriors, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+def active_units(post: Posteriors, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, torch.Tensor]:
     """Burda et al. (2016): dimension d is active when Cov_x(E_q[z_d]) > threshold. Returns the count and the
     per-dimension variances (L,)."""
     var = post.mu.var(0, unbiased=True) if len(post.mu) > 1 else torch.zeros(post.mu.shape[1])
@@ -83,7 +85,7 @@ def mutual_information(post: Posteriors, *, samples: int = 1, generator: torch.G
 
 
 def latent_diagnostics(model: Encoder, data: Dataset, *, split: str = "test", limit: int = 5000,
-                       threshold: float = 0.01, seed: int = 0) -> dict[str, Any]:
+                       threshold: float = ACTIVE_THRESHOLD, seed: int = 0) -> dict[str, Any]:
     """KL per dimension, active units and I(x; z) on a split, as a JSON-ready dict."""
     post = encode_split(model, data, split, limit)
     kl = kl_per_dim(post)

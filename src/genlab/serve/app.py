@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genlab.data.spec import Dataset
 from genlab.errors import GenlabError
-from genlab.metrics.latent import encode_split, kl_per_dim
+from genlab.metrics.latent import ACTIVE_THRESHOLD, active_units, encode_split, kl_per_dim
 from genlab.metrics.probe import encoded_features, nearest_neighbours
 from genlab.models.abilities import (
     ClassPriorModel,
@@ -59,7 +59,6 @@ log = logging.getLogger("genlab.serve")
 STATIC = Path(__file__).resolve().parent / "static"
 KL_IMAGES = 2000  # test images encoded to order the latent dimensions by KL
 NEIGHBOUR_IMAGES = 20_000  # training images an encoder's neighbours are searched among
-ACTIVE_VARIANCE = 0.01  # a dimension is active when Var_x(E[z_d|x]) exceeds this (Burda et al. 2016)
 MAX_BODY = 8 * 2**20  # bytes of a request body; larger ones are refused before they are read
 SUPERSEDED = {"superseded": True}
 
@@ -302,10 +301,10 @@ def load_run(run_id: str, path: str | Path) -> RunState:
     elif state.image_latent:
         post = encode_split(model, data, "test", limit=KL_IMAGES)
         kl = kl_per_dim(post)
-        variance = post.mu.var(0) if len(post.mu) > 1 else torch.zeros(post.mu.shape[1])
+        _, variance = active_units(post)  # the report's rule and threshold (Burda et al. 2016)
         order = sorted(range(len(kl)), key=lambda d: -float(kl[d]))
         state.dims = [{"index": d, "kl": round(float(kl[d]), 6) if math.isfinite(float(kl[d])) else None,
-                       "active": bool(variance[d] > ACTIVE_VARIANCE)} for d in order]
+                       "active": bool(variance[d] > ACTIVE_THRESHOLD)} for d in order]
     if not state.is_text and isinstance(model, Encoder):
         x, y = data.split("train")
         x = x[:NEIGHBOUR_IMAGES]

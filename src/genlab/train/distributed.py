@@ -166,10 +166,14 @@ class Context:
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         """Every buffer (batch-norm running statistics, spectral norm's vectors) from rank 0, so that every rank
-        holds rank 0's model after a step."""
+        holds rank 0's model after a step: one flat broadcast per dtype, not one per buffer (a pixel model has a
+        mask buffer per layer, and this runs every step)."""
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for buffer in model.buffers():
+            by_dtype.setdefault(buffer.dtype, []).append(buffer.data)
         with collective():
-            for buffer in model.buffers():
-                dist.broadcast(buffer.data, src=0)
+            for buffers in by_dtype.values():
+                through_flat(buffers, lambda flat: dist.broadcast(flat, src=0))
 
     def broadcast_rng(self, device: torch.device) -> None:
         """Rank 0's torch RNG state (and its GPU's) on every rank: after work only rank 0 does (the progress
@@ -286,6 +290,17 @@ class ShardedRandom(TorchDispatchMode):
 
 # --- gradients ---
 
+def through_flat(tensors: list[torch.Tensor], op: Any) -> None:
+    """Apply the in-place collective ``op`` to ``tensors`` (one dtype) as one flat tensor, and copy the result
+    back: one message per step instead of one per tensor."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    op(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view(t.shape))
+        offset += t.numel()
+
+
 class AveragingOptimizer:
     """An optimizer that, on ``step()``, first replaces each gradient by the global batch's: every rank's gradient
     weighted by its share ``n_r / B`` (``share``, set by the trainer per batch), summed over ranks in one flat
@@ -301,18 +316,15 @@ class AveragingOptimizer:
     def step(self, closure: Any = None) -> Any:
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if params:
-            grads = [p.grad for p in params]
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            if self.share:
-                flat.mul_(self.share)
-            else:  # a rank with no examples of this (last) batch adds nothing, whatever its empty loss gave
-                flat.zero_()
-            with collective():
-                dist.all_reduce(flat)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view(g.shape))
-                offset += g.numel()
+            def average(flat: torch.Tensor) -> None:
+                if self.share:
+                    flat.mul_(self.share)
+                else:  # a rank with no examples of this (last) batch adds nothing, whatever its empty loss gave
+                    flat.zero_()
+                with collective():
+                    dist.all_reduce(flat)
+
+            through_flat([p.grad for p in params], average)
             if self.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         return self.optimizer.step(closure)
