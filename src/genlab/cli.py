@@ -18,9 +18,10 @@ from typing import Any, Sequence
 
 from genlab import api
 from genlab.errors import ConfigError, GenlabError
-from genlab.pipelines.training import Interrupted
+from genlab.pipelines.training import Interrupted, checkpoint_kept
 from genlab.provenance import record_command
 from genlab.train import distributed
+from genlab.train.trainer import resolve_device
 from genlab.version import __version__
 
 EXIT_USAGE = 2
@@ -87,13 +88,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
                           overrides=extra, progress=not args.no_progress, config=args.config,
                           **_config_options(args))
     except distributed.PeerLost as e:
-        # --nproc's launcher says once which rank failed; under torchrun each survivor says its own line. Then
-        # leave at once: a process group with a dead member cannot be torn down (the interpreter's exit waits on
-        # gloo's threads until the agent's SIGTERM, or aborts in C++), and there is nothing left to clean up
-        quiet = bool(os.environ.get(distributed.REPORTED_BY_LAUNCHER))
-        if not quiet:
-            print(f"genlab: error: {e}", file=sys.stderr)
-        _leave_worker(distributed.PEER_LOST_EXIT if quiet else EXIT_USAGE)
+        _peer_lost(e)
     if distributed.launched() and os.environ.get("RANK") != "0":
         _leave_worker(0)  # rank 0 draws the figures and says what was done
     if not args.no_figures:
@@ -106,6 +101,17 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if distributed.launched():
         _leave_worker(0)
     return 0
+
+
+def _peer_lost(e: distributed.PeerLost) -> None:
+    """A worker that lost a peer: --nproc's launcher says once which rank failed; under torchrun each survivor
+    says its own line. Then leave at once: a process group with a dead member cannot be torn down (the
+    interpreter's exit waits on gloo's threads until the agent's SIGTERM, or aborts in C++), and there is nothing
+    left to clean up."""
+    quiet = bool(os.environ.get(distributed.REPORTED_BY_LAUNCHER))
+    if not quiet:
+        print(f"genlab: error: {e}", file=sys.stderr)
+    _leave_worker(distributed.PEER_LOST_EXIT if quiet else EXIT_USAGE)
 
 
 def _leave_worker(code: int) -> None:
@@ -132,21 +138,24 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _launch(args: argparse.Namespace, extra: list[str]) -> int:
-    """``--nproc N``: torch's elastic launcher (what ``torchrun --standalone --nproc-per-node=N`` runs), started in
-    this process, running the same command less ``--nproc`` in N workers.
+    """``--nproc N`` (train, eval): torch's elastic launcher (what ``torchrun --standalone --nproc-per-node=N``
+    runs), started in this process, running the same command less ``--nproc`` in N workers.
 
     When a worker fails (raises, or is killed), the agent stops the others within its monitor interval, and the
     survivors that saw their collectives break first exit quietly with ``distributed.PEER_LOST_EXIT``; this
-    process then says in one line which rank failed and which checkpoint is kept, and returns that worker's exit
-    status (2 when a signal ended it). That is why it names the run folder itself when ``--out`` is not given:
-    the line needs it."""
+    process then says in one line which rank failed and what is kept (training: the checkpoint; evaluation: the
+    eval.json there was), and returns that worker's exit status (2 when a signal ended it). That is why training
+    names the run folder itself when ``--out`` is not given: the line needs it."""
     if distributed.launched():
         raise ConfigError("--nproc starts its own workers; under torchrun leave it out")
     if args.nproc < 1:
         raise ConfigError(f"--nproc={args.nproc}; give the number of worker processes, 1 or more")
     argv = _without_nproc(args.argv)
-    out = args.out
-    if not args.resume:  # a global batch that does not split: said once, before any worker starts
+    training = args.command == "train"
+    out = args.out if training else None
+    if not training:  # a wrong path or a broken run folder: said once, before any worker starts
+        api.load(args.run)
+    if training and not args.resume:  # a global batch that does not split: said once, before any worker starts
         cfg = _resolved(args, extra)
         distributed.check_batch_size(cfg.train.batch_size, args.nproc)
         if out is None:
@@ -171,9 +180,10 @@ def _launch(args: argparse.Namespace, extra: list[str]) -> int:
         rank = min(failed, key=lambda r: (failed[r].timestamp, r))
         code = failed[rank].exitcode
         how = f"exited with code {code}" if code >= 0 else f"was killed by {_signal_name(-code)}"
-        from genlab.pipelines.training import checkpoint_kept
-
-        kept = f"; {checkpoint_kept(out, args.model, args.nproc)}" if out is not None else ""
+        if not training:
+            kept = f"; {args.run}/eval.json is as it was"
+        else:
+            kept = f"; {checkpoint_kept(out, args.model, args.nproc)}" if out is not None else ""
         print(f"genlab: error: worker rank {rank} {how}; every worker stopped{kept}", file=sys.stderr)
         return code if code > 0 else EXIT_USAGE
     return 0
@@ -228,14 +238,30 @@ def cmd_interpolate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    model = api.load(args.run)
-    result, path = api.evaluate_run(model, k=args.k, limit=args.limit, quality=not args.no_quality,
-                                    quality_n=args.n, progress=not args.no_progress, temperature=args.temperature)
+    if args.nproc is not None:
+        return _launch(args, extra)
+    model = api.load(args.run, device=_eval_device(args.device))
+    try:
+        result, path = api.evaluate_run(model, k=args.k, limit=args.limit, quality=not args.no_quality,
+                                        quality_n=args.n, progress=not args.no_progress,
+                                        temperature=args.temperature)
+    except distributed.PeerLost as e:
+        _peer_lost(e)
+    if distributed.launched() and os.environ.get("RANK") != "0":
+        _leave_worker(0)  # rank 0 wrote eval.json, and says what was measured
     print("\n".join(api.format_evaluation(result)))
     print(f"wrote {path}")
     if not args.no_report:  # the report shows eval.json: rewrite it; the model's own figures are kept when current
         api.report(model, progress=not args.no_progress, keep_figures=True)
+    if distributed.launched():
+        _leave_worker(0)
     return 0
+
+
+def _eval_device(name: str) -> str:
+    """``genlab eval --device``: cpu, cuda (under torchrun each rank's own GPU), cuda:N or auto; one line when it
+    is not there."""
+    return str(resolve_device(distributed.rank_device(name), option="--device "))
 
 
 def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
@@ -418,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, help="text models: the sampling temperature of the novelty samples")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--no-report", action="store_true", help="leave report.html as it is (default: redraw it)")
+    e.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda (under torchrun or --nproc: each rank's own GPU), cuda:N or auto")
+    e.add_argument("--nproc", type=int, metavar="N",
+                   help="evaluate in N processes (torch's elastic launcher, as `torchrun --nproc-per-node=N -m genlab "
+                        "eval ...`): the test batches and the sample draws are shared out, the figures are one "
+                        "process's")
     e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("plot", help="(re)draw the figures and report.html of a run")
@@ -505,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if distributed.launched() and args.command != "train":  # N copies would write the same files
+    if distributed.launched() and args.command not in ("train", "eval"):  # N copies would write the same files
         print(f"genlab: error: `genlab {args.command}` {distributed.ONE_PROCESS}", file=sys.stderr)
         return EXIT_USAGE
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what `train --nproc` runs in each worker

@@ -10,10 +10,11 @@ from tqdm import tqdm
 from genlab.data.images import ImageDataset
 from genlab.metrics.latent import latent_diagnostics
 from genlab.metrics.quality import sample_quality
-from genlab.metrics.terms import evaluate_terms
+from genlab.metrics.terms import batch_seed, evaluate_terms, my_batches
 from genlab.models.abilities import Encoder, ExactLikelihoodModel, LikelihoodModel, evaluating
 from genlab.models.base import GenerativeModel
 from genlab.nn.masked import nearest_palette_index
+from genlab.train import distributed
 
 _CHUNK_FLOATS = 2_000_000
 
@@ -72,15 +73,22 @@ def importance_weighted_log_likelihood(model: LikelihoodModel, batch: dict[str, 
 def exact_nll(model: ExactLikelihoodModel, data: ImageDataset, *, split: str = "test", batch_size: int = 100,
               limit: int | None = None, progress: bool = True) -> torch.Tensor:
     """Per-example -log p(x) in nats for a split, (N,), from a model whose likelihood is exact (autoregressive
-    models): no sampling, no bound."""
-    n = data.num_batches(split, batch_size) if limit is None else -(-limit // batch_size)
+    models): no sampling, no bound. Under torchrun each rank computes its share of the batches and every rank
+    gets all N."""
+    n = _batch_count(data, split, batch_size, limit)
     out = []
     with evaluating(model):
-        for batch in tqdm(data.batches(split, batch_size, limit=limit), total=n, desc="log p(x), exact",
-                          disable=not progress, leave=False):
+        mine = my_batches(data.batches(split, batch_size, limit=limit), n)
+        for _, batch in tqdm(mine, total=len(distributed.my_share(n)), desc="log p(x), exact",
+                             disable=not progress, leave=False):
             batch = {key: v.to(model.device) for key, v in batch.items()}
             out.append(-model.log_prob(batch).double().cpu())
-    return torch.cat(out)
+    return distributed.gather_rows(torch.cat(out) if out else None)
+
+
+def _batch_count(data: ImageDataset, split: str, batch_size: int, limit: int | None) -> int:
+    n = len(data.split(split)[0]) if limit is None else min(limit, len(data.split(split)[0]))
+    return -(-n // batch_size)
 
 
 def has_likelihood(model: object) -> bool:
@@ -93,7 +101,9 @@ def split_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, spli
              batch_size: int | None = None, limit: int | None = None, seed: int = 0,
              progress: bool = True) -> torch.Tensor:
     """Per-example estimate of -log p(x) in nats for a split, (N,): exact for an ``ExactLikelihoodModel`` (``k``
-    is then unused), otherwise the importance-weighted bound with ``k`` samples."""
+    is then unused), otherwise the importance-weighted bound with ``k`` samples, each batch's samples drawn from
+    its own seed (``batch_seed``). Under torchrun each rank computes its share of the batches and every rank gets
+    all N, equal to one process's."""
     if isinstance(model, ExactLikelihoodModel):
         return exact_nll(model, data, split=split, batch_size=batch_size or 100, limit=limit,
                          progress=progress).float()
@@ -107,14 +117,16 @@ def split_nll(model: GenerativeModel, data: ImageDataset, k: int = 5000, *, spli
         batch_size = max(1, min(100, _CHUNK_FLOATS // d))
     chunk = max(1, min(k, _CHUNK_FLOATS // (d * batch_size)))
     out = []
-    n = data.num_batches(split, batch_size) if limit is None else -(-limit // batch_size)
-    with evaluating(model), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for batch in tqdm(data.batches(split, batch_size, limit=limit), total=n, desc=f"log p(x), k={k}",
-                          disable=not progress, leave=False):
+    n = _batch_count(data, split, batch_size, limit)
+    cuda = [model.device] if model.device.type == "cuda" else []
+    with evaluating(model), torch.random.fork_rng(devices=cuda):
+        mine = my_batches(data.batches(split, batch_size, limit=limit), n)
+        for i, batch in tqdm(mine, total=len(distributed.my_share(n)), desc=f"log p(x), k={k}",
+                             disable=not progress, leave=False):
+            torch.manual_seed(batch_seed(seed, i))
             batch = {key: v.to(model.device) for key, v in batch.items()}
             out.append(-importance_weighted_log_likelihood(model, batch, k, chunk).cpu())
-    return torch.cat(out)
+    return distributed.gather_rows(torch.cat(out) if out else None)
 
 
 def evaluate(model: GenerativeModel, data: ImageDataset, *, k: int = 5000, limit: int | None = None,

@@ -14,6 +14,7 @@ References: Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID), Kynkäänniem
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -35,7 +36,9 @@ from genlab.data.sources import cache_dir
 from genlab.data.spec import DataSpec
 from genlab.errors import CheckpointError, GenlabError
 from genlab.files import read_json, read_tensors, write_json, write_tensors
+from genlab.metrics.terms import batch_seed
 from genlab.models.abilities import ConditionalModel, evaluating, model_device
+from genlab.train import distributed
 from genlab.version import __version__
 
 __all__ = [
@@ -298,8 +301,15 @@ def feature_net(data: ImageDataset, *, epochs: int | None = None, progress: bool
 
     Labelled datasets train a classifier of their classes; unlabelled ones (a folder without class sub-folders)
     train a rotation predictor instead (``net.task == "rotation"``).
+
+    Under torchrun rank 0 loads or trains and caches it first, then the other ranks load it from the cache.
     """
-    device = torch.device(device)
+    with distributed.after_main() if cache else contextlib.nullcontext():
+        return _feature_net(data, epochs, progress, cache, torch.device(device))
+
+
+def _feature_net(data: ImageDataset, epochs: int | None, progress: bool, cache: bool,
+                 device: torch.device) -> FeatureNet:
     if epochs is None:
         epochs = _default_epochs(len(data.train_x))
     if epochs < 1:
@@ -445,15 +455,21 @@ def precision_recall(real_feats: torch.Tensor | np.ndarray, fake_feats: torch.Te
 
 # --- sampling models ---
 
-def _draw(model: Any, n: int, *, generator: torch.Generator, batch_size: int, cond: torch.Tensor | None = None,
+def _draw(model: Any, n: int, *, seed: int, batch_size: int, cond: torch.Tensor | None = None,
           spec: DataSpec | None = None, progress: bool = False, desc: str = "sampling") -> torch.Tensor:
-    """n samples (n, C, H, W) on the CPU, drawn ``batch_size`` at a time with one generator; checked for shape
-    and finite values."""
+    """n samples (n, C, H, W) on the CPU, drawn ``batch_size`` at a time, each batch from its own generator seeded
+    with ``batch_seed(seed, batch)``; checked for shape and finite values. Under torchrun each rank draws its share
+    of the batches and every rank gets all n, the images one process draws."""
+    device = model_device(model)
+    starts = range(0, n, batch_size)
+    mine = distributed.my_share(len(starts))
     out = []
-    with tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
-        for start in range(0, n, batch_size):
+    with tqdm(total=sum(min(batch_size, n - starts[i]) for i in mine), desc=desc, disable=not progress,
+              leave=False) as bar:
+        for i in mine:
+            start = starts[i]
             m = min(batch_size, n - start)
-            kwargs: dict[str, Any] = {"generator": generator}
+            kwargs: dict[str, Any] = {"generator": torch.Generator(device=device).manual_seed(batch_seed(seed, i))}
             if cond is not None:
                 kwargs["cond"] = cond[start:start + m]
             with torch.no_grad():
@@ -465,7 +481,7 @@ def _draw(model: Any, n: int, *, generator: torch.Generator, batch_size: int, co
                 raise ValueError(f"{type(model).__name__}.sample returned NaN or infinite values")
             out.append(x.clamp_(0.0, 1.0))
             bar.update(m)
-    return torch.cat(out)
+    return distributed.gather_rows(torch.cat(out) if out else None)
 
 
 def class_accuracy(model: ConditionalModel, net: FeatureNet, n_per_class: int = 100, *, seed: int = 0,
@@ -481,9 +497,8 @@ def class_accuracy(model: ConditionalModel, net: FeatureNet, n_per_class: int = 
                          f"{model.num_classes} classes")
     device = model_device(model)
     cond = torch.arange(model.num_classes, device=device).repeat_interleave(n_per_class)  # (K * n,)
-    gen = torch.Generator(device=device).manual_seed(seed)
     with evaluating(model):
-        x = _draw(model, len(cond), generator=gen, batch_size=batch_size, cond=cond, spec=net.spec,
+        x = _draw(model, len(cond), seed=seed, batch_size=batch_size, cond=cond, spec=net.spec,
                   progress=progress, desc="class samples")
     hit = (_predict(net, x) == cond.cpu()).double().view(model.num_classes, n_per_class)  # (K, n)
     return {"overall": hit.mean().item(), "per_class": hit.mean(1).tolist(), "n_per_class": n_per_class}
@@ -538,10 +553,11 @@ def sample_quality(model: Any, data: ImageDataset, *, n: int = 10_000, net: Feat
        "feature_net": {"dataset", "accuracy", "task", "version"}[, "class_histogram", "class_histogram_test",
        "class_kl", "classes_covered"][, "class_accuracy"]}``
 
-    n samples are drawn ``batch_size`` at a time from one generator seeded with ``seed``; the reference is n test
-    images (all of them when the split is smaller). ``net`` defaults to ``feature_net(data)`` (cached). A net that
-    classifies the dataset's classes also gives the class histogram of the samples (``class_histogram``). Conditional
-    models also get ``class_accuracy`` (``n_per_class`` default: n // num_classes, at most 1000).
+    n samples are drawn ``batch_size`` at a time, each batch from its own generator (``batch_seed(seed, batch)``;
+    under torchrun the ranks share the batches out); the reference is n test images (all of them when the split is
+    smaller). ``net`` defaults to ``feature_net(data)`` (cached). A net that classifies the dataset's classes also
+    gives the class histogram of the samples (``class_histogram``). Conditional models also get
+    ``class_accuracy`` (``n_per_class`` default: n // num_classes, at most 1000).
 
     These are DOMAIN metrics (``FeatureNet`` features): NOT comparable with Inception-based FID/KID in the
     literature; compare models on the same dataset and feature net only.
@@ -554,10 +570,8 @@ def sample_quality(model: Any, data: ImageDataset, *, n: int = 10_000, net: Feat
         raise ValueError(f"the feature net is for {net.spec.name!r} {tuple(net.spec.shape)}, the data "
                          f"{data.spec.name!r} is {tuple(data.spec.shape)}")
     real = _reference_features(net, data, n, seed)
-    device = model_device(model)
-    gen = torch.Generator(device=device).manual_seed(seed)
     with evaluating(model):
-        fake_x = _draw(model, n, generator=gen, batch_size=batch_size, spec=data.spec, progress=progress)
+        fake_x = _draw(model, n, seed=seed, batch_size=batch_size, spec=data.spec, progress=progress)
     fake = extract_features(net, fake_x)
     kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
     precision, recall = precision_recall(real, fake, k=k)

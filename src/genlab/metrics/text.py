@@ -10,9 +10,10 @@ from genlab.data.text import TextDataset, format_poem
 from genlab.data.vocab import UNK_CHAR, Vocabulary
 from genlab.errors import ConfigError
 from genlab.metrics.latent import latent_diagnostics
-from genlab.metrics.terms import evaluate_terms
+from genlab.metrics.terms import batch_seed, evaluate_terms
 from genlab.models.abilities import Encoder, Reconstructs, TemperatureSampler, evaluating
 from genlab.models.base import GenerativeModel
+from genlab.train import distributed
 
 # a KL below this (nats per line, test average) means the decoder ignores z: the posterior collapsed to the prior
 KL_COLLAPSE_NATS = 0.5
@@ -22,17 +23,20 @@ KL_COLLAPSE_NATS = 0.5
 def reconstruction_accuracy(model: Any, data: TextDataset, split: str = "test", limit: int | None = None,
                             batch_size: int = 100) -> float:
     """Fraction of the (non-PAD) characters of ``split`` that ``model.reconstruct`` (decoding the posterior
-    mean; greedy for autoregressive decoders) gets right."""
+    mean; greedy for autoregressive decoders) gets right. Under torchrun each rank reconstructs its share of the
+    batches."""
     tokens = data.split(split)[0]
     if limit is not None:
         tokens = tokens[:limit]
+    starts = range(0, len(tokens), batch_size)
     right = total = 0
     with evaluating(model):
-        for start in range(0, len(tokens), batch_size):
-            x = tokens[start:start + batch_size].to(model.device)
+        for i in distributed.my_share(len(starts)):
+            x = tokens[starts[i]:starts[i] + batch_size].to(model.device)
             real = x != Vocabulary.pad_id
             right += ((model.reconstruct(x) == x) & real).sum().item()
             total += real.sum().item()
+    right, total = distributed.sum_over_ranks([right, total])
     return right / max(total, 1)
 
 
@@ -50,17 +54,20 @@ def novelty(samples: Sequence[str], corpus: frozenset[str] | set[str]) -> dict[s
 @torch.no_grad()
 def sample_novelty(model: Any, data: TextDataset, n: int = 5000, *, seed: int = 0, temperature: float | None = None,
                    batch_size: int = 100) -> dict[str, Any]:
-    """Novelty of n samples drawn with a fixed seed against every sample of the corpus (train and test splits),
-    the fraction holding an unknown character, and a few of them formatted for reading."""
-    gen = torch.Generator(device=model.device).manual_seed(seed)
+    """Novelty of n samples against every sample of the corpus (train and test splits), the fraction holding an
+    unknown character, and a few of them formatted for reading. Each batch of samples is drawn from its own
+    generator (``batch_seed(seed, batch)``); under torchrun the ranks share the batches out."""
     stepwise = isinstance(model, TemperatureSampler)
     if temperature is not None and not stepwise:
         raise ConfigError(f"{model.family} samples without a temperature; leave it out")
     options = {"temperature": temperature} if stepwise else {}
+    starts = range(0, n, batch_size)
     texts: list[str] = []
-    while len(texts) < n:
-        tokens = model.sample(min(batch_size, n - len(texts)), generator=gen, **options)
+    for i in distributed.my_share(len(starts)):
+        gen = torch.Generator(device=model.device).manual_seed(batch_seed(seed, i))
+        tokens = model.sample(min(batch_size, n - starts[i]), generator=gen, **options)
         texts += model.tokens_to_text(tokens)
+    texts = distributed.gather_list(texts)
     out: dict[str, Any] = novelty(texts, data.corpus)
     out["unk_fraction"] = sum(UNK_CHAR in t for t in texts) / max(len(texts), 1)
     out["samples"] = n

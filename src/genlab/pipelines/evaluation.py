@@ -1,5 +1,10 @@
 """Evaluating a trained model, by its abilities: the likelihood, latent and sample-quality metrics of images
-(``genlab.metrics.likelihood``) or the metrics of a text model (``genlab.metrics.text``), and ``RUN/eval.json``."""
+(``genlab.metrics.likelihood``) or the metrics of a text model (``genlab.metrics.text``), and ``RUN/eval.json``.
+
+Under torchrun (or ``genlab eval RUN --nproc N``) every rank loads the model and the data, computes its share of
+the batches of each sharded measure (the loss terms, the importance-weighted or exact NLL, the sample draws of the
+quality and novelty metrics, the reconstructions) and gathers the rest; every rank then holds the figures one
+process gets with the same seeds, and rank 0 alone writes eval.json and shows progress."""
 from __future__ import annotations
 
 import datetime
@@ -23,6 +28,7 @@ from genlab.pipelines.runs import (
     run_of,
     write_evaluation,
 )
+from genlab.train import distributed
 from genlab.train.run import RunDir
 from genlab.version import __version__
 from genlab.viz.report import short_value
@@ -44,7 +50,8 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
     """Test ELBO terms, the importance-weighted NLL (k samples; 0 skips it) in nats per example, latent
     diagnostics and, with ``quality``, FID/KID/precision/recall in a domain feature space. See genlab.metrics.
     Text models (genlab.metrics.text): reconstruction accuracy, ELBO per line and per character, KL collapse and,
-    with ``quality``, the novelty of ``quality_n`` samples drawn at ``temperature`` (None: the model's)."""
+    with ``quality``, the novelty of ``quality_n`` samples drawn at ``temperature`` (None: the model's).
+    Called in every worker of a torchrun job, it shares the work out and returns the same figures in each."""
     net = as_model(model)
     text = isinstance(net, TextModel)
     check_measure_args(k, quality, quality_n, least=1 if text else 2)
@@ -54,6 +61,12 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
         check_value("temperature", temperature, "temperature")
     if temperature is not None and not text:
         raise ConfigError(f"temperature applies to the novelty samples of text models; {net.family} samples images")
+    if distributed.launched() and distributed.current() is None:  # torchrun: join the group for this evaluation
+        with distributed.session():
+            return evaluate(net, data, k=k, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
+                            progress=progress, temperature=temperature)
+    ctx = distributed.current()
+    progress = progress and (ctx is None or ctx.is_main)  # one set of bars, rank 0's
     data = model_data(net, data, "evaluate", progress)
     measured = what_was_measured(net)  # before measuring: the date is when it started
     if text:  # accuracy, ELBO per character, KL collapse, novelty of samples

@@ -23,10 +23,13 @@ How the pieces fit, and why:
   the shard's slice. Every rank's RNG then advances exactly as one process's does. A draw with no dimension of the
   shard length (or where another dimension happens to equal it first) is drawn as it is, identically on every
   rank. It costs one Python call per aten op of a step, only when a run is sharded.
-- Buffers: batch norm normalizes each shard by the shard's own statistics (as DDP does without SyncBatchNorm),
-  so a model with batch norm in training matches one process only to that extent; its running statistics (and any
-  other buffer, e.g. spectral norm's power-iteration vectors, which are equal anyway) are broadcast from rank 0
-  after every step, so every rank holds the same model and rank 0's checkpoint is the model of every rank.
+- Batch norm in training normalizes by the statistics of the **global** batch (``GlobalBatchNorm``): each
+  ``F.batch_norm`` call with ``training=True`` all-reduces the per-channel sums of its input (and, in backward,
+  those of its gradient), so a generator or an encoder with batch norm takes the step one process takes, and its
+  running statistics are one process's. ``torch.nn.SyncBatchNorm`` does the same on GPUs only (it refuses CPU
+  tensors), and it must replace the modules; this works on gloo and NCCL alike and changes no module, so a
+  checkpoint stays a plain model's. Every buffer (running statistics, spectral norm's power-iteration vectors,
+  equal anyway) is still broadcast from rank 0 after each step, so every rank holds rank 0's model exactly.
 - Rank 0 alone writes (config, metrics, steps, checkpoints, figures, report); the logged terms are averaged over
   ranks, weighted by examples, and a non-finite loss on any rank stops every rank with the same line.
 - ``--resume``: every rank loads the same checkpoint (weights, optimizer state, RNG state), rank 0 alone cuts the
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,13 +56,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from genlab.errors import ConfigError, GenlabError
 
 __all__ = ["Context", "launched", "world_size", "session", "current", "shard_bounds", "check_batch_size",
            "ShardedRandom", "AveragingOptimizer", "ONE_PROCESS", "PeerLost", "PEER_LOST_EXIT",
-           "REPORTED_BY_LAUNCHER", "collective"]
+           "REPORTED_BY_LAUNCHER", "collective", "my_share", "gather_rows", "gather_list", "sum_over_ranks",
+           "after_main", "rank_device", "GlobalBatchNorm", "has_batch_norm"]
 
 ONE_PROCESS = "runs in one process; start it without torchrun"
 
@@ -99,6 +106,16 @@ def world_size() -> int:
 def launched() -> bool:
     """Whether this process is one of several workers torchrun started (``WORLD_SIZE`` > 1)."""
     return world_size() > 1
+
+
+def rank_device(name: str) -> str:
+    """A device name as the user gave it (cpu, cuda, cuda:N, auto), made to follow the rank under torchrun: "cuda"
+    and "auto" (with CUDA present) become ``cuda:LOCAL_RANK``, one GPU per rank; anything else is kept."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and launched() and os.environ.get("LOCAL_RANK", "").isdigit():
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return name
 
 
 def current() -> Context | None:
@@ -155,7 +172,7 @@ class Context:
         examples) and the examples of the global batch. A rank with no examples adds nothing; a non-finite term
         on any rank makes the result non-finite everywhere."""
         local = torch.tensor([v * n if n else 0.0 for v in values] + [float(n)], dtype=torch.float64)
-        if n and not all(torch.isfinite(torch.tensor(values))):
+        if n and not all(math.isfinite(v) for v in values):
             local[:-1] = float("nan")  # NaN * n is NaN, but inf * n stays inf: make both NaN, summed as NaN
         local = local.to(self.comm_device(device))
         with collective():
@@ -227,9 +244,83 @@ def session(timeout_s: float = 600.0) -> Iterator[Context | None]:
             dist.destroy_process_group()
 
 
+# --- sharded evaluation: each rank computes a contiguous share of the batches, and every rank gets the whole ---
+
+def my_share(n: int) -> range:
+    """The indices (of ``n`` batches) this rank computes: all of them in one process, a contiguous shard under
+    torchrun. Concatenating every rank's results in rank order gives the results of ``range(n)`` in order."""
+    ctx = current()
+    return range(n) if ctx is None else range(*shard_bounds(n, ctx.world, ctx.rank))
+
+
+def gather_rows(local: torch.Tensor | None) -> torch.Tensor | None:
+    """Every rank's ``local`` rows concatenated in rank order, on every rank (``local`` itself in one process).
+    The ranks may hold different numbers of rows, and one with none passes None; the trailing shape and dtype are
+    those of the ranks that hold rows (None when no rank does). Two all-gathers: the shapes, then the rows padded
+    to the longest share. CPU tensors go through gloo, CUDA tensors through NCCL."""
+    ctx = current()
+    if ctx is None:
+        return local
+    meta = None if local is None else (tuple(local.shape), local.dtype)
+    metas: list[Any] = [None] * ctx.world
+    with collective():
+        dist.all_gather_object(metas, meta)
+    known = [m for m in metas if m is not None]
+    if not known:
+        return None
+    shape, dtype = known[0]
+    if any(m[0][1:] != shape[1:] or m[1] != dtype for m in known):
+        raise ValueError(f"the ranks' shares differ in shape or dtype: {known}")
+    counts = [0 if m is None else m[0][0] for m in metas]
+    device = local.device if local is not None else torch.device("cpu")
+    padded = torch.zeros((max(counts), *shape[1:]), dtype=dtype, device=device)
+    if local is not None:
+        padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(ctx.world)]
+    with collective():
+        dist.all_gather(parts, padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
+def gather_list(local: list[Any]) -> list[Any]:
+    """Every rank's ``local`` list (small, picklable items: sampled lines) concatenated in rank order, on every
+    rank; ``local`` itself in one process."""
+    ctx = current()
+    if ctx is None:
+        return local
+    lists: list[Any] = [None] * ctx.world
+    with collective():
+        dist.all_gather_object(lists, local)
+    return [item for part in lists for item in part]
+
+
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Each value summed over the ranks (float64, on every rank); the values themselves in one process."""
+    ctx = current()
+    if ctx is None:
+        return list(values)
+    total = torch.tensor(values, dtype=torch.float64)
+    with collective():
+        dist.all_reduce(total)
+    return total.tolist()
+
+
+@contextlib.contextmanager
+def after_main() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. trains and caches a feature net), then the others (which then find what
+    it wrote); in one process, just the block. A rank 0 that fails leaves the others with ``PeerLost``."""
+    ctx = current()
+    if ctx is not None and not ctx.is_main:
+        ctx.barrier()
+    yield
+    if ctx is not None and ctx.is_main:
+        ctx.barrier()
+
+
 # --- one process's randomness, sharded ---
 
 _RANDOM_TAG = torch.Tag.nondeterministic_seeded
+_IS_RANDOM: dict[Any, bool] = {}  # per aten overload: whether it draws from the RNG (a step calls ~100 ops)
 
 
 def _size_arg(args: tuple[Any, ...]) -> int | None:
@@ -253,7 +344,10 @@ class ShardedRandom(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if _RANDOM_TAG not in func.tags or self.local == self.total:
+        random = _IS_RANDOM.get(func)
+        if random is None:
+            random = _IS_RANDOM[func] = _RANDOM_TAG in func.tags
+        if not random or self.local == self.total:
             return func(*args, **kwargs)
         size_at = _size_arg(args)
         if size_at is not None:  # randn(size), rand(size), randint(low, high, size)
@@ -286,6 +380,89 @@ class ShardedRandom(TorchDispatchMode):
             return t.narrow(dim, self.start, self.local).clone() if torch.is_tensor(t) and t.dim() > dim else t
 
         return tuple(cut(t) for t in out) if isinstance(out, (tuple, list)) else cut(out)
+
+
+# --- batch norm over the global batch ---
+
+def has_batch_norm(model: torch.nn.Module) -> bool:
+    """Whether the model holds a batch-norm layer (``GlobalBatchNorm`` is then needed in training)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class _GlobalBatchNormFunction(torch.autograd.Function):
+    """Batch norm in training with the statistics of the global batch: the ranks' per-channel sums of x and x^2
+    (float64) are all-reduced in forward, and the sums of dy and dy * x_hat in backward.
+
+    Scale: each rank's loss is the mean over its own n_r examples, and ``AveragingOptimizer`` weights its
+    gradients by n_r / N. The backward therefore takes dy to the global loss's scale (times n_r / N) before the
+    sums, and returns dx in the rank's own scale again (divided by it), so that the optimizer's weighting makes
+    every gradient upstream the one process's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
+                eps: float) -> torch.Tensor:
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        xd = x.double()
+        local_n = x.numel() // max(channels, 1)
+        stats = torch.cat([xd.sum(dims), (xd * xd).sum(dims), xd.new_tensor([local_n])])
+        with collective():
+            dist.all_reduce(stats)
+        n = stats[-1].item()
+        if n < 2:
+            raise ValueError(f"batch norm needs more than 1 value per channel in the global batch, got {n:g}")
+        mean = stats[:channels] / n
+        var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0.0)
+        invstd = (var + eps).rsqrt()
+        xhat = (xd - mean.view(shape)) * invstd.view(shape)
+        y = xhat if weight is None else xhat * weight.double().view(shape) + bias.double().view(shape)
+        if running_mean is not None and running_var is not None:
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                running_var.mul_(1 - momentum).add_((var * n / (n - 1)).to(running_var.dtype), alpha=momentum)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.n, ctx.share, ctx.shape, ctx.dims = n, local_n / n, shape, dims
+        ctx.has_bias = bias is not None
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:
+        xhat, invstd, weight = ctx.saved_tensors
+        shape, dims, n, share = ctx.shape, ctx.dims, ctx.n, ctx.share
+        dyd = dy.double()
+        sums = torch.cat([(dyd * share).sum(dims), (dyd * share * xhat).sum(dims)])
+        with collective():
+            dist.all_reduce(sums)
+        channels = xhat.shape[1]
+        sum_dy, sum_dy_xhat = sums[:channels].view(shape), sums[channels:].view(shape)
+        scale = invstd.view(shape) / n if weight is None else weight.double().view(shape) * invstd.view(shape) / n
+        dx = None
+        if ctx.needs_input_grad[0] and share > 0:
+            dx = (scale * (n * dyd * share - sum_dy - xhat * sum_dy_xhat) / share).to(dy.dtype)
+        elif ctx.needs_input_grad[0]:
+            dx = torch.zeros_like(dy)
+        dweight = (dyd * xhat).sum(dims).to(dy.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        dbias = dyd.sum(dims).to(dy.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dweight, dbias, None, None, None, None
+
+
+class GlobalBatchNorm(TorchFunctionMode):
+    """While active, every ``F.batch_norm`` call in training (what ``nn.BatchNorm1d/2d/3d`` call) normalizes by
+    the global batch's statistics (``_GlobalBatchNormFunction``); every other call, and batch norm in eval mode,
+    runs as it is. Every rank calls the same layers in the same order, so the collectives pair up."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.batch_norm:
+            names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+            bound = {**dict(zip(names, args)), **kwargs}
+            if bound.get("training", False):
+                return _GlobalBatchNormFunction.apply(
+                    bound["input"], bound.get("weight"), bound.get("bias"), bound.get("running_mean"),
+                    bound.get("running_var"), float(bound.get("momentum", 0.1)), float(bound.get("eps", 1e-5)))
+        return func(*args, **kwargs)
 
 
 # --- gradients ---

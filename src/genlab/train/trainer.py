@@ -19,7 +19,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,15 +53,17 @@ class Callback(Protocol):
         ...
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device=") -> torch.device:
+    """The device ``name`` (cpu, cuda, cuda:N, mps, auto) names; one line, naming the ``option`` it came from,
+    when it is unknown or absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+        raise ConfigError(f"{option}{name} but no CUDA device is available; use {option}cpu")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or auto") from None
+        raise ConfigError(f"unknown device {name!r}; use {option}cpu, cuda or auto") from None
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -184,6 +186,7 @@ class Trainer:
             self.model.grad_clip = None
             self._step_optimizers = {name: distributed.AveragingOptimizer(opt, cfg.grad_clip)
                                      for name, opt in self.optimizers.items()}
+        self._batch_norm = self.dist is not None and distributed.has_batch_norm(self.model)
         self.epoch = 0
         self.step = 0
         self.train_time = 0.0
@@ -283,7 +286,8 @@ class Trainer:
 
     def _shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """This rank's contiguous shard of a global batch, and the context its train_step runs in: one that
-        draws the model's noise as one process would for these examples (``distributed.ShardedRandom``). Each
+        draws the model's noise as one process would for these examples (``distributed.ShardedRandom``) and, for a
+        model with batch norm, normalizes by the global batch (``distributed.GlobalBatchNorm``). Each
         step optimizer weights this rank's gradient by its share of the batch. In one process: the batch as it
         is, and no context."""
         if self.dist is None:
@@ -293,7 +297,8 @@ class Trainer:
         for opt in self._step_optimizers.values():
             opt.share = (stop - start) / total
         shard = {k: v[start:stop] for k, v in batch.items()}
-        return shard, distributed.ShardedRandom(start, stop, total)
+        noise = distributed.ShardedRandom(start, stop, total)
+        return shard, (_all_of(noise, distributed.GlobalBatchNorm()) if self._batch_norm else noise)
 
     def _fit(self, total_batches: int, stop_at: int | None) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -369,6 +374,15 @@ class Trainer:
             if self.summaries:  # with or without bars: --no-progress hides only those
                 tqdm.write(_summary(record, cfg))
         return self.history
+
+
+@contextlib.contextmanager
+def _all_of(*contexts: Any) -> Iterator[None]:
+    """Every context entered, in order, for the block."""
+    with contextlib.ExitStack() as stack:
+        for c in contexts:
+            stack.enter_context(c)
+        yield
 
 
 def _summary(record: dict[str, Any], cfg: TrainConfig) -> str:
