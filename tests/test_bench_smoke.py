@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import nll_eval, pixel_sampling, pixelcnn_step, time_to_quality, vae_conv_epoch, vae_mlp_epoch
+from bench import distributed, nll_eval, pixel_sampling, pixelcnn_step, time_to_quality, vae_conv_epoch, vae_mlp_epoch
 from bench.flops import achieved_gflops, forward_macs
 from bench.machine import matmul_gflops_by_size
 from bench.peers.conv_vae_loop import ConvVAE
@@ -249,3 +249,15 @@ def test_serve_decode_smoke(tmp_path):
     written = json.loads((out / "serve_decode.json").read_text())
     assert written["command"] == result["command"] and written["requests"] == 5
     assert all(0 < v["median"] <= v["p95"] for v in written["ms"].values())
+
+
+@pytest.mark.slow  # 6 trainings and 4 evaluations, each a subprocess: about 30 s
+def test_distributed_smoke(tmp_path):
+    """Two trainings and two evaluations of each configuration on the embedded digits, through the launcher."""
+    out = tmp_path / "results"
+    result = distributed.main(["--data", "digits", "--epochs", "1", "--k", "4", "--limit", "20", "--repeats", "1",
+                               "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "distributed-digits.json").read_text())
+    assert written["command"] == result["command"] and written["same_nll"] is True
+    assert written["weight_gap"] < 1e-4
+    assert all(len(t) == 1 and t[0] > 0 for t in written["train_seconds"].values())
