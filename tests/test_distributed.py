@@ -352,3 +352,35 @@ def test_eval_flags_of_several_processes_are_checked_in_one_line(capsys, tmp_pat
     if not torch.cuda.is_available():
         code, _, err = run_cli(capsys, "eval", tmp_path / "missing", "--device", "cuda")
         assert code == 2 and "--device cuda but no CUDA device is available; use --device cpu" in err
+
+
+def test_collectives_with_unequal_shares_equal_one_process(tmp_path):
+    """3 workers holding 5, 3 and 0 examples of one global batch (tests/distributed_driver.py): batch norm's
+    output, running statistics and gradients (input, weight, bias; weighted by share as the optimizer weights
+    them) equal one process's on the whole batch; rows, lists and sums gather in rank order past the empty rank."""
+    driver = Path(__file__).with_name("distributed_driver.py")
+    report = tmp_path / "gaps.json"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+                           str(driver), str(report)], cwd=tmp_path, env=_env(), text=True, capture_output=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    gaps = json.loads(report.read_text())
+    for key in ("output", "running_mean", "running_var", "input_grad", "weight_bias_grad"):
+        assert gaps[key] < 1e-10, (key, gaps[key])
+    assert gaps["gather_rows"] is True
+    assert gaps["sum_over_ranks"] == [3.0, 3.0]
+    assert gaps["gather_list"] == ["r0"] * 5 + ["r1"] * 3
+
+
+def test_an_evaluation_with_more_workers_than_batches(tmp_path):
+    """150 test images are 2 NLL batches for 3 workers: the third computes nothing and still takes part."""
+    trained = _genlab(tmp_path, "train", "vae", "--data", "digits", "--max-steps", "3", *QUIET, "--out", "r")
+    assert trained.returncode == 0, trained.stderr
+    measure = ["eval", "r", "-k", "20", "--limit", "150", "--no-quality", "--no-report", "--no-progress"]
+    one = _genlab(tmp_path, *measure)
+    assert one.returncode == 0, one.stderr
+    alone = _measured(tmp_path / "r")
+    three = _genlab(tmp_path, *measure, "--nproc", "3")
+    assert three.returncode == 0, three.stderr
+    _assert_same_evaluation(alone, _measured(tmp_path / "r"))
+    assert alone["protocol/nll_examples"] == 150

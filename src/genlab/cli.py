@@ -153,8 +153,10 @@ def _launch(args: argparse.Namespace, extra: list[str]) -> int:
     argv = _without_nproc(args.argv)
     training = args.command == "train"
     out = args.out if training else None
+    evaluated = None
     if not training:  # a wrong path or a broken run folder: said once, before any worker starts
         api.load(args.run)
+        evaluated = _modified(os.path.join(args.run, "eval.json"))
     if training and not args.resume:  # a global batch that does not split: said once, before any worker starts
         cfg = _resolved(args, extra)
         distributed.check_batch_size(cfg.train.batch_size, args.nproc)
@@ -180,13 +182,22 @@ def _launch(args: argparse.Namespace, extra: list[str]) -> int:
         rank = min(failed, key=lambda r: (failed[r].timestamp, r))
         code = failed[rank].exitcode
         how = f"exited with code {code}" if code >= 0 else f"was killed by {_signal_name(-code)}"
-        if not training:
-            kept = f"; {args.run}/eval.json is as it was"
+        if not training:  # worker 0 writes eval.json once every worker has measured: before a late failure?
+            written = _modified(os.path.join(args.run, "eval.json")) != evaluated
+            kept = f"; {args.run}/eval.json {'was written before it' if written else 'is as it was'}"
         else:
             kept = f"; {checkpoint_kept(out, args.model, args.nproc)}" if out is not None else ""
         print(f"genlab: error: worker rank {rank} {how}; every worker stopped{kept}", file=sys.stderr)
         return code if code > 0 else EXIT_USAGE
     return 0
+
+
+def _modified(path: str) -> int | None:
+    """The modification time of ``path`` in ns, or None when it does not exist."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _signal_name(number: int) -> str:

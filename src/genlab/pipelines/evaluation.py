@@ -8,6 +8,7 @@ process gets with the same seeds, and rank 0 alone writes eval.json and shows pr
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from genlab.version import __version__
 from genlab.viz.report import short_value
 
 __all__ = ["evaluate", "evaluate_run", "format_evaluation"]
+
+EVAL_TIMEOUT_S = 3 * 3600.0  # how long a collective of a sharded evaluation waits for a rank that is alive but slow
 
 
 def check_measure_args(k: int, quality: bool, quality_n: int, *, least: int = 2) -> None:
@@ -62,7 +65,8 @@ def evaluate(model: GenerativeModel | str | Path, data: Dataset | None = None, *
     if temperature is not None and not text:
         raise ConfigError(f"temperature applies to the novelty samples of text models; {net.family} samples images")
     if distributed.launched() and distributed.current() is None:  # torchrun: join the group for this evaluation
-        with distributed.session():
+        # the others wait while rank 0 trains a feature net (a minute or more) or draws a last batch pixel by pixel
+        with distributed.session(timeout_s=EVAL_TIMEOUT_S):
             return evaluate(net, data, k=k, limit=limit, latent=latent, quality=quality, quality_n=quality_n,
                             progress=progress, temperature=temperature)
     ctx = distributed.current()
@@ -102,10 +106,13 @@ def what_was_measured(model: GenerativeModel) -> dict[str, Any]:
 def evaluate_run(model: GenerativeModel | str | Path, data: Dataset | None = None,
                  **options: Any) -> tuple[dict[str, Any], Path]:
     """``evaluate`` a run's model and write the result to ``RUN/eval.json``; returns it and the file's path. The
-    ``probe/`` keys of an eval.json that measured the same checkpoint (``genlab probe``) are kept."""
+    ``probe/`` keys of an eval.json that measured the same checkpoint (``genlab probe``) are kept. Under torchrun
+    every rank returns the result and rank 0 alone writes."""
     net = as_model(model)
     run = run_of(net, "evaluate_run needs a run folder:")
     result = evaluate(net, data, **options)
+    if distributed.launched() and os.environ.get("RANK") != "0":
+        return result, run.path / "eval.json"
     old = read_evaluation(run, warn=False) or {}
     if old.get("eval/step") is not None and old.get("eval/step") == result.get("eval/step"):
         result = {**result, **{k: v for k, v in old.items() if k.startswith("probe/")}}

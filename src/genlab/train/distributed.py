@@ -57,6 +57,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -65,7 +66,7 @@ from genlab.errors import ConfigError, GenlabError
 __all__ = ["Context", "launched", "world_size", "session", "current", "shard_bounds", "check_batch_size",
            "ShardedRandom", "AveragingOptimizer", "ONE_PROCESS", "PeerLost", "PEER_LOST_EXIT",
            "REPORTED_BY_LAUNCHER", "collective", "my_share", "gather_rows", "gather_list", "sum_over_ranks",
-           "after_main", "rank_device", "GlobalBatchNorm", "has_batch_norm"]
+           "after_main", "rank_device", "alone", "GlobalBatchNorm", "has_batch_norm"]
 
 ONE_PROCESS = "runs in one process; start it without torchrun"
 
@@ -121,6 +122,19 @@ def rank_device(name: str) -> str:
 def current() -> Context | None:
     """The context of the distributed session in progress, or None in one process."""
     return _current
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Work one rank does by itself inside a session (rank 0's callbacks: figures, a user's own measurements):
+    ``current()`` is None inside, so a metric called there computes everything itself instead of waiting in a
+    collective the other ranks never join."""
+    global _current
+    saved, _current = _current, None
+    try:
+        yield
+    finally:
+        _current = saved
 
 
 def shard_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
@@ -221,8 +235,8 @@ def session(timeout_s: float = 600.0) -> Iterator[Context | None]:
                               "(or `genlab train ... --nproc N`), or unset WORLD_SIZE")
     ctx = Context(rank=int(os.environ["RANK"]), local_rank=int(os.environ["LOCAL_RANK"]), world=world_size())
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(ctx.local_rank)  # the device follows the rank
+    if torch.cuda.is_available() and ctx.local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(ctx.local_rank)  # the device follows the rank (a CPU run may have more ranks)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     _current = ctx
     lost = done = False
@@ -256,8 +270,8 @@ def my_share(n: int) -> range:
 def gather_rows(local: torch.Tensor | None) -> torch.Tensor | None:
     """Every rank's ``local`` rows concatenated in rank order, on every rank (``local`` itself in one process).
     The ranks may hold different numbers of rows, and one with none passes None; the trailing shape and dtype are
-    those of the ranks that hold rows (None when no rank does). Two all-gathers: the shapes, then the rows padded
-    to the longest share. CPU tensors go through gloo, CUDA tensors through NCCL."""
+    those of the ranks that hold rows (None when no rank does). Two all-gathers through gloo on the CPU: the
+    shapes, then the rows padded to the longest share. The result is on the CPU."""
     ctx = current()
     if ctx is None:
         return local
@@ -272,10 +286,9 @@ def gather_rows(local: torch.Tensor | None) -> torch.Tensor | None:
     if any(m[0][1:] != shape[1:] or m[1] != dtype for m in known):
         raise ValueError(f"the ranks' shares differ in shape or dtype: {known}")
     counts = [0 if m is None else m[0][0] for m in metas]
-    device = local.device if local is not None else torch.device("cpu")
-    padded = torch.zeros((max(counts), *shape[1:]), dtype=dtype, device=device)
+    padded = torch.zeros((max(counts), *shape[1:]), dtype=dtype)  # on the CPU (gloo) whatever the model's device
     if local is not None:
-        padded[:len(local)] = local
+        padded[:len(local)] = local.cpu()
     parts = [torch.empty_like(padded) for _ in range(ctx.world)]
     with collective():
         dist.all_gather(parts, padded)
@@ -417,19 +430,23 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0.0)
         invstd = (var + eps).rsqrt()
         xhat = (xd - mean.view(shape)) * invstd.view(shape)
-        y = xhat if weight is None else xhat * weight.double().view(shape) + bias.double().view(shape)
+        y = xhat if weight is None else xhat * weight.double().view(shape)
+        if bias is not None:
+            y = y + bias.double().view(shape)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
                 running_var.mul_(1 - momentum).add_((var * n / (n - 1)).to(running_var.dtype), alpha=momentum)
-        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.save_for_backward(xhat.to(x.dtype), invstd, weight)  # in the input's precision: half the memory
         ctx.n, ctx.share, ctx.shape, ctx.dims = n, local_n / n, shape, dims
         ctx.has_bias = bias is not None
         return y.to(x.dtype)
 
     @staticmethod
+    @once_differentiable  # a double backward (a gradient penalty through batch norm) fails loudly, not wrongly
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:
         xhat, invstd, weight = ctx.saved_tensors
+        xhat = xhat.double()
         shape, dims, n, share = ctx.shape, ctx.dims, ctx.n, ctx.share
         dyd = dy.double()
         sums = torch.cat([(dyd * share).sum(dims), (dyd * share * xhat).sum(dims)])

@@ -350,6 +350,8 @@ class Trainer:
                     break
             bar.close()
             self.train_time += time.perf_counter() - start
+            if self.dist is not None:  # rank 0's clock on every rank: the time limit and its schedule decide alike
+                self.train_time = self.dist.broadcast_object(self.train_time)
             if not all(torch.isfinite(p).all() for p in self.model.parameters()):
                 raise self._diverged("the weights became non-finite")
             self.epoch += 1
@@ -367,8 +369,9 @@ class Trainer:
             if self._tensorboard is not None:
                 self._tensorboard.add(record, prefix="epoch/")
             if self.writes:
-                for callback in self.callbacks:
-                    callback.on_epoch_end(self, record)
+                with distributed.alone():  # rank 0's own work: a metric called there must not wait for the others
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(self, record)
             if self.dist is not None:  # what rank 0 alone drew (figures) is drawn, as far as the others know too
                 self.dist.broadcast_rng(self.device)
             if self.summaries:  # with or without bars: --no-progress hides only those
