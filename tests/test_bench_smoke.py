@@ -11,7 +11,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import distributed, nll_eval, pixel_sampling, pixelcnn_step, time_to_quality, vae_conv_epoch, vae_mlp_epoch
+from bench import (
+    distributed,
+    nll_eval,
+    pixel_sampling,
+    pixelcnn_step,
+    time_to_quality,
+    vae_conv_epoch,
+    vae_mlp_epoch,
+    whole_process,
+)
 from bench.flops import achieved_gflops, forward_macs
 from bench.machine import matmul_gflops_by_size
 from bench.peers.conv_vae_loop import ConvVAE
@@ -261,3 +270,15 @@ def test_distributed_smoke(tmp_path):
     assert written["command"] == result["command"] and written["same_nll"] is True
     assert written["weight_gap"] < 1e-4
     assert all(len(t) == 1 and t[0] > 0 for t in written["train_seconds"].values())
+
+
+@pytest.mark.slow  # two whole processes, one epoch each: about 20 s
+@needs_shared("fashion-mnist")
+def test_whole_process_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    out = tmp_path / "results"
+    result = whole_process.main(["--epochs", "1", "--repeats", "1", "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "whole_process-fashion-mnist.json").read_text())
+    assert written["command"] == result["command"] and "latent_map.png" in written["genlab_figures"]
+    assert all(len(t) == 1 and t[0] > 0 for t in written["seconds"].values())
+    assert all(200 < loss < 400 for loss in written["test_loss"].values())  # nats per image after one epoch

@@ -276,3 +276,25 @@ def test_compare_draws_a_gans_curves_apart_from_a_vaes(grey_run: Path, tmp_path:
     assert nats.is_file() and adversarial.is_file()
     assert png_pixels(nats).std() > 10 and png_pixels(adversarial).std() > 10
     assert html.read_text(encoding="utf-8").count("data:image/png;base64,") == 3  # two curve figures, the samples
+
+
+def test_the_report_after_training_reuses_the_loaded_data(tmp_path, monkeypatch):
+    """What training loaded from the config is what the report and the evaluation of the same run get in the same
+    process (not read and prepared again); a different data section, or another run folder, loads afresh."""
+    import genlab
+    from genlab.pipelines import runs as run_module
+
+    monkeypatch.chdir(tmp_path)
+    model = genlab.train("vae", "digits", out=tmp_path / "r", max_steps=2, eval_every=0, progress=False)
+    loads = []
+    real_load = run_module.load
+    monkeypatch.setattr(run_module, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    first = run_module.load_run_data(tmp_path / "r", progress=False)
+    assert run_module.load_run_data(tmp_path / "r", progress=False) is first and loads == []
+    assert model.run_dir == tmp_path / "r"
+    shutil.copytree(tmp_path / "r", tmp_path / "copy")
+    assert run_module.load_run_data(tmp_path / "copy", progress=False) is not first and len(loads) == 1
+    config = json.loads((tmp_path / "copy" / "config.json").read_text())
+    config["data"]["binarize"] = "static"
+    (tmp_path / "copy" / "config.json").write_text(json.dumps(config))
+    assert run_module.load_run_data(tmp_path / "copy", progress=False).binarize == "static" and len(loads) == 2

@@ -104,3 +104,85 @@ class ExampleRun:
             recon_batch, mu, logvar = self.model(data)
             test_loss += self.loss(recon_batch, data, mu, logvar).item()
         return test_loss / len(self.test_loader.dataset)
+
+
+# --- the whole script, as `python main.py --epochs N` runs it (bench/whole_process.py times it) ---
+
+def _read_idx(path: str) -> np.ndarray:
+    """An IDX file (gzip) as torchvision's MNIST reads it: uint8 images (N, 28, 28) or labels (N,)."""
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _save_image(images: torch.Tensor, path: str, nrow: int = 8, padding: int = 2) -> None:
+    """torchvision's ``save_image``: a grid of (N, 1, H, W) images in [0, 1], ``nrow`` per row, ``padding``
+    pixels between them, written as a PNG."""
+    n, _, h, w = images.shape
+    rows = -(-n // nrow)
+    grid = torch.zeros(rows * (h + padding) + padding, nrow * (w + padding) + padding)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top:top + h, left:left + w] = images[i, 0]
+    Image.fromarray(grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy(), mode="L").convert("RGB").save(path)
+
+
+def script(argv: list[str] | None = None) -> None:
+    """pytorch/examples ``vae/main.py``: train and test every epoch, printing the example's lines, and save the
+    reconstructions of the first test batch and 64 samples from the prior as PNGs after each epoch."""
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(description="pytorch/examples vae/main.py, replicated")
+    ap.add_argument("--data-dir", required=True, help="folder of the four IDX .gz files (MNIST or Fashion-MNIST)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--log-interval", type=int, default=10)
+    ap.add_argument("--results", default="results", help="where the PNGs go")
+    args = ap.parse_args(argv)
+    os.makedirs(args.results, exist_ok=True)
+
+    def split(kind: str) -> tuple[np.ndarray, np.ndarray]:
+        return (_read_idx(os.path.join(args.data_dir, f"{kind}-images-idx3-ubyte.gz")),
+                _read_idx(os.path.join(args.data_dir, f"{kind}-labels-idx1-ubyte.gz")))
+
+    run = ExampleRun(split("train"), split("t10k"), seed=args.seed, batch_size=args.batch_size)
+    model, optimizer = run.model, run.optimizer
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        train_loss = 0.0
+        for batch_idx, (data, _) in enumerate(run.train_loader):
+            optimizer.zero_grad()
+            recon_batch, mu, logvar = model(data)
+            loss = loss_function(recon_batch, data, mu, logvar)
+            loss.backward()
+            train_loss += loss.item()
+            optimizer.step()
+            if batch_idx % args.log_interval == 0:
+                print(f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(run.train_loader.dataset)} "
+                      f"({100.0 * batch_idx / len(run.train_loader):.0f}%)]\tLoss: {loss.item() / len(data):.6f}")
+        print(f"====> Epoch: {epoch} Average loss: {train_loss / len(run.train_loader.dataset):.4f}")
+        model.eval()
+        test_loss = 0.0
+        with torch.no_grad():
+            for i, (data, _) in enumerate(run.test_loader):
+                recon_batch, mu, logvar = model(data)
+                test_loss += loss_function(recon_batch, data, mu, logvar).item()
+                if i == 0:
+                    n = min(data.size(0), 8)
+                    comparison = torch.cat([data[:n], recon_batch.view(-1, 1, 28, 28)[:n]])
+                    _save_image(comparison, os.path.join(args.results, f"reconstruction_{epoch}.png"), nrow=n)
+        print(f"====> Test set loss: {test_loss / len(run.test_loader.dataset):.4f}")
+        with torch.no_grad():
+            sample = model.decode(torch.randn(64, 20)).cpu()
+            _save_image(sample.view(64, 1, 28, 28), os.path.join(args.results, f"sample_{epoch}.png"))
+
+
+if __name__ == "__main__":
+    script()

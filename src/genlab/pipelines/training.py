@@ -19,7 +19,7 @@ from genlab.errors import CheckpointError, ConfigError, GenlabError
 from genlab.files import read_json_object
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
-from genlab.pipelines.runs import build_model, new_run_folder
+from genlab.pipelines.runs import build_model, new_run_folder, remember_run_data, run_config
 from genlab.provenance import run_metadata
 from genlab.train import distributed
 from genlab.train.checkpoint import MODEL_META
@@ -110,7 +110,8 @@ def _train(ctx: distributed.Context | None, model: str | None, data: str | None,
                                   "start it without --resume")
         with _lock(run, ctx):
             cfg = _resumed_config(run, model, data, preset, overrides, options, config)
-            return _fit(cfg, run, *_built(cfg, dataset, progress), resume=True, progress=progress)
+            return _fit(cfg, run, *_built(cfg, dataset, progress), resume=True, progress=progress,
+                        loaded=dataset is None)
     cfg = resolve_config(model, data, preset=preset, config=config, overrides=overrides, **options)
     if out is None:
         out = new_run_folder(cfg) if ctx is None else ctx.broadcast_object(new_run_folder(cfg))  # rank 0's clock
@@ -121,7 +122,7 @@ def _train(ctx: distributed.Context | None, model: str | None, data: str | None,
     with _lock(run, ctx):
         if run.has_checkpoint():
             raise _taken(run)
-        return _fit(cfg, run, *built, resume=False, progress=progress)
+        return _fit(cfg, run, *built, resume=False, progress=progress, loaded=dataset is None)
 
 
 def _taken(run: RunDir) -> CheckpointError:
@@ -149,8 +150,9 @@ def _with_metadata(cfg: RunConfig, run: RunDir, resume: bool) -> dict[str, Any]:
 
 
 def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, resume: bool,
-         progress: bool = True) -> GenerativeModel:
-    """Write the config, (resume,) fit; the caller holds the run folder's lock (distributed: rank 0 does)."""
+         progress: bool = True, loaded: bool = False) -> GenerativeModel:
+    """Write the config, (resume,) fit; the caller holds the run folder's lock (distributed: rank 0 does). Data
+    ``loaded`` from the config is kept for the report and evaluation that follow in this process."""
     ctx = distributed.current()
     writes = ctx is None or ctx.is_main
     trainer = Trainer(net, data, cfg.train, run, callbacks=progress_callbacks(net, run), progress=progress)
@@ -173,4 +175,6 @@ def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, re
         raise distributed.PeerLost(f"{e}; {checkpoint_kept(run.path, cfg.model)}") from None
     net.run_dir = run.path
     net.eval()
+    if loaded and writes:
+        remember_run_data(run.path, run_config(run.path).data, data)
     return net

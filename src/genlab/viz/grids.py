@@ -2,21 +2,40 @@
 matplotlib axis without ticks, and figures saved as PNG (grey images in grey). Matplotlib runs headless (Agg)."""
 from __future__ import annotations
 
+import functools
 import io
 import math
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from genlab.files import write_bytes  # noqa: E402
+from genlab.files import write_bytes
 
 __all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "save_grid"]
+
+@functools.cache
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot on the headless Agg backend, imported on first use."""
+    import matplotlib  # heavy (0.4 s): only commands that draw pay for it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+class _LazyPyplot:
+    """``plt``: matplotlib.pyplot, imported the first time a figure is drawn, so that ``import genlab`` and the
+    commands that draw nothing (eval --no-report, sample, runs, config) do not import it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_pyplot(), name)
+
+
+plt: Any = _LazyPyplot()
 
 _CELL_INCHES = 0.55  # drawn size of one 28x28 image: big enough to read a digit
 

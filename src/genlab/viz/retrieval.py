@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from matplotlib.patches import Rectangle
 
 from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, show_grid
 
@@ -24,7 +23,7 @@ def _panel(ax: object, queries: torch.Tensor, neighbours: torch.Tensor, title: s
     show_grid(ax, image_grid(rows.reshape(q * (k + 1), *queries.shape[1:]), nrow=k + 1, pad=pad))
     for r in range(q):  # a frame around each query, on the padding around its cell (pixel centres at integers)
         top = pad + r * (h + pad)
-        ax.add_patch(Rectangle((pad - 1, top - 1), w + 1, h + 1, fill=False, edgecolor=_OUTLINE, linewidth=1.6))
+        ax.add_patch(plt.Rectangle((pad - 1, top - 1), w + 1, h + 1, fill=False, edgecolor=_OUTLINE, linewidth=1.6))
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(f"test image (framed), then its {k} nearest training images", fontsize=8)
 

@@ -1,0 +1,102 @@
+"""The whole process, as a user times it: ``genlab train vae --preset mlp-784-400-20 --epochs N`` (start-up, data,
+training with a test pass per epoch, checkpoints, every figure and report.html) against the whole pytorch/examples
+``vae/main.py`` doing the same epochs (``bench.peers.pytorch_examples_vae``'s script: start-up, data, training, a
+test pass per epoch, a reconstruction and a sample PNG per epoch). Each is a fresh Python process, timed by wall
+clock and alternating, so a machine that slows down slows both alike.
+
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.whole_process --data fashion-mnist --epochs 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import README, RESULTS_DIR
+from bench.machine import machine_info
+from bench.results import command_line, publish
+
+BENCHMARK = "whole_process"
+GENLAB, PEER = "genlab train (report included)", "pytorch/examples main.py"
+
+
+def _data_dir(name: str) -> Path:
+    """The folder of the dataset's IDX files, where genlab finds it (GENLAB_DATA/NAME)."""
+    root = os.environ.get("GENLAB_DATA")
+    folder = Path(root) / name if root else None
+    if folder is None or not (folder / "train-images-idx3-ubyte.gz").is_file():
+        raise SystemExit(f"bench.whole_process: set GENLAB_DATA to a folder holding {name}/ with the IDX .gz files "
+                         "(e.g. GENLAB_DATA=../shared/data)")
+    return folder
+
+
+def _timed(args: list[str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"bench.whole_process: `{' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
+    return seconds, done.stdout
+
+
+def _test_loss(run: Path) -> float:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return float(records[-1]["test/loss"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each, alternating")
+    ap.add_argument("--results-dir", default=str(RESULTS_DIR))
+    ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
+    args = ap.parse_args(argv)
+    if min(args.epochs, args.repeats) < 1:
+        ap.error("--epochs and --repeats must be >= 1")
+    folder = _data_dir(args.data)
+    machine = machine_info()
+    repo = Path(__file__).resolve().parent.parent
+    seconds: dict[str, list[float]] = {GENLAB: [], PEER: []}
+    losses: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
+        work = Path(tmp)
+        for r in range(args.repeats):
+            run = work / f"genlab-{r}"
+            s, _ = _timed(["-m", "genlab", "train", "vae", "--data", args.data, "--preset", "mlp-784-400-20",
+                           "--epochs", str(args.epochs), "--out", str(run), "--no-progress"], work)
+            seconds[GENLAB].append(s)
+            losses[GENLAB] = _test_loss(run)
+            s, out = _timed(["-m", "bench.peers.pytorch_examples_vae", "--data-dir", str(folder), "--epochs",
+                             str(args.epochs), "--results", str(work / f"peer-{r}")], repo)
+            seconds[PEER].append(s)
+            losses[PEER] = float(out.strip().splitlines()[-1].rsplit(" ", 1)[1])
+        figures = sorted(p.name for p in (work / "genlab-0" / "figures").glob("*.png"))
+    med = {label: statistics.median(t) for label, t in seconds.items()}
+    rows = [[f"**{GENLAB}**", f"{med[GENLAB]:.1f}", "1", f"{losses[GENLAB]:.2f}"],
+            [PEER, f"{med[PEER]:.1f}", f"{med[GENLAB] / med[PEER]:.2f}", f"{losses[PEER]:.2f}"]]
+    result = {
+        "title": f"The whole process: {args.epochs} epochs of the 784-400-20 VAE on {args.data}, as a user times it",
+        "command": command_line(f"bench.{BENCHMARK}", sys.argv[1:] if argv is None else argv),
+        "data": args.data, "epochs": args.epochs, "seconds": seconds, "median_s": med, "test_loss": losses,
+        "genlab_figures": figures, "speedup": med[PEER] / med[GENLAB], "machine": machine,
+        "table": {"columns": ["process", f"wall s (median of {args.repeats})",
+                              "genlab time / this time (< 1: genlab faster)", f"test loss after epoch {args.epochs}"],
+                  "rows": rows},
+        "notes": [f"genlab's process writes checkpoints, metrics and {len(figures)} figures with report.html "
+                  f"({', '.join(figures)}); the example's writes a reconstruction and a sample PNG per epoch. "
+                  f"genlab is {med[PEER] / med[GENLAB]:.2f}x faster as a whole."],
+    }
+    publish(f"{BENCHMARK}-{args.data}", result, args.results_dir, args.readme)
+    return result
+
+
+if __name__ == "__main__":
+    main()
