@@ -85,8 +85,10 @@ def other_load(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float |
     others = (after.machine_busy - before.machine_busy) - (after.own - before.own) + (after.steal - before.steal)
     return max(0.0, others / ticks / (after.wall - before.wall))
 
-def matmul_gflops_by_size(seconds: float = 3.0, sizes: Iterable[int] = (512, 1024, 2048)) -> dict[int, float]:
-    """fp32 GFLOP/s of ``torch.mm`` on n x n matrices at the current thread count, the best repetition per size.
+def matmul_gflops_by_size(seconds: float = 3.0, sizes: Iterable[int] = (512, 1024, 2048),
+                          dtype: torch.dtype = torch.float32) -> dict[int, float]:
+    """GFLOP/s of ``torch.mm`` on n x n matrices of ``dtype`` (default fp32) at the current thread count, the best
+    repetition per size.
 
     ``seconds`` is the whole budget, shared equally between the sizes (each gets at least one warm-up and one
     timed product)."""
@@ -94,9 +96,9 @@ def matmul_gflops_by_size(seconds: float = 3.0, sizes: Iterable[int] = (512, 102
     out: dict[int, float] = {}
     gen = torch.Generator().manual_seed(0)
     for n in sizes:
-        a = torch.randn(n, n, generator=gen)
-        b = torch.randn(n, n, generator=gen)
-        c = torch.empty(n, n)
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
+        c = torch.empty(n, n, dtype=dtype)
         torch.mm(a, b, out=c)  # warm-up: allocation, thread pool, caches
         best = float("inf")
         deadline = time.perf_counter() + seconds / len(sizes)

@@ -16,6 +16,7 @@ from bench import (
     nll_eval,
     pixel_sampling,
     pixelcnn_step,
+    precision,
     time_to_quality,
     vae_conv_epoch,
     vae_mlp_epoch,
@@ -282,3 +283,16 @@ def test_whole_process_smoke(tmp_path, monkeypatch):
     assert written["command"] == result["command"] and "latent_map.png" in written["genlab_figures"]
     assert all(len(t) == 1 and t[0] > 0 for t in written["seconds"].values())
     assert all(200 < loss < 400 for loss in written["test_loss"].values())  # nats per image after one epoch
+
+
+@needs_shared("fashion-mnist")
+def test_precision_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    out = tmp_path / "results"
+    result = precision.main(["--models", "mlp", "--epochs", "1", "--seeds", "1", "--limit", "512",
+                             "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "precision-fashion-mnist-mlp.json").read_text())
+    assert written["command"] == result["command"]
+    measured = written["runs"]["mlp"]
+    assert set(measured) == ({"fp32", "bf16"} if written["native_bf16"] else {"fp32"})
+    assert all(r["used"] == p and r["s_per_epoch"] > 0 for p, rs in measured.items() for r in rs)

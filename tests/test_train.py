@@ -830,3 +830,40 @@ def test_tensorboard_without_the_package_is_one_line_before_training(
     assert_user_error(run_cli(capsys, "train", "vae", "--data", "digits", "--out", run, "--no-progress",
                               "--train.tensorboard=true"), "pip install", "genlab[tensorboard]")
     assert not RunDir(run).has_checkpoint()
+
+
+# --- precision ---
+
+def test_bf16_steps_autocast_the_products_and_keep_fp32_weights(digits: ImageDataset, tmp_path: Path) -> None:
+    """``train.precision=bf16``: the step's products run under bf16 autocast (the weights end up different from
+    fp32's, by rounding only: the test loss within 1%), while the weights, their gradients and Adam's state stay
+    fp32 and the config records the precision used."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model = genlab.train("vae", "digits", dataset=digits, out=tmp_path / precision, precision=precision,
+                             epochs=2, batch_size=64, progress=False)
+        runs[precision] = model
+        meta = json.loads((tmp_path / precision / "config.json").read_text())["meta"]
+        assert meta["precision"] == precision
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        state = load_file(str(tmp_path / precision / "checkpoints" / "trainer.safetensors"))
+        assert all(t.dtype in (torch.float32, torch.int64, torch.uint8) for t in state.values())
+    fp32, bf16 = (dict(runs[p].named_parameters()) for p in ("fp32", "bf16"))
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)  # autocast was on
+    loss = {p: json.loads((tmp_path / p / "metrics.jsonl").read_text().splitlines()[-1])["test/loss"]
+            for p in runs}
+    assert loss["bf16"] == pytest.approx(loss["fp32"], rel=0.01)
+
+
+def test_auto_precision_follows_the_hardware_and_bf16_needs_autocast() -> None:
+    cpu = torch.device("cpu")
+    assert trainer_mod.resolve_precision("fp32", cpu) == "fp32"
+    assert trainer_mod.resolve_precision("bf16", cpu) == "bf16"
+    assert trainer_mod.resolve_precision("auto", cpu) == ("bf16" if trainer_mod.cpu_computes_bf16() else "fp32")
+    with pytest.raises(ConfigError, match="train.precision=bf16 has no autocast on meta"):
+        trainer_mod.resolve_precision("bf16", torch.device("meta"))
+
+
+def test_an_unknown_precision_is_one_line(digits: ImageDataset) -> None:
+    with pytest.raises(ConfigError, match="precision.*must be one of fp32, bf16, auto"):
+        build_config("vae", "digits", precision="fp16")

@@ -53,6 +53,7 @@ __all__ = ["DataConfig", "TrainConfig", "RunConfig", "build_config", "apply_over
 
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
+PRECISIONS = ("fp32", "bf16", "auto")
 SCHEDULES = ("constant", "cosine", "exponential")  # the exponential one decays by lr_gamma per epoch
 
 
@@ -78,6 +79,10 @@ class TrainConfig:
     # layout reorders (bench/vae_conv_epoch.py measures it); dense-only models gain nothing. The same steps up to
     # float rounding; checkpoints keep the usual layout, evaluation and samples give the same numbers
     channels_last: bool = False
+    # the precision of the training step's products: fp32, or bf16 (torch.autocast; weights, gradients and the
+    # optimizer's state stay fp32, and evaluation stays fp32); auto picks bf16 where the device computes it
+    # natively (a GPU that supports it, a CPU with AVX512-BF16 or AMX), else fp32 (bench/precision.py)
+    precision: str = "fp32"
     eval_every: int = 1  # evaluate on the test split every N epochs (0: never)
     # also write the mean of the training terms over every N optimizer steps to steps.jsonl (0: per epoch only),
     # so that short runs have curves with a shape; 10 steps cost nothing measurable beside a step
@@ -139,6 +144,7 @@ FIELD_RANGES: dict[str, Range] = {
     "betas": Range(0, 1, open_hi=True, length=2), "lr_gamma": Range(0, 1, open_lo=True), "grad_clip": POSITIVE,
     "seed": Range(0, 2**32 - 1), "threads": Range(1, 4096), "eval_every": COUNT, "log_every": COUNT,
     "optimizer": Range(choices=OPTIMIZERS), "schedule": Range(choices=SCHEDULES),
+    "precision": Range(choices=PRECISIONS),
     "device": Range(pattern=r"cpu|auto|mps|cuda(:\d{1,3})?", hint="cpu, cuda, cuda:N, mps or auto"),
     # data
     "image_size": Range(1, 4096), "channels": WIDTH, "data.channels": Range(1, 4), "palette": Range(0, 4096),

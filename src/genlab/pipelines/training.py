@@ -137,10 +137,11 @@ def _built(cfg: RunConfig, dataset: Dataset | None, progress: bool) -> tuple[Dat
     return data, build_model(cfg.model, cfg.model_config, data.spec)
 
 
-def _with_metadata(cfg: RunConfig, run: RunDir, resume: bool) -> dict[str, Any]:
-    """The config to save, with ``"meta"``: what made the run (``genlab.provenance.run_metadata``); a resumed run
-    keeps the first start's ``"meta"`` and adds this start's to the list ``"meta_resumed"``."""
-    meta = run_metadata(threads=cfg.train.threads)
+def _with_metadata(cfg: RunConfig, run: RunDir, resume: bool, precision: str) -> dict[str, Any]:
+    """The config to save, with ``"meta"``: what made the run (``genlab.provenance.run_metadata``) and the
+    ``precision`` its steps used (what ``train.precision=auto`` chose); a resumed run keeps the first start's
+    ``"meta"`` and adds this start's to the list ``"meta_resumed"``."""
+    meta = {**run_metadata(threads=cfg.train.threads), "precision": precision}
     saved = run.read_config() if resume else {}  # read (and checked) once already by _resumed_config
     if not resume or not isinstance(saved.get("meta"), dict):
         return {**cfg.to_dict(), "meta": meta}
@@ -160,7 +161,7 @@ def _fit(cfg: RunConfig, run: RunDir, data: Dataset, net: GenerativeModel, *, re
         if ctx is not None:  # every rank has read the saved config and checked the folder before rank 0 writes
             ctx.barrier()
         if writes:
-            run.write_config(_with_metadata(cfg, run, resume))
+            run.write_config(_with_metadata(cfg, run, resume, trainer.precision))
         if resume:
             trainer.resume()
         elif writes:  # a fresh start in a folder whose earlier attempt saved no checkpoint: not this run's epochs

@@ -66,6 +66,32 @@ def resolve_device(name: str, option: str = "train.device=") -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use {option}cpu, cuda or auto") from None
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles, as torch detects them); elsewhere bf16
+    products are emulated through fp32 and slower than fp32 itself."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except (RuntimeError, OSError):  # an old torch or an odd platform: no native bf16 then
+            continue
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The precision ``train.precision`` names on this device: fp32 or bf16; ``auto`` is bf16 where the device
+    computes it natively (a GPU that supports it; a CPU with AVX512-BF16 or AMX), else fp32. bf16 where torch has
+    no autocast for the device is one line."""
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
+    if name == "bf16" and not torch.amp.is_autocast_available(device.type):
+        raise ConfigError(f"train.precision=bf16 has no autocast on {device.type}; use train.precision=fp32")
+    return name
+
+
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     params = list(params)
     # the fused kernel updates every tensor in one pass: on a CPU a fifth of the MLP VAE's step is the optimizer,
@@ -187,6 +213,11 @@ class Trainer:
             self._step_optimizers = {name: distributed.AveragingOptimizer(opt, cfg.grad_clip)
                                      for name, opt in self.optimizers.items()}
         self._batch_norm = self.dist is not None and distributed.has_batch_norm(self.model)
+        # the step's products in bf16 under autocast; weights, gradients, optimizer state and evaluation stay fp32
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_computes_bf16() and self.summaries:
+            print("genlab: note: this CPU has neither AVX512-BF16 nor AMX: bf16 products are emulated and slower "
+                  "than fp32 (train.precision=fp32 or auto avoid them)", file=sys.stderr)
         self.epoch = 0
         self.step = 0
         self.train_time = 0.0
@@ -284,6 +315,12 @@ class Trainer:
         if self._tensorboard is not None:
             self._tensorboard.add(record)
 
+    def _precision(self) -> Any:
+        """The context a training step runs in for ``self.precision``: bf16 autocast, or nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """This rank's contiguous shard of a global batch, and the context its train_step runs in: one that
         draws the model's noise as one process would for these examples (``distributed.ShardedRandom``) and, for a
@@ -322,7 +359,7 @@ class Trainer:
                 batch, noise = self._shard(batch)
                 batch = batch_to_device(batch, self.device, cfg.channels_last)
                 try:
-                    with noise:
+                    with noise, self._precision():
                         terms = self.model.train_step(batch, self._step_optimizers, self.step)
                 except TrainingDiverged as e:  # a family's own check (e.g. an exploding GAN critic)
                     bar.close()
