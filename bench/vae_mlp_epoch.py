@@ -39,9 +39,11 @@ from bench.runs import (
     summarize_runs,
     timing_notes,
 )
+from genlab.train.trainer import cpu_computes_bf16
 
 BENCHMARK = "vae_mlp_epoch"
-PEERS = {"pytorch-examples": "pytorch/examples `vae/main.py`", "pythae": "pythae `VAE` + `BaseTrainer`"}
+PEERS = {"pytorch-examples": "pytorch/examples `vae/main.py`", "pythae": "pythae `VAE` + `BaseTrainer`",
+         "genlab-bf16": "genlab itself with `train.precision=bf16` (only where the CPU computes bf16 natively)"}
 BATCH = 128
 
 
@@ -74,7 +76,9 @@ def _require_pythae() -> None:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(ap, data="fashion-mnist", epochs=3)
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from: {', '.join(PEERS)}")
+    default = [p for p in PEERS if p != "genlab-bf16" or cpu_computes_bf16()]
+    ap.add_argument("--peers", default=",".join(default),
+                    help=f"comma-separated, from: {', '.join(PEERS)} (default: {', '.join(default)})")
     args = ap.parse_args(argv)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in args.peers if p not in PEERS]
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
     if "pythae" in args.peers:
         _require_pythae()
+    if "genlab-bf16" in args.peers and not cpu_computes_bf16():
+        raise SystemExit("bench.vae_mlp_epoch: this CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated; "
+                         "leave genlab-bf16 out of --peers")
 
     data = load_images(args.data, args.limit, (1, 28, 28), "the 784-400-20 VAE needs 1 x 28 x 28 grey "
                               "images (mnist, fashion-mnist)")
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "genlab": lambda: GenlabRun(data, args.data, args.seed, preset="mlp-784-400-20", batch_size=BATCH),
         "pytorch-examples": lambda: ExamplesRun(data, args.seed, batch_size=BATCH),
         "pythae": lambda: _PythaeRun(data, args.seed),
+        "genlab-bf16": lambda: GenlabRun(data, args.data, args.seed, preset="mlp-784-400-20", batch_size=BATCH,
+                                         label="genlab bf16", precision="bf16"),
     }
     names = ["genlab", *args.peers]
     runs = {name: makers[name]() for name in names}

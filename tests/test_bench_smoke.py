@@ -29,6 +29,7 @@ from bench.results import TABLES_BEGIN, TABLES_END, refresh_readme, write_result
 from genlab.config import build_config
 from genlab.data import DataSpec
 from genlab.registry import MODELS
+from genlab.train.trainer import cpu_computes_bf16
 
 from helpers import SHARED_DATA, needs_shared
 
@@ -120,6 +121,14 @@ def test_vae_mlp_epoch_smoke_pytorch_examples(tmp_path, monkeypatch):
 def test_vae_mlp_epoch_smoke_pythae(tmp_path, monkeypatch):
     written = _run_vae_mlp_epoch(tmp_path, monkeypatch, "pythae")
     assert written["models"]["pythae"]["label"].startswith("pythae ")
+
+
+@needs_shared("fashion-mnist")
+@pytest.mark.skipif(not cpu_computes_bf16(), reason="this CPU has neither AVX512-BF16 nor AMX: the genlab-bf16 "
+                                                    "column is measured only where bf16 is native")
+def test_vae_mlp_epoch_smoke_genlab_bf16(tmp_path, monkeypatch):
+    written = _run_vae_mlp_epoch(tmp_path, monkeypatch, "genlab-bf16")
+    assert written["models"]["genlab_bf16"]["label"] == "genlab bf16"
 
 
 # --- the conv VAE: the peer's layers are genlab's conv-small, and a smoke run ---
