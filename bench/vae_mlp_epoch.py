@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     notes = [f"Peers: {'; '.join(PEERS[p] for p in args.peers)}; alternating epoch by "
              f"epoch in one process; batch {BATCH}, Adam 1e-3, summed BCE + KL.",
              *timing_notes(threads, by_size, peak, rows)]
+    if "genlab-bf16" in args.peers:
+        notes.append("The genlab bf16 row's share of peak is against the fp32 matmul peak above; this CPU's bf16 "
+                     "peak is higher (bench/precision.py measures both).")
     smoke = f", smoke run on the first {args.limit} images" if args.limit else ""
     result = {
         "benchmark": BENCHMARK,

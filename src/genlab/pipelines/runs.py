@@ -125,9 +125,15 @@ def load_run_data(run_dir: str | Path, progress: bool = True) -> Dataset:
     config = run_config(run_dir).data
     data = _LAST_RUN_DATA.get((str(Path(run_dir).resolve()), repr(config)))
     if data is None:
+        _LAST_RUN_DATA.clear()  # not two datasets in memory while the new one loads
         data = load(config, progress=progress)
         remember_run_data(run_dir, config, data)
     return data
+
+
+def forget_run_data() -> None:
+    """Drop the dataset kept by ``remember_run_data`` (before another one is loaded)."""
+    _LAST_RUN_DATA.clear()
 
 
 def model_data(model: GenerativeModel, data: Dataset | None, what: str, progress: bool = False) -> Dataset:

@@ -19,7 +19,7 @@ from genlab.errors import CheckpointError, ConfigError, GenlabError
 from genlab.files import read_json_object
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
-from genlab.pipelines.runs import build_model, new_run_folder, remember_run_data, run_config
+from genlab.pipelines.runs import build_model, forget_run_data, new_run_folder, remember_run_data, run_config
 from genlab.provenance import run_metadata
 from genlab.train import distributed
 from genlab.train.checkpoint import MODEL_META
@@ -132,6 +132,8 @@ def _taken(run: RunDir) -> CheckpointError:
 def _built(cfg: RunConfig, dataset: Dataset | None, progress: bool) -> tuple[Dataset, GenerativeModel]:
     if cfg.train.tensorboard:  # said before the data is loaded and the model built
         require_tensorboard()
+    if dataset is None:
+        forget_run_data()  # the last run's dataset is not kept while this one loads
     data = dataset if dataset is not None else load(cfg.data, progress=progress)
     torch.manual_seed(cfg.train.seed)
     return data, build_model(cfg.model, cfg.model_config, data.spec)

@@ -85,7 +85,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
     no autocast for the device is one line."""
     if name == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            with torch.cuda.device(device):  # that GPU, natively (not the emulation older GPUs offer)
+                return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
         return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
     if name == "bf16" and not torch.amp.is_autocast_available(device.type):
         raise ConfigError(f"train.precision=bf16 has no autocast on {device.type}; use train.precision=fp32")

@@ -29,13 +29,15 @@ def _conditionals(x: torch.Tensor, perplexity: float, steps: int = 64) -> torch.
     n = len(x)
     d2 = torch.cdist(x, x).pow_(2)
     d2.fill_diagonal_(float("inf"))
-    # distances relative to each row's nearest neighbour: the exponent stays in range whatever the scale of x
+    # distances relative to each row's nearest neighbour: the exponent stays in range
     d2 = d2 - d2.min(1, keepdim=True).values
     finite = d2.nan_to_num(posinf=0.0)
     target = math.log(perplexity)
     lo = torch.zeros(n, dtype=x.dtype)
     hi = torch.full((n,), float("inf"), dtype=x.dtype)
-    beta = torch.ones(n, dtype=x.dtype)
+    # start each row's precision at 1 / its median distance, so that the bisection reaches the target whatever
+    # the scale of the codes
+    beta = 1.0 / finite.median(1).values.clamp_min(1e-300)
     for _ in range(steps):
         p = torch.exp(-d2 * beta[:, None])
         total = p.sum(1).clamp_min(1e-300)

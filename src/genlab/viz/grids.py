@@ -19,9 +19,12 @@ __all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "sav
 @functools.cache
 def _pyplot() -> ModuleType:
     """matplotlib.pyplot on the headless Agg backend, imported on first use."""
+    import sys
+
     import matplotlib  # heavy (0.4 s): only commands that draw pay for it
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:  # headless, unless the user's program chose a backend already
+        matplotlib.use("Agg")
     import matplotlib.pyplot
 
     return matplotlib.pyplot
