@@ -26,7 +26,7 @@ from genlab.errors import CheckpointError, ConfigError, GenlabError, StorageErro
 from genlab.files import write_json, write_tensors
 from genlab.metrics.terms import EVAL_SEED, batch_seed, evaluate_terms
 from genlab.models.base import GenerativeModel
-from genlab.models.vae import VAE
+from genlab.models.vae import VAE, VAEConfig
 from genlab.pipelines.runs import build_model
 from genlab.registry import MODELS
 from genlab.train import trainer as trainer_mod
@@ -867,3 +867,16 @@ def test_auto_precision_follows_the_hardware_and_bf16_needs_autocast() -> None:
 def test_an_unknown_precision_is_one_line(digits: ImageDataset) -> None:
     with pytest.raises(ConfigError, match="precision.*must be one of fp32, bf16, auto"):
         build_config("vae", "digits", precision="fp16")
+
+
+@pytest.mark.parametrize("options", [{}, {"arch": "conv", "channels": (8, 16)}], ids=["mlp", "conv"])
+def test_a_vae_computes_its_terms_in_fp32_under_bf16_autocast(digits: ImageDataset, options: dict) -> None:
+    """On CPUs autocast leaves element-wise work in the dtype it gets: the VAE takes its encoder's and decoder's
+    outputs back to fp32 before the KL and the likelihood, so its loss terms are not rounded to bf16."""
+    model = VAE(VAEConfig(**{**TINY, **options}), digits.spec)
+    batch = next(digits.batches("train", 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = model.loss(batch, step=0)
+    assert all(t.dtype == torch.float32 for t in terms.values()), {k: t.dtype for k, t in terms.items()}
+    kl = terms["kl"].item()
+    assert kl > 0 and kl != torch.tensor(kl).to(torch.bfloat16).float().item()  # more digits than bf16 holds
