@@ -92,6 +92,11 @@ def _check_config(cfg: VAEConfig) -> None:
         raise ConfigError("model.beta, model.free_bits and model.kl_warmup must be >= 0")
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 when a bf16 (or fp16) autocast step computed it; fp32 and float64 as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 @MODELS.register("vae")
 class VAE(GenerativeModel):
     """q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I) or a learned prior, p(x|z) from the chosen
@@ -179,8 +184,8 @@ class VAE(GenerativeModel):
     # --- the model ---
 
     def _posterior(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        # fp32 whatever the products ran in (train.precision=bf16): the KL and the sampling need its range
-        mu, logvar = self.encoder(x, cond).float().chunk(2, dim=-1)  # (B, L) each
+        # fp32 whatever the products ran in (train.precision=bf16): the KL and the sampling need its precision
+        mu, logvar = _full(self.encoder(x, cond)).chunk(2, dim=-1)  # (B, L) each
         return mu, logvar
 
     def _code(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -197,7 +202,7 @@ class VAE(GenerativeModel):
         """log p(x | z) for codes (..., B, L) and images (B, C, H, W): shape (..., B). ``pixels``: the head's
         ``pixel_part`` of x, when the caller scores many codes of the same images."""
         code = self._code(z, cond)
-        params = self.decoder(code).float()  # the likelihood in fp32, as _posterior's terms
+        params = _full(self.decoder(code))  # the likelihood in fp32 (or float64), as _posterior's terms
         if self.ar is None:
             return self.likelihood.log_prob(params, x)
         return self.ar.log_prob(params.flatten(-3), code, x.flatten(1), pixels)
@@ -208,7 +213,7 @@ class VAE(GenerativeModel):
         p(x_i = 1 | x_<i, z) along a chain drawn with ``generator``. Without one, every code's chain uses the same
         fixed uniforms (common random numbers), so decoding is deterministic and nearby codes decode alike."""
         code = self._code(z, cond)
-        params = self.decoder(code).float()  # the likelihood in fp32, as _posterior's terms
+        params = _full(self.decoder(code))  # the likelihood in fp32 (or float64), as _posterior's terms
         if self.ar is None:
             return self.likelihood.mean(params)
         common = generator is None
