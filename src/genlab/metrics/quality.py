@@ -36,7 +36,7 @@ from genlab.data.sources import cache_dir
 from genlab.data.spec import DataSpec
 from genlab.errors import CheckpointError, GenlabError
 from genlab.files import read_json, read_tensors, write_json, write_tensors
-from genlab.metrics.terms import batch_seed
+from genlab.metrics.terms import batch_seed, my_slices
 from genlab.models.abilities import ConditionalModel, evaluating, model_device
 from genlab.train import distributed
 from genlab.version import __version__
@@ -461,14 +461,12 @@ def _draw(model: Any, n: int, *, seed: int, batch_size: int, cond: torch.Tensor 
     with ``batch_seed(seed, batch)``; checked for shape and finite values. Under torchrun each rank draws its share
     of the batches and every rank gets all n, the images one process draws."""
     device = model_device(model)
-    starts = range(0, n, batch_size)
-    mine = distributed.my_share(len(starts))
+    mine = list(my_slices(n, batch_size))
     out = []
-    with tqdm(total=sum(min(batch_size, n - starts[i]) for i in mine), desc=desc, disable=not progress,
+    with tqdm(total=sum(stop - start for _, start, stop in mine), desc=desc, disable=not progress,
               leave=False) as bar:
-        for i in mine:
-            start = starts[i]
-            m = min(batch_size, n - start)
+        for i, start, stop in mine:
+            m = stop - start
             kwargs: dict[str, Any] = {"generator": torch.Generator(device=device).manual_seed(batch_seed(seed, i))}
             if cond is not None:
                 kwargs["cond"] = cond[start:start + m]

@@ -34,6 +34,13 @@ def my_batches(batches: Iterator[Any], n: int) -> Iterator[tuple[int, Any]]:
             yield i, batch
 
 
+def my_slices(n: int, batch_size: int) -> Iterator[tuple[int, int, int]]:
+    """``(index, start, stop)`` of the batches of ``n`` items, ``batch_size`` at a time, that this rank computes
+    (all in one process)."""
+    for i in distributed.my_share(-(-n // batch_size)):
+        yield i, i * batch_size, min(n, (i + 1) * batch_size)
+
+
 @torch.no_grad()
 def evaluate_terms(model: GenerativeModel, data: Dataset, split: str = "test", batch_size: int = 500,
                    device: torch.device | None = None, seed: int = EVAL_SEED) -> dict[str, float]:

@@ -10,7 +10,7 @@ from genlab.data.text import TextDataset, format_poem
 from genlab.data.vocab import UNK_CHAR, Vocabulary
 from genlab.errors import ConfigError
 from genlab.metrics.latent import latent_diagnostics
-from genlab.metrics.terms import batch_seed, evaluate_terms
+from genlab.metrics.terms import batch_seed, evaluate_terms, my_slices
 from genlab.models.abilities import Encoder, Reconstructs, TemperatureSampler, evaluating
 from genlab.models.base import GenerativeModel
 from genlab.train import distributed
@@ -28,11 +28,10 @@ def reconstruction_accuracy(model: Any, data: TextDataset, split: str = "test", 
     tokens = data.split(split)[0]
     if limit is not None:
         tokens = tokens[:limit]
-    starts = range(0, len(tokens), batch_size)
     right = total = 0
     with evaluating(model):
-        for i in distributed.my_share(len(starts)):
-            x = tokens[starts[i]:starts[i] + batch_size].to(model.device)
+        for _, start, stop in my_slices(len(tokens), batch_size):
+            x = tokens[start:stop].to(model.device)
             real = x != Vocabulary.pad_id
             right += ((model.reconstruct(x) == x) & real).sum().item()
             total += real.sum().item()
@@ -61,11 +60,10 @@ def sample_novelty(model: Any, data: TextDataset, n: int = 5000, *, seed: int = 
     if temperature is not None and not stepwise:
         raise ConfigError(f"{model.family} samples without a temperature; leave it out")
     options = {"temperature": temperature} if stepwise else {}
-    starts = range(0, n, batch_size)
     texts: list[str] = []
-    for i in distributed.my_share(len(starts)):
+    for i, start, stop in my_slices(n, batch_size):
         gen = torch.Generator(device=model.device).manual_seed(batch_seed(seed, i))
-        tokens = model.sample(min(batch_size, n - starts[i]), generator=gen, **options)
+        tokens = model.sample(stop - start, generator=gen, **options)
         texts += model.tokens_to_text(tokens)
     texts = distributed.gather_list(texts)
     out: dict[str, Any] = novelty(texts, data.corpus)

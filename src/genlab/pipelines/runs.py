@@ -115,7 +115,7 @@ _LAST_RUN_DATA: dict[tuple[str, str], Dataset] = {}
 
 def remember_run_data(run_dir: str | Path, config: Any, data: Dataset) -> None:
     """Keep ``data`` as the dataset of ``run_dir`` loaded from its data section ``config`` (replacing any other)."""
-    _LAST_RUN_DATA.clear()
+    forget_run_data()
     _LAST_RUN_DATA[(str(Path(run_dir).resolve()), repr(config))] = data
 
 
@@ -125,7 +125,7 @@ def load_run_data(run_dir: str | Path, progress: bool = True) -> Dataset:
     config = run_config(run_dir).data
     data = _LAST_RUN_DATA.get((str(Path(run_dir).resolve()), repr(config)))
     if data is None:
-        _LAST_RUN_DATA.clear()  # not two datasets in memory while the new one loads
+        forget_run_data()  # not two datasets in memory while the new one loads
         data = load(config, progress=progress)
         remember_run_data(run_dir, config, data)
     return data
