@@ -27,12 +27,12 @@ BENCHMARK = "whole_process"
 GENLAB, PEER = "genlab train (report included)", "pytorch/examples main.py"
 
 
-def _data_dir(name: str) -> Path:
-    """The folder of the dataset's IDX files, where genlab finds it (GENLAB_DATA/NAME)."""
+def data_dir(name: str, benchmark: str = BENCHMARK) -> Path:
+    """The folder of the dataset's IDX files, where genlab finds it (GENLAB_DATA/NAME); else exit saying so."""
     root = os.environ.get("GENLAB_DATA")
     folder = Path(root) / name if root else None
     if folder is None or not (folder / "train-images-idx3-ubyte.gz").is_file():
-        raise SystemExit(f"bench.whole_process: set GENLAB_DATA to a folder holding {name}/ with the IDX .gz files "
+        raise SystemExit(f"bench.{benchmark}: set GENLAB_DATA to a folder holding {name}/ with the IDX .gz files "
                          "(e.g. GENLAB_DATA=../shared/data)")
     return folder
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if min(args.epochs, args.repeats) < 1:
         ap.error("--epochs and --repeats must be >= 1")
-    folder = _data_dir(args.data)
+    folder = data_dir(args.data)
     machine = machine_info()
     repo = Path(__file__).resolve().parent.parent
     seconds: dict[str, list[float]] = {GENLAB: [], PEER: []}

@@ -8,6 +8,7 @@ the summed loss over the split divided by its number of images, i.e. the negativ
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -119,6 +120,12 @@ def _read_idx(path: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
+def read_split(folder: str | os.PathLike, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of split ``kind`` (train, t10k) from the IDX .gz files in ``folder``."""
+    return (_read_idx(os.path.join(folder, f"{kind}-images-idx3-ubyte.gz")),
+            _read_idx(os.path.join(folder, f"{kind}-labels-idx1-ubyte.gz")))
+
+
 def _save_image(images: torch.Tensor, path: str, nrow: int = 8, padding: int = 2) -> None:
     """torchvision's ``save_image``: a grid of (N, 1, H, W) images in [0, 1], ``nrow`` per row, ``padding``
     pixels between them, written as a PNG."""
@@ -136,7 +143,6 @@ def script(argv: list[str] | None = None) -> None:
     """pytorch/examples ``vae/main.py``: train and test every epoch, printing the example's lines, and save the
     reconstructions of the first test batch and 64 samples from the prior as PNGs after each epoch."""
     import argparse
-    import os
 
     ap = argparse.ArgumentParser(description="pytorch/examples vae/main.py, replicated")
     ap.add_argument("--data-dir", required=True, help="folder of the four IDX .gz files (MNIST or Fashion-MNIST)")
@@ -148,11 +154,8 @@ def script(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     os.makedirs(args.results, exist_ok=True)
 
-    def split(kind: str) -> tuple[np.ndarray, np.ndarray]:
-        return (_read_idx(os.path.join(args.data_dir, f"{kind}-images-idx3-ubyte.gz")),
-                _read_idx(os.path.join(args.data_dir, f"{kind}-labels-idx1-ubyte.gz")))
-
-    run = ExampleRun(split("train"), split("t10k"), seed=args.seed, batch_size=args.batch_size)
+    run = ExampleRun(read_split(args.data_dir, "train"), read_split(args.data_dir, "t10k"), seed=args.seed,
+                     batch_size=args.batch_size)
     model, optimizer = run.model, run.optimizer
     for epoch in range(1, args.epochs + 1):
         model.train()
