@@ -1,11 +1,14 @@
-"""bf16 against fp32 for the training step (``--train.precision``): seconds per epoch and the test loss after the
-same epochs, over several seeds, for the 784-400-20 MLP VAE (batch 128) and the conv VAE (``conv-small``), with
-the fp32 and bf16 matmul peaks of this machine beside them. Each seed trains both precisions back to back, so a
-machine that slows down slows both alike; the spread over seeds says whether a difference of the test losses is
-more than seed noise. On a CPU without native bf16 (neither AVX512-BF16 nor AMX) the benchmark says so and
-measures fp32 only.
+"""bf16 against fp32 for the training step (``--train.precision``): seconds per epoch and the quality after the
+same epochs, over several seeds, with the fp32 and bf16 matmul peaks of this machine beside them. Models: the
+784-400-20 MLP VAE (batch 128), the conv VAEs ``conv-small`` and ``keras-deconv`` (also bf16 with channels-last
+weights and batches, ``train.channels_last=true``), judged by the test loss (nats per image); and the DCGAN
+(``gan --preset dcgan``, batch 64), judged by its FID in genlab's feature space (5,000 samples against the test
+split, the same cached feature net for every run). Each seed trains every variant back to back, so a machine that
+slows down slows all alike; the spread over seeds says whether a difference is more than seed noise. On a CPU
+without native bf16 (neither AVX512-BF16 nor AMX) the benchmark says so and measures fp32 only.
 
-    GENLAB_DATA=../shared/data .venv/bin/python -m bench.precision --data fashion-mnist --epochs 3 --seeds 4
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.precision --data fashion-mnist --models mlp --epochs 10
+    GENLAB_DATA=../shared/data .venv/bin/python -m bench.precision --data mnist --models dcgan --epochs 1
 """
 from __future__ import annotations
 
@@ -26,21 +29,42 @@ from bench.results import command_line, publish
 from genlab.train.trainer import cpu_computes_bf16
 
 BENCHMARK = "precision"
-MODELS = {"mlp": "mlp-784-400-20", "conv": "conv-small"}
+# name -> (family, preset, further options, what judges it: the test loss or the FID of samples)
+MODELS: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "mlp": ("vae", "mlp-784-400-20", {}, "loss"),
+    "conv": ("vae", "conv-small", {}, "loss"),
+    "keras-deconv": ("vae", "keras-deconv", {}, "loss"),
+    "dcgan": ("gan", "dcgan", {"batch_size": 64}, "fid"),
+}
+CONV = {"conv", "keras-deconv", "dcgan"}  # convolutional: also measured as bf16 with channels-last
+VARIANTS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
+            "bf16+channels-last": {"precision": "bf16", "channels_last": True}}
+FID_SAMPLES = 5000
 
 
-def _train(preset: str, data: str, epochs: int, seed: int, precision: str, out: Path, limit: int | None) -> dict:
-    """Train one run in this process; its seconds per epoch (training only) and test loss after the last."""
+def _dataset(data: str, limit: int | None) -> Any:
     dataset = genlab.load_dataset(data, progress=False)
     if limit:
         dataset.train_x, dataset.test_x = dataset.train_x[:limit], dataset.test_x[:limit]
         dataset.train_y = None if dataset.train_y is None else dataset.train_y[:limit]
         dataset.test_y = None if dataset.test_y is None else dataset.test_y[:limit]
-    genlab.train("vae", data, preset=preset, dataset=dataset, epochs=epochs, seed=seed, precision=precision,
-                 out=out, progress=False)
+    return dataset
+
+
+def _train(model: str, dataset: Any, data: str, epochs: int, seed: int, variant: str, out: Path) -> dict:
+    """Train one run in this process; its seconds per epoch (training only) and its quality after the last: the
+    test loss, or the FID of ``FID_SAMPLES`` samples (fewer on a cut dataset)."""
+    family, preset, options, judge = MODELS[model]
+    genlab.train(family, data, preset=preset, dataset=dataset, epochs=epochs, seed=seed, out=out, progress=False,
+                 **options, **VARIANTS[variant])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    used = json.loads((out / "config.json").read_text())["meta"]["precision"]
-    return {"s_per_epoch": records[-1]["time_s"] / epochs, "test_loss": records[-1]["test/loss"], "used": used}
+    meta = json.loads((out / "config.json").read_text())["meta"]
+    row = {"s_per_epoch": records[-1]["time_s"] / epochs, "used": meta["precision"]}
+    if judge == "loss":
+        return {**row, "test_loss": records[-1]["test/loss"]}
+    scores = genlab.evaluate(out, dataset, k=0, latent=False, quality=True,
+                             quality_n=min(FID_SAMPLES, len(dataset.test_x)), progress=False)
+    return {**row, "fid": scores["quality/fid"]}
 
 
 def _spread(values: list[float]) -> str:
@@ -53,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--models", default="mlp,conv", help="comma-separated: mlp, conv")
+    ap.add_argument("--models", default="mlp,conv", help=f"comma-separated: {', '.join(MODELS)}")
     ap.add_argument("--limit", type=int, help="first N training and test images (a smoke run)")
     ap.add_argument("--results-dir", default=str(RESULTS_DIR))
     ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
@@ -63,39 +87,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ap.error(f"--epochs and --seeds must be >= 1, --models a list of {', '.join(MODELS)}")
     native = cpu_computes_bf16()
     precisions = ["fp32", "bf16"] if native else ["fp32"]
+    variants = {m: [v for v in VARIANTS if VARIANTS[v]["precision"] in precisions
+                    and (m in CONV or not VARIANTS[v].get("channels_last"))] for m in models}
     machine = machine_info()
     peaks = {p: max(matmul_gflops_by_size(1.0, dtype=torch.float32 if p == "fp32" else torch.bfloat16).values())
              for p in precisions}
-    runs: dict[str, dict[str, list[dict]]] = {m: {p: [] for p in precisions} for m in models}
+    dataset = _dataset(args.data, args.limit)
+    runs: dict[str, dict[str, list[dict]]] = {m: {v: [] for v in variants[m]} for m in models}
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         for model in models:
             for seed in range(1, args.seeds + 1):
-                for precision in precisions:
-                    out = Path(tmp) / f"{model}-{seed}-{precision}"
-                    runs[model][precision].append(_train(MODELS[model], args.data, args.epochs, seed, precision,
-                                                         out, args.limit))
+                for variant in variants[model]:
+                    out = Path(tmp) / f"{model}-{seed}-{variant}"
+                    runs[model][variant].append(_train(model, dataset, args.data, args.epochs, seed, variant, out))
+                    print(f"{model} seed {seed} {variant}: {runs[model][variant][-1]}", flush=True)
     rows = []
     summary: dict[str, Any] = {}
     for model in models:
-        per = {p: statistics.median(r["s_per_epoch"] for r in runs[model][p]) for p in precisions}
-        loss = {p: [r["test_loss"] for r in runs[model][p]] for p in precisions}
-        summary[model] = {"s_per_epoch": per, "test_loss": loss}
-        for p in precisions:
-            rows.append([f"{model} (`{MODELS[model]}`)", p, f"{per[p]:.2f}",
-                         "1" if p == "fp32" else f"{per['fp32'] / per[p]:.2f}", _spread(loss[p])])
+        judge = MODELS[model][3]
+        per = {v: statistics.median(r["s_per_epoch"] for r in runs[model][v]) for v in variants[model]}
+        quality = {v: [r["test_loss" if judge == "loss" else "fid"] for r in runs[model][v]] for v in variants[model]}
+        summary[model] = {"s_per_epoch": per, "test_loss" if judge == "loss" else "fid": quality}
+        for v in variants[model]:
+            rows.append([f"{model} (`{MODELS[model][0]} --preset {MODELS[model][1]}`)", v, f"{per[v]:.2f}",
+                         "1" if v == "fp32" else f"{per['fp32'] / per[v]:.2f}",
+                         _spread(quality[v]) + (" nats" if judge == "loss" else " FID")])
     result = {
-        "title": f"bf16 against fp32: seconds per epoch and test loss after {args.epochs} epochs on {args.data}, "
+        "title": f"bf16 against fp32: seconds per epoch and quality after {args.epochs} epochs on {args.data}, "
                  f"{args.seeds} seeds",
         "command": command_line(f"bench.{BENCHMARK}", sys.argv[1:] if argv is None else argv),
         "data": args.data, "epochs": args.epochs, "seeds": args.seeds, "native_bf16": native,
         "matmul_peak_gflops": peaks, "runs": runs, "summary": summary, "machine": machine,
         "table": {"columns": ["model", "precision", "s / epoch (median over seeds)", "speed-up over fp32",
-                              f"test loss after {args.epochs} epochs (mean ± sd over seeds, nats)"],
+                              f"after {args.epochs} epochs (mean ± sd over seeds): test loss, or FID"],
                   "rows": rows},
         "notes": [("This CPU computes bf16 natively (AVX512-BF16 or AMX, as torch detects them). "
                    if native else "This CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated, so only fp32 "
                    "is measured. ") + "Matmul peaks at the thread count used: " +
-                  ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()) + "."],
+                  ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()) + ".",
+                  "Evaluation is fp32 for every variant."]
+                 + ([f"FID: {FID_SAMPLES} samples against the test split in genlab's feature space (a small CNN "
+                     "trained on the dataset's training split, cached: the same net for every run)."]
+                    if any(MODELS[m][3] == "fid" for m in models) else []),
     }
     publish(f"{BENCHMARK}-{args.data}-{'-'.join(models)}", result, args.results_dir, args.readme)
     return result
