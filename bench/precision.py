@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": args.data, "epochs": args.epochs, "seeds": args.seeds, "native_bf16": native,
         "matmul_peak_gflops": peaks, "runs": runs, "summary": summary, "machine": machine,
         "table": {"columns": ["model", "precision", "s / epoch (median over seeds)", "speed-up over fp32",
-                              f"after {args.epochs} epochs (mean ± sd over seeds): test loss, or FID"],
+                              f"after {args.epochs} epoch{'s' if args.epochs > 1 else ''} (mean ± sd over seeds): "
+                              "test loss, or FID"],
                   "rows": rows},
         "notes": [("This CPU computes bf16 natively (AVX512-BF16 or AMX, as torch detects them). "
                    if native else "This CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated, so only fp32 "
