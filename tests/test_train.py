@@ -862,6 +862,22 @@ def test_auto_precision_follows_the_hardware_and_bf16_needs_autocast() -> None:
     assert trainer_mod.resolve_precision("auto", cpu) == ("bf16" if trainer_mod.cpu_computes_bf16() else "fp32")
     with pytest.raises(ConfigError, match="train.precision=bf16 has no autocast on meta"):
         trainer_mod.resolve_precision("bf16", torch.device("meta"))
+    assert trainer_mod.resolve_precision("auto", cpu, pays=False) == "fp32"  # a family bf16 was not shown to pay
+    assert trainer_mod.resolve_precision("bf16", cpu, pays=False) == "bf16"  # asked for by name: given
+
+
+@pytest.mark.parametrize("family", ["vae", "pixelcnn"])
+def test_auto_precision_is_bf16_only_for_families_measured_to_gain(family: str, digits: ImageDataset,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(trainer_mod, "cpu_computes_bf16", lambda: True)  # as on a CPU with AVX512-BF16 or AMX
+    cfg = build_config(family, "digits", precision="auto", epochs=1)
+    model = MODELS.get(family)(cfg.model_config, digits.spec)
+    trainer = Trainer(model, digits, cfg.train, progress=False)
+    assert MODELS.get("vae").bf16_pays and not MODELS.get("pixelcnn").bf16_pays
+    assert trainer.precision == ("bf16" if family == "vae" else "fp32")
+    note = capsys.readouterr().err
+    assert ("keeps fp32 for pixelcnn: bf16 was not measured to pay" in note) == (family == "pixelcnn")
 
 
 def test_an_unknown_precision_is_one_line(digits: ImageDataset) -> None:

@@ -42,6 +42,10 @@ class GenerativeModel(nn.Module):
     # abilities the family never has although it inherits their members (an encoder-only family declines Sampler,
     # the ``sample`` of this contract): ``offers`` says False and ``families_with`` leaves the family out
     declines: ClassVar[tuple[type, ...]] = ()
+    # whether bf16 products were measured to pay for this family (faster at a quality within seed noise:
+    # bench/precision.py); train.precision=auto picks bf16 only for such families, where the hardware computes bf16
+    # natively
+    bf16_pays: ClassVar[bool] = False
 
     def __init__(self, config: Any, spec: DataSpec):
         check_data_kind(type(self), spec)

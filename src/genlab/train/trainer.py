@@ -79,11 +79,14 @@ def cpu_computes_bf16() -> bool:
     return False
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
+def resolve_precision(name: str, device: torch.device, pays: bool = True) -> str:
     """The precision ``train.precision`` names on this device: fp32 or bf16; ``auto`` is bf16 where the device
-    computes it natively (a GPU that supports it; a CPU with AVX512-BF16 or AMX), else fp32. bf16 where torch has
-    no autocast for the device is one line."""
+    computes it natively (a GPU that supports it; a CPU with AVX512-BF16 or AMX) and ``pays`` (the family's
+    ``bf16_pays``: bench/precision.py measured it faster at the same quality), else fp32. bf16 where torch has no
+    autocast for the device is one line."""
     if name == "auto":
+        if not pays:
+            return "fp32"
         if device.type == "cuda":
             with torch.cuda.device(device):  # that GPU, natively (not the emulation older GPUs offer)
                 return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
@@ -215,7 +218,11 @@ class Trainer:
                                      for name, opt in self.optimizers.items()}
         self._batch_norm = self.dist is not None and distributed.has_batch_norm(self.model)
         # the step's products in bf16 under autocast; weights, gradients, optimizer state and evaluation stay fp32
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device, type(model).bf16_pays)
+        if cfg.precision == "auto" and not type(model).bf16_pays and self.summaries and \
+                resolve_precision("auto", self.device) == "bf16":
+            print(f"genlab: note: train.precision=auto keeps fp32 for {model.family or type(model).__name__}: bf16 "
+                  "was not measured to pay for this family (train.precision=bf16 asks for it)", file=sys.stderr)
         if self.precision == "bf16" and self.device.type == "cpu" and not cpu_computes_bf16() and self.summaries:
             print("genlab: note: this CPU has neither AVX512-BF16 nor AMX: bf16 products are emulated and slower "
                   "than fp32 (train.precision=fp32 or auto avoid them)", file=sys.stderr)
