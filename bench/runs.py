@@ -3,12 +3,14 @@
 ``GenlabRun`` (genlab's ``Trainer``) and ``ExamplesRun`` (a pytorch/examples-style loop) give ``epoch()`` ->
 seconds of one training epoch (no evaluation inside), ``test()`` -> the test loss in nats per image and
 ``forward(x)`` -> one forward pass of ``model`` (for ``bench.flops.forward_macs``); ``label`` names the run in
-tables. ``alternate_epochs`` trains such runs epoch by epoch in turn, so that a change in the machine's load
-touches all of them alike; ``summarize_runs``, ``results_table`` and ``timing_notes`` turn the epochs into the
-stored result and its table.
+tables. ``Isolated`` holds such a run in a process of its own, so that one run's allocations (the peers' many
+small tensors move glibc's dynamic mmap threshold) do not slow the next run's epoch. ``alternate_epochs`` trains
+the runs epoch by epoch in turn, so that a change in the machine's load touches all of them alike;
+``summarize_runs``, ``results_table`` and ``timing_notes`` turn the epochs into the stored result and its table.
 """
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ import torch
 
 import genlab
 from bench import README, RESULTS_DIR
-from bench.flops import MacCount, achieved_gflops
+from bench.flops import MacCount, achieved_gflops, count_macs
 from bench.machine import cpu_snapshot, other_load
 from bench.peers.pytorch_examples_vae import ExampleRun
 from genlab.config import build_config
@@ -26,8 +28,9 @@ from genlab.metrics.terms import evaluate_terms
 from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 
-__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "alternate_epochs",
-           "summarize_runs", "results_table", "timing_notes", "add_common_arguments", "check_common_arguments"]
+__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "peak_of", "alternate_epochs",
+           "summarize_runs", "results_table", "timing_notes", "step_breakdown", "breakdown_note",
+           "add_common_arguments", "check_common_arguments"]
 
 
 class GenlabRun:
@@ -40,6 +43,7 @@ class GenlabRun:
                            batch_size=batch_size, lr=1e-3, optimizer="adam", **options)
         torch.manual_seed(seed)
         self.label = label
+        self.precision = cfg.train.precision  # whose matmul peak its GFLOP/s are set against
         self.model = MODELS.get("vae")(cfg.model_config, data.spec)
         self.data = data
         self.trainer = Trainer(self.model, data, cfg.train, progress=False, summaries=False)
@@ -62,6 +66,7 @@ class PeerRun:
     run: Any
     model: Any
     label: str
+    precision = "fp32"
 
     def epoch(self) -> float:
         return self.run.epoch()[1]
@@ -108,26 +113,118 @@ def load_images(name: str, limit: int | None, shape: tuple[int, ...], needs: str
         data.test_y = None if data.test_y is None else data.test_y[:limit]
     return data
 
+def _serve(make: Callable[[], Any], conn: Any) -> None:
+    """In the child of an ``Isolated``: build the run, then answer (command, args) messages until "close"."""
+    try:
+        run = make()
+        conn.send(("ok", (run.label, getattr(run, "precision", "fp32"))))
+        while True:
+            command, args = conn.recv()
+            if command == "close":
+                getattr(run, "close", lambda: None)()
+                conn.send(("ok", None))
+                return
+            conn.send(("ok", _answer(run, command, args)))
+    except SystemExit as e:  # a benchmark's own one-line refusal (bench.runs.load_images)
+        conn.send(("error", str(e.code)))
+    except Exception as e:  # noqa: BLE001 - the parent says it in one line
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _answer(run: Any, command: str, args: tuple) -> Any:
+    if command == "epoch":  # the seconds, and the other processes' load meanwhile (measured from in here)
+        before = cpu_snapshot()
+        seconds = run.epoch()
+        return seconds, other_load(before, cpu_snapshot())
+    if command == "test":
+        return run.test()
+    if command == "macs":
+        return count_macs(run, args[0])
+    if command == "breakdown":
+        return step_breakdown(run, args[0])
+    raise ValueError(f"unknown command {command!r}")
+
+
+class Isolated:
+    """A run built by ``make`` (a picklable callable: a module-level function or a ``functools.partial`` of one)
+    in a spawned process of its own, driven over a pipe: ``epoch()``, ``timed_epoch()`` -> (seconds, other
+    processes' load), ``test()``, ``macs(x)``, ``breakdown(steps)``, ``close()``. The child waits blocked on the
+    pipe while the other runs train."""
+
+    def __init__(self, make: Callable[[], Any]):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(make, child), daemon=True)
+        self._process.start()
+        child.close()
+        self.label, self.precision = self._reply()
+
+    def _reply(self) -> Any:
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            raise SystemExit(f"bench: a benchmark run's process ended (exit code {self._process.exitcode})") \
+                from None
+        if status != "ok":
+            raise SystemExit(f"bench: a benchmark run failed in its process: {value}")
+        return value
+
+    def _call(self, command: str, *args: Any) -> Any:
+        self._conn.send((command, args))
+        return self._reply()
+
+    def timed_epoch(self) -> tuple[float, float | None]:
+        return self._call("epoch")
+
+    def epoch(self) -> float:
+        return self.timed_epoch()[0]
+
+    def test(self) -> float:
+        return self._call("test")
+
+    def macs(self, x: torch.Tensor) -> MacCount:
+        return self._call("macs", x)
+
+    def breakdown(self, steps: float) -> dict[str, dict[str, float]]:
+        return self._call("breakdown", steps)
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._call("close")
+        self._process.join(timeout=30)
+        self._conn.close()
+
+
 def run_key(name: str) -> str:
     """A run's name as a JSON key prefix: pytorch-examples -> pytorch_examples."""
     return name.replace("-", "_")
 
-def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: float, peak: float, epochs: int,
-                     baseline: str = "genlab") -> list[dict[str, Any]]:
+def peak_of(run: Any, peak: float | dict[str, float]) -> float:
+    """The matmul peak of the precision ``run`` computes its products in (fp32 unless it says otherwise)."""
+    return peak[getattr(run, "precision", "fp32")] if isinstance(peak, dict) else peak
+
+
+def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: float, peak: float | dict[str, float],
+                     epochs: int, baseline: str = "genlab") -> list[dict[str, Any]]:
     """Train ``runs`` (name -> run, ``baseline`` first) epoch by epoch in turn; per epoch one row: every run's
-    seconds, GFLOP/s, fraction of ``peak``, the other processes' load, then its test loss, then ``baseline``'s
-    time over each other run's. Prints one line per epoch and warns when other processes kept cores busy."""
+    seconds, GFLOP/s, fraction of the peak of its precision (``peak``: one number, fp32, or one per precision),
+    the other processes' load, then its test loss, then ``baseline``'s time over each other run's. Prints one line
+    per epoch and warns when other processes kept cores busy."""
     rows: list[dict[str, Any]] = []
     names = list(runs)
     for epoch in range(1, epochs + 1):
         row: dict[str, Any] = {"epoch": epoch}
         for name, run in runs.items():
             key = run_key(name)
-            before = cpu_snapshot()
-            seconds = run.epoch()
-            others = other_load(before, cpu_snapshot())
+            if isinstance(run, Isolated):  # timed in its own process
+                seconds, others = run.timed_epoch()
+            else:
+                before = cpu_snapshot()
+                seconds = run.epoch()
+                others = other_load(before, cpu_snapshot())
             gflops = achieved_gflops(macs[name].train_step, steps, seconds)
-            row.update({f"{key}_s": seconds, f"{key}_gflops": gflops, f"{key}_fraction_of_peak": gflops / peak,
+            row.update({f"{key}_s": seconds, f"{key}_gflops": gflops,
+                        f"{key}_fraction_of_peak": gflops / peak_of(run, peak),
                         f"{key}_other_load": others})
         for name, run in runs.items():
             row[f"{run_key(name)}_test_loss"] = run.test()
@@ -147,7 +244,7 @@ def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: flo
     return rows
 
 def summarize_runs(runs: dict[str, Any], macs: dict[str, MacCount], rows: list[dict[str, Any]], steps: float,
-                   peak: float, baseline: str = "genlab") -> dict[str, Any]:
+                   peak: float | dict[str, float], baseline: str = "genlab") -> dict[str, Any]:
     """Per run (keyed by ``run_key``): its label, seconds per epoch and their median, test losses, MACs per step,
     GFLOP/s and fraction of peak at the median, and ``baseline``'s median time over its own."""
     models: dict[str, Any] = {}
@@ -161,7 +258,8 @@ def summarize_runs(runs: dict[str, Any], macs: dict[str, MacCount], rows: list[d
             "label": run.label, "seconds": secs, "median_s": median,
             "test_loss": [r[f"{key}_test_loss"] for r in rows],
             "forward_macs_per_step": macs[name].forward, "train_macs_per_step": macs[name].train_step,
-            "gflops_at_median": gflops, "fraction_of_peak_at_median": gflops / peak,
+            "precision": getattr(run, "precision", "fp32"),
+            "gflops_at_median": gflops, "fraction_of_peak_at_median": gflops / peak_of(run, peak),
             f"{base}_over_this_median": None if key == base else models[base]["median_s"] / median,
         }
     return models
@@ -177,7 +275,8 @@ def results_table(models: dict[str, Any], epochs: int, baseline: str = "genlab")
                      f"{m['gflops_at_median']:.1f}", f"{100 * m['fraction_of_peak_at_median']:.0f}%"])
     return {"columns": ["model", f"s / epoch (median of {epochs})",
                         f"{models[base]['label']} time / model time (< 1: {models[base]['label']} faster)",
-                        f"test loss after epoch {epochs} (nats)", "train MMACs / step", "GFLOP/s", "of matmul peak"],
+                        f"test loss after epoch {epochs} (nats)", "train MMACs / step", "GFLOP/s",
+                        "of the matmul peak of its precision"],
             "rows": rows}
 
 def timing_notes(threads: int, by_size: dict[int, float], peak: float, rows: list[dict[str, Any]]) -> list[str]:
@@ -189,6 +288,41 @@ def timing_notes(threads: int, by_size: dict[int, float], peak: float, rows: lis
             "- first layer's input gradient.",
             f"Other processes kept at most {max(loads):.2f} cores busy during a timed epoch."
             if loads else "Load from other processes not measured (no /proc)."]
+
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
+CATEGORIES = ("dense products", "casts and copies", "optimizer", "everything else")
+
+
+def _category(op: str) -> str:
+    if op in PRODUCTS or "convolution" in op:
+        return "dense products"
+    if op in ("aten::copy_", "aten::_to_copy"):
+        return "casts and copies"
+    if op.startswith(("aten::_fused_adam", "aten::_foreach_", "Optimizer.")):  # the kernel and step()'s Python
+        return "optimizer"
+    return "everything else"  # element-wise work, the loss, the batch gather, allocation, autograd's bookkeeping
+
+
+def step_breakdown(run: Any, steps: float) -> dict[str, dict[str, float]]:
+    """Where one more training epoch of ``run`` spends its time, under torch's profiler (CPU): per category of
+    ``CATEGORIES``, the operators' own (self) time in ms per step and its share of all of it. The profiler adds
+    its own cost to every operator call, so small operators look dearer than they are; the epoch is not timed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run.epoch()
+    micros = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.key_averages():
+        micros[_category(event.key)] += event.self_cpu_time_total
+    whole = sum(micros.values()) or 1.0
+    return {c: {"ms_per_step": us / 1000 / steps, "share": us / whole} for c, us in micros.items()}
+
+
+def breakdown_note(label: str, breakdown: dict[str, dict[str, float]]) -> str:
+    return (f"Where {label}'s step goes (one more epoch under torch's profiler, which inflates small operators): "
+            + ", ".join(f"{c} {100 * b['share']:.0f}% ({b['ms_per_step']:.2f} ms)" for c, b in breakdown.items())
+            + " per step.")
+
 
 def add_common_arguments(ap: Any, *, data: str, epochs: int) -> None:
     """The options every epoch benchmark takes: data, epochs, limit, seed, peak time, where results go."""

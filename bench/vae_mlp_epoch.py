@@ -3,12 +3,16 @@
 The three train the same network (784-400-20 with ReLU, sigmoid outputs, summed BCE on grey pixels plus the
 analytic KL) with the same recipe (Adam 1e-3, batch 128), epoch by epoch in turn -- genlab, then
 pytorch/examples (``peers/pytorch_examples_vae.py``), then pythae (``peers/pythae_vae.py``) -- so that a
-machine that slows down slows all three. Recorded per epoch and model: the seconds of the training loop (no
-evaluation inside), the test loss after it (the negative single-sample ELBO in nats per image, as
-pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense layers
-(multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first layer's
-input gradient) as a fraction of this machine's fp32 matmul peak, measured at the start of the run. Writes
-``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
+machine that slows down slows all three. Each run lives in a process of its own (``bench.runs.Isolated``): in one
+process the peers' many small allocations move glibc's mmap threshold and genlab's large per-step buffers fault
+their pages in again, which cost genlab's epoch a third more here. Recorded per epoch and model: the seconds of
+the training loop (no evaluation inside), the test loss after it (the negative single-sample ELBO in nats per
+image, as pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense
+layers (multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first
+layer's input gradient) as a fraction of the matmul peak of the precision the run computes in (fp32; bf16 for
+``genlab-bf16``), measured at the start of the run; then where genlab's step goes, from one more epoch under
+torch's profiler. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of
+``bench/README.md``.
 
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 3
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 1 --limit 512   # smoke
@@ -19,23 +23,26 @@ pythae is a benchmark-only peer: ``make bench`` installs it into .venv (``pip in
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from bench.flops import count_macs
-from bench.machine import measure_peak
+from bench.machine import matmul_gflops_by_size, measure_peak
 from bench.results import command_line, publish
 from bench.runs import (
     ExamplesRun,
     GenlabRun,
+    Isolated,
     PeerRun,
     add_common_arguments,
     alternate_epochs,
+    breakdown_note,
     check_common_arguments,
     load_images,
     results_table,
+    run_key,
     summarize_runs,
     timing_notes,
 )
@@ -61,6 +68,24 @@ class _PythaeRun(PeerRun):
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.run.forward_batch(x)
+
+
+NEEDS = "the 784-400-20 VAE needs 1 x 28 x 28 grey images (mnist, fashion-mnist)"
+
+
+def build_run(name: str, data_name: str, limit: int | None, seed: int) -> Any:
+    """The run ``name`` (genlab or a peer) on its own copy of the data: what each ``Isolated`` process builds."""
+    if name not in ("genlab", *PEERS):
+        raise ValueError(f"unknown run {name!r}")
+    data = load_images(data_name, limit, (1, 28, 28), NEEDS)
+    if name == "genlab":
+        return GenlabRun(data, data_name, seed, preset="mlp-784-400-20", batch_size=BATCH)
+    if name == "genlab-bf16":
+        return GenlabRun(data, data_name, seed, preset="mlp-784-400-20", batch_size=BATCH, label="genlab bf16",
+                         precision="bf16")
+    if name == "pytorch-examples":
+        return ExamplesRun(data, seed, batch_size=BATCH)
+    return _PythaeRun(data, seed)
 
 
 def _require_pythae() -> None:
@@ -98,35 +123,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("bench.vae_mlp_epoch: this CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated; "
                          "leave genlab-bf16 out of --peers")
 
-    data = load_images(args.data, args.limit, (1, 28, 28), "the 784-400-20 VAE needs 1 x 28 x 28 grey "
-                              "images (mnist, fashion-mnist)")
+    data = load_images(args.data, args.limit, (1, 28, 28), NEEDS)
     n_train, n_test = len(data.train_x), len(data.test_x)
-    machine, threads, by_size, peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
+    machine, threads, by_size, fp32_peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
+    peak: dict[str, float] = {"fp32": fp32_peak}
+    if "genlab-bf16" in args.peers:  # its GFLOP/s are set against the bf16 products' own peak
+        peak["bf16"] = max(matmul_gflops_by_size(args.peak_seconds, dtype=torch.bfloat16).values())
+        print(f"bf16 matmul peak {peak['bf16']:.0f} GFLOP/s", flush=True)
 
-    makers: dict[str, Callable[[], Any]] = {
-        "genlab": lambda: GenlabRun(data, args.data, args.seed, preset="mlp-784-400-20", batch_size=BATCH),
-        "pytorch-examples": lambda: ExamplesRun(data, args.seed, batch_size=BATCH),
-        "pythae": lambda: _PythaeRun(data, args.seed),
-        "genlab-bf16": lambda: GenlabRun(data, args.data, args.seed, preset="mlp-784-400-20", batch_size=BATCH,
-                                         label="genlab bf16", precision="bf16"),
-    }
     names = ["genlab", *args.peers]
-    runs = {name: makers[name]() for name in names}
-    probe = data.train_x[:BATCH]
-    macs = {name: count_macs(run, probe) for name, run in runs.items()}
-    steps = n_train / BATCH  # the last, partial batch counted by its share of images
-    if len({m.forward for m in macs.values()}) > 1:
-        print("warning: the models' counted forward MACs differ: "
-              + ", ".join(f"{n} {m.forward}" for n, m in macs.items()), flush=True)
-
-    rows = alternate_epochs(runs, macs, steps, peak, args.epochs)
+    runs = {name: Isolated(functools.partial(build_run, name, args.data, args.limit, args.seed)) for name in names}
+    try:
+        probe = data.train_x[:BATCH]
+        macs = {name: run.macs(probe) for name, run in runs.items()}
+        steps = n_train / BATCH  # the last, partial batch counted by its share of images
+        if len({m.forward for m in macs.values()}) > 1:
+            print("warning: the models' counted forward MACs differ: "
+                  + ", ".join(f"{n} {m.forward}" for n, m in macs.items()), flush=True)
+        rows = alternate_epochs(runs, macs, steps, peak, args.epochs)
+        breakdown = {run_key(n): runs[n].breakdown(steps) for n in names if n.startswith("genlab")}
+    finally:
+        for run in runs.values():
+            run.close()  # pythae's output folder goes with it
     models = summarize_runs(runs, macs, rows, steps, peak)
     notes = [f"Peers: {'; '.join(PEERS[p] for p in args.peers)}; alternating epoch by "
-             f"epoch in one process; batch {BATCH}, Adam 1e-3, summed BCE + KL.",
-             *timing_notes(threads, by_size, peak, rows)]
-    if "genlab-bf16" in args.peers:
-        notes.append("The genlab bf16 row's share of peak is against the fp32 matmul peak above; this CPU's bf16 "
-                     "peak is higher (bench/precision.py measures both).")
+             f"epoch, each run in a process of its own; batch {BATCH}, Adam 1e-3, summed BCE + KL.",
+             *timing_notes(threads, by_size, fp32_peak, rows)]
+    if "bf16" in peak:
+        notes.append(f"The genlab bf16 row's share is of the bf16 matmul peak, {peak['bf16']:.0f} GFLOP/s "
+                     "(measured as the fp32 one).")
+    notes += [breakdown_note(runs[n].label, breakdown[run_key(n)]) for n in names if n.startswith("genlab")]
     smoke = f", smoke run on the first {args.limit} images" if args.limit else ""
     result = {
         "benchmark": BENCHMARK,
@@ -134,15 +160,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command_line(f"bench.{BENCHMARK}", argv),
         "data": args.data, "train_images": n_train, "test_images": n_test, "limit": args.limit,
         "epochs_run": args.epochs, "batch_size": BATCH, "seed": args.seed, "threads": threads,
-        "matmul_peak_gflops": peak, "matmul_gflops_by_size": {str(n): g for n, g in by_size.items()},
+        "matmul_peak_gflops": fp32_peak, "matmul_peak_gflops_by_precision": peak,
+        "step_breakdown": breakdown, "matmul_gflops_by_size": {str(n): g for n, g in by_size.items()},
         "models": models, "epochs": rows, "machine": machine,
         "table": results_table(models, args.epochs),
         "notes": notes,
     }
     name = f"{BENCHMARK}-{args.data}" + (f"-limit{args.limit}" if args.limit else "")
     publish(name, result, args.results_dir, args.readme)
-    for run in runs.values():
-        getattr(run, "close", lambda: None)()  # pythae's output folder
     return result
 
 

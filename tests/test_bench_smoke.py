@@ -17,6 +17,7 @@ from bench import (
     pixel_sampling,
     pixelcnn_step,
     precision,
+    time_to_elbo,
     time_to_quality,
     vae_conv_epoch,
     vae_mlp_epoch,
@@ -106,7 +107,29 @@ def _run_vae_mlp_epoch(tmp_path, monkeypatch, peers: str) -> dict:
             assert row[f"genlab_over_{key}"] == pytest.approx(row["genlab_s"] / row[f"{key}_s"])
     assert len(written["table"]["rows"]) == 1 + len(peers.split(","))
     assert "| **genlab** |" in (tmp_path / "README.md").read_text()
+    peaks = written["matmul_peak_gflops_by_precision"]
+    for key, model in written["models"].items():  # each run's share is of its own precision's peak
+        assert row[f"{key}_fraction_of_peak"] == pytest.approx(row[f"{key}_gflops"] / peaks[model["precision"]])
+    for key, parts in written["step_breakdown"].items():  # genlab's runs only, one profiled epoch each
+        assert key.startswith("genlab") and set(parts) == {"dense products", "casts and copies", "optimizer",
+                                                            "everything else"}
+        assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+        assert parts["dense products"]["ms_per_step"] > 0 and parts["optimizer"]["ms_per_step"] > 0
+    assert any(note.startswith("Where genlab's step goes") for note in written["notes"])
     return written
+
+
+def test_an_isolated_run_that_fails_is_one_line():
+    import functools
+
+    from bench.runs import Isolated
+
+    with pytest.raises(SystemExit, match=r"^bench: a benchmark run failed in its process: ValueError: unknown run "
+                                         r"'nonesuch'$"):
+        Isolated(functools.partial(vae_mlp_epoch.build_run, "nonesuch", "digits", None, 1))
+    with pytest.raises(SystemExit, match=r"^bench: a benchmark run failed in its process: --data digits has images "
+                                         r"of shape \(1, 8, 8\); the 784-400-20 VAE needs"):  # the child's own refusal
+        Isolated(functools.partial(vae_mlp_epoch.build_run, "genlab", "digits", None, 1))
 
 
 @needs_shared("fashion-mnist")
@@ -129,6 +152,10 @@ def test_vae_mlp_epoch_smoke_pythae(tmp_path, monkeypatch):
 def test_vae_mlp_epoch_smoke_genlab_bf16(tmp_path, monkeypatch):
     written = _run_vae_mlp_epoch(tmp_path, monkeypatch, "genlab-bf16")
     assert written["models"]["genlab_bf16"]["label"] == "genlab bf16"
+    assert written["models"]["genlab_bf16"]["precision"] == "bf16"
+    assert "bf16" in written["matmul_peak_gflops_by_precision"]
+    casts = {k: b["casts and copies"]["ms_per_step"] for k, b in written["step_breakdown"].items()}
+    assert casts["genlab_bf16"] > casts["genlab"]  # autocast casts every weight and activation it multiplies
 
 
 # --- the conv VAE: the peer's layers are genlab's conv-small, and a smoke run ---
@@ -295,13 +322,56 @@ def test_whole_process_smoke(tmp_path, monkeypatch):
 
 
 @needs_shared("fashion-mnist")
-def test_precision_smoke(tmp_path, monkeypatch):
+def test_precision_smoke(tmp_path, monkeypatch, feature_cache):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("GENLAB_CACHE", str(feature_cache))
+    out = tmp_path / "results"
+    result = precision.main(["--models", "mlp,dcgan", "--epochs", "1", "--seeds", "1", "--limit", "256",
+                             "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "precision-fashion-mnist-mlp-dcgan.json").read_text())
+    assert written["command"] == result["command"]
+    native = written["native_bf16"]
+    mlp, gan = written["runs"]["mlp"], written["runs"]["dcgan"]
+    assert set(mlp) == ({"fp32", "bf16"} if native else {"fp32"})  # channels-last only for convolutional nets
+    assert set(gan) == ({"fp32", "bf16", "bf16+channels-last"} if native else {"fp32"})
+    for measured in (mlp, gan):
+        assert all(r["used"] == v.split("+")[0] and r["s_per_epoch"] > 0 for v, rs in measured.items() for r in rs)
+    assert all(200 < r["test_loss"] < 800 for rs in mlp.values() for r in rs)
+    assert all(r["fid"] > 0 and "test_loss" not in r for rs in gan.values() for r in rs)  # a GAN is judged by FID
+    assert any("FID" in note for note in written["notes"])
+
+
+def test_time_to_elbo_counts_the_first_epoch_at_the_target():
+    curve = [{"epoch": 1, "time_s": 2.0, "test_loss": 250.0}, {"epoch": 2, "time_s": 4.0, "test_loss": 244.0},
+             {"epoch": 3, "time_s": 6.0, "test_loss": 243.0}]
+    assert time_to_elbo.first_reaching(curve, 244.0)["epoch"] == 2  # at the target counts
+    assert time_to_elbo.first_reaching(curve, 243.5)["time_s"] == 6.0
+    assert time_to_elbo.first_reaching(curve, 242.0) is None
+
+
+def test_time_to_elbo_recipe_is_a_command_genlab_accepts(tmp_path):
+    from genlab.cli import build_parser  # the parser the genlab script uses
+
+    argv = time_to_elbo.genlab_command("digits", tmp_path / "run", 3, lr=5e-3, beta2=0.99, epochs=5,
+                                       precision="auto")
+    assert argv[:2] == ["-m", "genlab"]
+    parsed, overrides = build_parser().parse_known_args(argv[2:])
+    assert parsed.lr == 5e-3 and parsed.epochs == 5 and parsed.seed == 3 and parsed.no_figures
+    assert overrides == ["--train.betas=0.9,0.99", "--train.schedule=cosine", "--train.precision=auto"]
+
+
+@pytest.mark.slow  # two whole processes: one peer epoch and one genlab epoch, about 20 s
+@needs_shared("fashion-mnist")
+def test_time_to_elbo_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
     out = tmp_path / "results"
-    result = precision.main(["--models", "mlp", "--epochs", "1", "--seeds", "1", "--limit", "512",
-                             "--results-dir", str(out), "--readme", ""])
-    written = json.loads((out / "precision-fashion-mnist-mlp.json").read_text())
+    result = time_to_elbo.main(["--seeds", "1", "--peer-epochs", "1", "--epochs", "1", "--results-dir", str(out),
+                                "--readme", ""])
+    written = json.loads((out / "time_to_elbo-fashion-mnist.json").read_text())
     assert written["command"] == result["command"]
-    measured = written["runs"]["mlp"]
-    assert set(measured) == ({"fp32", "bf16"} if written["native_bf16"] else {"fp32"})
-    assert all(r["used"] == p and r["s_per_epoch"] > 0 for p, rs in measured.items() for r in rs)
+    (seed,) = written["per_seed"]
+    assert len(seed["peer"]) == 1 and len(seed["genlab"]) == 1 and seed["peer"][0]["time_s"] > 0
+    assert seed["target"] == seed["peer"][0]["test_loss"] and 200 < seed["target"] < 400
+    mine = seed["genlab"][0]["test_loss"]
+    assert (seed["reached_epoch"] == 1) == (mine <= seed["target"])  # one genlab epoch at lr 5e-3 may or may not
+    assert written["recipe"]["used"] in ("fp32", "bf16")
