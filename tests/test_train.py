@@ -896,3 +896,34 @@ def test_a_vae_computes_its_terms_in_fp32_under_bf16_autocast(digits: ImageDatas
     assert all(t.dtype == torch.float32 for t in terms.values()), {k: t.dtype for k, t in terms.items()}
     kl = terms["kl"].item()
     assert kl > 0 and kl != torch.tensor(kl).to(torch.bfloat16).float().item()  # more digits than bf16 holds
+
+
+def test_bf16_steps_see_the_weights_an_earlier_step_changed(digits: ImageDataset) -> None:
+    """Autocast keeps its bf16 cast of a weight for the whole region, also after an optimizer changed the weight in
+    place; a GAN's generator step after its critic's step (one train_step) must multiply by the new critic."""
+    from genlab.train.bf16 import Bf16Optimizer
+
+    layer = torch.nn.Linear(4, 1, bias=False)
+    x = torch.ones(1, 4)
+    plain = torch.optim.SGD(layer.parameters(), lr=0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = layer(x)
+        before.sum().backward()
+        plain.step()
+        stale = layer(x)  # the cached cast: the weight before the step
+    assert torch.equal(stale, before)  # what torch does on its own
+    wrapped = Bf16Optimizer(torch.optim.SGD(layer.parameters(), lr=0.5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = layer(x)
+        before.sum().backward()
+        wrapped.step()
+        after = layer(x)
+    assert torch.allclose(after.float(), (layer.weight.detach() @ x.T).to(torch.bfloat16).float())
+    assert not torch.equal(after, before)
+    cfg = build_config("gan", "digits", precision="bf16", epochs=1)
+    trainer = Trainer(MODELS.get("gan")(cfg.model_config, digits.spec), digits, cfg.train, progress=False,
+                      summaries=False)
+    assert all(isinstance(o, Bf16Optimizer) for o in trainer._step_optimizers.values())
+    assert set(trainer._step_optimizers) == {"critic", "generator"}
+    wrapped.share = 0.25  # what the trainer sets per batch under torchrun reaches the optimizer it wraps
+    assert wrapped.optimizer.share == 0.25 and wrapped.share == 0.25

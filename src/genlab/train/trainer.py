@@ -32,6 +32,7 @@ from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from genlab.metrics.terms import evaluate_terms
 from genlab.models.base import GenerativeModel
 from genlab.train import distributed
+from genlab.train.bf16 import Bf16Optimizer
 from genlab.train.checkpoint import (
     MODEL_WEIGHTS,
     TRAINER_META,
@@ -226,6 +227,8 @@ class Trainer:
         if self.precision == "bf16" and self.device.type == "cpu" and not cpu_computes_bf16() and self.summaries:
             print("genlab: note: this CPU has neither AVX512-BF16 nor AMX: bf16 products are emulated and slower "
                   "than fp32 (train.precision=fp32 or auto avoid them)", file=sys.stderr)
+        if self.precision == "bf16":  # each step clears autocast's casts of the weights it changed
+            self._step_optimizers = {name: Bf16Optimizer(opt) for name, opt in self._step_optimizers.items()}
         self.epoch = 0
         self.step = 0
         self.train_time = 0.0
