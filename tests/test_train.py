@@ -900,7 +900,8 @@ def test_a_vae_computes_its_terms_in_fp32_under_bf16_autocast(digits: ImageDatas
 
 def test_bf16_steps_see_the_weights_an_earlier_step_changed(digits: ImageDataset) -> None:
     """Autocast keeps its bf16 cast of a weight for the whole region, also after an optimizer changed the weight in
-    place; a GAN's generator step after its critic's step (one train_step) must multiply by the new critic."""
+    place; a later product in the same train_step (a generator's loss through the critic just stepped) must use
+    the new weight."""
     from genlab.train.bf16 import Bf16Optimizer
 
     layer = torch.nn.Linear(4, 1, bias=False)

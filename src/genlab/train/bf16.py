@@ -3,8 +3,10 @@
 Inside ``torch.autocast`` torch casts each fp32 weight to bf16 on its first use and keeps the cast for the rest of
 the autocast region, even after an optimizer has changed the weight in place. A family whose ``train_step`` steps
 one player and then computes the next player's loss through the first (a GAN's generator through the critic it
-just updated) would multiply by the critic's weights as they were before its step. ``Bf16Optimizer`` clears
-autocast's cast cache after every step, so every product uses the weights as they are.
+just updated) would multiply by the critic's weights as they were before its step. genlab's adversarial families
+escape it only because they freeze the critic for the generator's loss (autocast reuses casts of weights that
+require gradients only). ``Bf16Optimizer`` clears autocast's cast cache after every step, so that every product
+uses the weights as they are in any family.
 
 Tried and left out: bf16 copies of the weights kept beside the fp32 masters, refreshed after each step instead of
 cast on each use. The steps were bitwise the same as autocast's, but the MLP VAE's bf16 epoch was not measurably
