@@ -5,7 +5,7 @@ analytic KL) with the same recipe (Adam 1e-3, batch 128), epoch by epoch in turn
 pytorch/examples (``peers/pytorch_examples_vae.py``), then pythae (``peers/pythae_vae.py``) -- so that a
 machine that slows down slows all three. Each run lives in a process of its own (``bench.runs.Isolated``): in one
 process the peers' many small allocations move glibc's mmap threshold and genlab's large per-step buffers fault
-their pages in again, which cost genlab's epoch a third more here. Recorded per epoch and model: the seconds of
+their pages in again: genlab's epoch took 1.4x as long here. Recorded per epoch and model: the seconds of
 the training loop (no evaluation inside), the test loss after it (the negative single-sample ELBO in nats per
 image, as pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense
 layers (multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first
