@@ -31,7 +31,7 @@ from typing import Any
 from bench import README, RESULTS_DIR
 from bench.machine import machine_info
 from bench.results import command_line, publish
-from bench.whole_process import data_dir
+from bench.whole_process import child_env, data_dir
 
 BENCHMARK = "time_to_elbo"
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def _peer_worker(folder: Path, epochs: int, seed: int) -> None:
 
 
 def _child(args: list[str], cwd: Path) -> str:
-    done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True)
+    done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True, env=child_env())
     if done.returncode != 0:
         raise SystemExit(f"bench.time_to_elbo: `{' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
     return done.stdout

@@ -40,9 +40,17 @@ def data_dir(name: str, benchmark: str = BENCHMARK) -> Path:
     return folder
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment with GENLAB_DATA made absolute: the children run in other folders."""
+    env = dict(os.environ)
+    if env.get("GENLAB_DATA"):
+        env["GENLAB_DATA"] = os.path.abspath(env["GENLAB_DATA"])
+    return env
+
+
 def _timed(args: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True)
+    done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True, env=child_env())
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"bench.whole_process: `{' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
