@@ -305,17 +305,20 @@ def _category(op: str) -> str:
 
 def step_breakdown(run: Any, steps: float) -> dict[str, dict[str, float]]:
     """Where one more training epoch of ``run`` spends its time, under torch's profiler (CPU): per category of
-    ``CATEGORIES``, the operators' own (self) time in ms per step and its share of all of it. The profiler adds
+    ``CATEGORIES``, the operators' own (self) time in ms per step, its share of all of it, and the operator calls
+per step. The profiler adds
     its own cost to every operator call, so small operators look dearer than they are; the epoch is not timed."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run.epoch()
-    micros = dict.fromkeys(CATEGORIES, 0.0)
+    micros, calls = dict.fromkeys(CATEGORIES, 0.0), dict.fromkeys(CATEGORIES, 0)
     for event in prof.key_averages():
         micros[_category(event.key)] += event.self_cpu_time_total
+        calls[_category(event.key)] += event.count
     whole = sum(micros.values()) or 1.0
-    return {c: {"ms_per_step": us / 1000 / steps, "share": us / whole} for c, us in micros.items()}
+    return {c: {"ms_per_step": us / 1000 / steps, "share": us / whole, "calls_per_step": calls[c] / steps}
+            for c, us in micros.items()}
 
 
 def breakdown_note(label: str, breakdown: dict[str, dict[str, float]]) -> str:

@@ -154,8 +154,8 @@ def test_vae_mlp_epoch_smoke_genlab_bf16(tmp_path, monkeypatch):
     assert written["models"]["genlab_bf16"]["label"] == "genlab bf16"
     assert written["models"]["genlab_bf16"]["precision"] == "bf16"
     assert "bf16" in written["matmul_peak_gflops_by_precision"]
-    casts = {k: b["casts and copies"]["ms_per_step"] for k, b in written["step_breakdown"].items()}
-    assert casts["genlab_bf16"] > casts["genlab"]  # autocast casts every weight and activation it multiplies
+    casts = {k: b["casts and copies"]["calls_per_step"] for k, b in written["step_breakdown"].items()}
+    assert casts["genlab_bf16"] > casts["genlab"] + 10  # autocast casts the weights and activations it multiplies
 
 
 # --- the conv VAE: the peer's layers are genlab's conv-small, and a smoke run ---
