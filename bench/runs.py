@@ -28,7 +28,8 @@ from genlab.metrics.terms import evaluate_terms
 from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 
-__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "peak_of", "alternate_epochs",
+__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "isolated_runs", "peak_of",
+           "alternate_epochs",
            "summarize_runs", "results_table", "timing_notes", "step_breakdown", "breakdown_note",
            "add_common_arguments", "check_common_arguments"]
 
@@ -113,9 +114,11 @@ def load_images(name: str, limit: int | None, shape: tuple[int, ...], needs: str
         data.test_y = None if data.test_y is None else data.test_y[:limit]
     return data
 
-def _serve(make: Callable[[], Any], conn: Any) -> None:
-    """In the child of an ``Isolated``: build the run, then answer (command, args) messages until "close"."""
+def _serve(make: Callable[[], Any], conn: Any, threads: int) -> None:
+    """In the child of an ``Isolated``: take the parent's thread count, build the run, then answer (command, args)
+    messages until "close"."""
     try:
+        torch.set_num_threads(threads)
         run = make()
         conn.send(("ok", (run.label, getattr(run, "precision", "fp32"))))
         while True:
@@ -147,30 +150,40 @@ def _answer(run: Any, command: str, args: tuple) -> Any:
 
 class Isolated:
     """A run built by ``make`` (a picklable callable: a module-level function or a ``functools.partial`` of one)
-    in a spawned process of its own, driven over a pipe: ``epoch()``, ``timed_epoch()`` -> (seconds, other
-    processes' load), ``test()``, ``macs(x)``, ``breakdown(steps)``, ``close()``. The child waits blocked on the
-    pipe while the other runs train."""
+    in a spawned process of its own, with this process's torch thread count, driven over a pipe: ``epoch()``,
+    ``timed_epoch()`` -> (seconds, other processes' load), ``test()``, ``macs(x)``, ``breakdown(steps)``,
+    ``close()``. The child waits blocked on the pipe while the other runs train. A failure in the child is one
+    line (``SystemExit``); the child is then gone, and ``close()`` only reaps it."""
 
     def __init__(self, make: Callable[[], Any]):
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(make, child), daemon=True)
+        self._process = context.Process(target=_serve, args=(make, child, torch.get_num_threads()), daemon=True)
         self._process.start()
         child.close()
+        self._alive = True
         self.label, self.precision = self._reply()
 
     def _reply(self) -> Any:
         try:
             status, value = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
+            self._alive = False
             raise SystemExit(f"bench: a benchmark run's process ended (exit code {self._process.exitcode})") \
                 from None
         if status != "ok":
+            self._alive = False  # the child returns after sending its error
             raise SystemExit(f"bench: a benchmark run failed in its process: {value}")
         return value
 
     def _call(self, command: str, *args: Any) -> Any:
-        self._conn.send((command, args))
+        if not self._alive:
+            raise SystemExit("bench: a benchmark run's process has already failed")
+        try:
+            self._conn.send((command, args))
+        except OSError:
+            self._alive = False
+            raise SystemExit("bench: a benchmark run's process ended") from None
         return self._reply()
 
     def timed_epoch(self) -> tuple[float, float | None]:
@@ -189,10 +202,31 @@ class Isolated:
         return self._call("breakdown", steps)
 
     def close(self) -> None:
-        if self._process.is_alive():
-            self._call("close")
+        """Ask the child to clean up and end (unless it already failed), then reap it; never raises."""
+        if self._alive:
+            try:
+                self._call("close")
+            except SystemExit:
+                pass
+            self._alive = False
         self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
         self._conn.close()
+
+
+def isolated_runs(makers: dict[str, Callable[[], Any]]) -> dict[str, Isolated]:
+    """``Isolated(make)`` for each name; if one fails to start, those already started are closed first."""
+    runs: dict[str, Isolated] = {}
+    try:
+        for name, make in makers.items():
+            runs[name] = Isolated(make)
+    except BaseException:
+        for run in runs.values():
+            run.close()
+        raise
+    return runs
 
 
 def run_key(name: str) -> str:
@@ -306,8 +340,8 @@ def _category(op: str) -> str:
 def step_breakdown(run: Any, steps: float) -> dict[str, dict[str, float]]:
     """Where one more training epoch of ``run`` spends its time, under torch's profiler (CPU): per category of
     ``CATEGORIES``, the operators' own (self) time in ms per step, its share of all of it, and the operator calls
-per step. The profiler adds
-    its own cost to every operator call, so small operators look dearer than they are; the epoch is not timed."""
+    per step. The profiler adds its own cost to every operator call, so small operators look dearer than they
+    are; the epoch is not timed."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:

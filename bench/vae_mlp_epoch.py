@@ -34,12 +34,12 @@ from bench.results import command_line, publish
 from bench.runs import (
     ExamplesRun,
     GenlabRun,
-    Isolated,
     PeerRun,
     add_common_arguments,
     alternate_epochs,
     breakdown_note,
     check_common_arguments,
+    isolated_runs,
     load_images,
     results_table,
     run_key,
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"bf16 matmul peak {peak['bf16']:.0f} GFLOP/s", flush=True)
 
     names = ["genlab", *args.peers]
-    runs = {name: Isolated(functools.partial(build_run, name, args.data, args.limit, args.seed)) for name in names}
+    runs = isolated_runs({name: functools.partial(build_run, name, args.data, args.limit, args.seed)
+                          for name in names})
     try:
         probe = data.train_x[:BATCH]
         macs = {name: run.macs(probe) for name, run in runs.items()}

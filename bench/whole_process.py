@@ -33,7 +33,7 @@ AUTO = "genlab train --train.precision=auto (report included)"  # where the CPU 
 def data_dir(name: str, benchmark: str = BENCHMARK) -> Path:
     """The folder of the dataset's IDX files, where genlab finds it (GENLAB_DATA/NAME); else exit saying so."""
     root = os.environ.get("GENLAB_DATA")
-    folder = Path(root) / name if root else None
+    folder = Path(root).resolve() / name if root else None  # absolute: the children run in other folders
     if folder is None or not (folder / "train-images-idx3-ubyte.gz").is_file():
         raise SystemExit(f"bench.{benchmark}: set GENLAB_DATA to a folder holding {name}/ with the IDX .gz files "
                          "(e.g. GENLAB_DATA=../shared/data)")

@@ -119,6 +119,31 @@ def _run_vae_mlp_epoch(tmp_path, monkeypatch, peers: str) -> dict:
     return written
 
 
+class _BrokenRun:
+    label = "broken"
+
+    def epoch(self) -> float:
+        raise RuntimeError("no epoch today")
+
+
+def _broken_run() -> _BrokenRun:  # module level: a spawned child unpickles it by name
+    return _BrokenRun()
+
+
+def test_an_isolated_run_that_fails_mid_way_is_one_line_and_is_reaped():
+    from bench.runs import Isolated
+
+    run = Isolated(_broken_run)
+    assert run.label == "broken" and run.precision == "fp32"
+    with pytest.raises(SystemExit, match=r"^bench: a benchmark run failed in its process: RuntimeError: no epoch "
+                                         r"today$"):
+        run.epoch()
+    with pytest.raises(SystemExit, match="already failed"):
+        run.test()
+    run.close()  # no second error: the child is reaped
+    assert not run._process.is_alive()
+
+
 def test_an_isolated_run_that_fails_is_one_line():
     import functools
 
@@ -309,7 +334,7 @@ def test_distributed_smoke(tmp_path):
     assert all(len(t) == 1 and t[0] > 0 for t in written["train_seconds"].values())
 
 
-@pytest.mark.slow  # two whole processes, one epoch each: about 20 s
+@pytest.mark.slow  # two or three whole processes (genlab, with auto where bf16 is native, the peer), one epoch each
 @needs_shared("fashion-mnist")
 def test_whole_process_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
@@ -321,22 +346,33 @@ def test_whole_process_smoke(tmp_path, monkeypatch):
     assert all(200 < loss < 400 for loss in written["test_loss"].values())  # nats per image after one epoch
 
 
-@needs_shared("fashion-mnist")
-def test_precision_smoke(tmp_path, monkeypatch, feature_cache):
+def _run_precision(tmp_path, monkeypatch, models: str) -> dict:
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    monkeypatch.setenv("GENLAB_CACHE", str(feature_cache))
     out = tmp_path / "results"
-    result = precision.main(["--models", "mlp,dcgan", "--epochs", "1", "--seeds", "1", "--limit", "256",
+    result = precision.main(["--models", models, "--epochs", "1", "--seeds", "1", "--limit", "256",
                              "--results-dir", str(out), "--readme", ""])
-    written = json.loads((out / "precision-fashion-mnist-mlp-dcgan.json").read_text())
+    written = json.loads((out / f"precision-fashion-mnist-{models.replace(',', '-')}.json").read_text())
     assert written["command"] == result["command"]
-    native = written["native_bf16"]
-    mlp, gan = written["runs"]["mlp"], written["runs"]["dcgan"]
-    assert set(mlp) == ({"fp32", "bf16"} if native else {"fp32"})  # channels-last only for convolutional nets
-    assert set(gan) == ({"fp32", "bf16", "bf16+channels-last"} if native else {"fp32"})
-    for measured in (mlp, gan):
+    for measured in written["runs"].values():
         assert all(r["used"] == v.split("+")[0] and r["s_per_epoch"] > 0 for v, rs in measured.items() for r in rs)
+    return written
+
+
+@needs_shared("fashion-mnist")
+def test_precision_smoke(tmp_path, monkeypatch):
+    written = _run_precision(tmp_path, monkeypatch, "mlp")
+    mlp = written["runs"]["mlp"]
+    assert set(mlp) == ({"fp32", "bf16"} if written["native_bf16"] else {"fp32"})  # channels-last: conv nets only
     assert all(200 < r["test_loss"] < 800 for rs in mlp.values() for r in rs)
+
+
+@pytest.mark.slow  # trains the DCGAN three times and a feature net for its FID: about 30 s
+@needs_shared("fashion-mnist")
+def test_precision_smoke_gan_fid(tmp_path, monkeypatch, feature_cache):
+    monkeypatch.setenv("GENLAB_CACHE", str(feature_cache))
+    written = _run_precision(tmp_path, monkeypatch, "dcgan")
+    gan = written["runs"]["dcgan"]
+    assert set(gan) == ({"fp32", "bf16", "bf16+channels-last"} if written["native_bf16"] else {"fp32"})
     assert all(r["fid"] > 0 and "test_loss" not in r for rs in gan.values() for r in rs)  # a GAN is judged by FID
     assert any("FID" in note for note in written["notes"])
 

@@ -37,7 +37,9 @@ class GAN(AdversarialModel):
     """GAN: minimax or non-saturating log loss, or hinge loss (with spectral normalization: the sn-gan preset)."""
 
     Config: ClassVar[type] = GANConfig
-    bf16_pays: ClassVar[bool] = True  # the DCGAN 1.16-1.28x faster, FID within seed noise (bench/precision.py)
+    # bench/precision.py: the dcgan preset 1.16-1.28x faster in bf16, FID within seed noise; the MLP presets
+    # and sn-gan were not measured
+    bf16_pays: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         **ARCH_PRESETS,
         "sn-gan": {**ARCH_PRESETS["mlp-wide"], "spectral_norm": True, "loss": "hinge"},

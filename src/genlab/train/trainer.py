@@ -32,7 +32,6 @@ from genlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from genlab.metrics.terms import evaluate_terms
 from genlab.models.base import GenerativeModel
 from genlab.train import distributed
-from genlab.train.bf16 import Bf16Optimizer
 from genlab.train.checkpoint import (
     MODEL_WEIGHTS,
     TRAINER_META,
@@ -78,6 +77,16 @@ def cpu_computes_bf16() -> bool:
         except (RuntimeError, OSError):  # an old torch or an odd platform: no native bf16 then
             continue
     return False
+
+
+def clear_stale_casts(*_: Any) -> None:
+    """An optimizer's step hook under bf16 autocast. Inside ``torch.autocast`` torch casts a weight to bf16 on its
+    first use and keeps that cast for the rest of the region, even after an optimizer has changed the weight in
+    place; a family that steps one player and then computes another's loss through it (a GAN's generator through
+    the critic just stepped) would multiply by the weight as it was. genlab's adversarial families escape it because
+    they freeze the critic for the generator's loss (autocast reuses casts of weights that require gradients
+    only); clearing the cache after every step makes it hold for any family."""
+    torch.clear_autocast_cache()
 
 
 def resolve_precision(name: str, device: torch.device, pays: bool = True) -> str:
@@ -228,7 +237,8 @@ class Trainer:
             print("genlab: note: this CPU has neither AVX512-BF16 nor AMX: bf16 products are emulated and slower "
                   "than fp32 (train.precision=fp32 or auto avoid them)", file=sys.stderr)
         if self.precision == "bf16":  # each step clears autocast's casts of the weights it changed
-            self._step_optimizers = {name: Bf16Optimizer(opt) for name, opt in self._step_optimizers.items()}
+            for opt in self.optimizers.values():
+                opt.register_step_post_hook(clear_stale_casts)
         self.epoch = 0
         self.step = 0
         self.train_time = 0.0
