@@ -26,6 +26,7 @@ import genlab
 from bench import README, RESULTS_DIR
 from bench.machine import machine_info, matmul_gflops_by_size
 from bench.results import command_line, publish
+from bench.runs import load_images
 from genlab.train.trainer import cpu_computes_bf16
 
 BENCHMARK = "precision"
@@ -40,15 +41,6 @@ CONV = {"conv", "keras-deconv", "dcgan"}  # convolutional: also measured as bf16
 VARIANTS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
             "bf16+channels-last": {"precision": "bf16", "channels_last": True}}
 FID_SAMPLES = 5000
-
-
-def _dataset(data: str, limit: int | None) -> Any:
-    dataset = genlab.load_dataset(data, progress=False)
-    if limit:
-        dataset.train_x, dataset.test_x = dataset.train_x[:limit], dataset.test_x[:limit]
-        dataset.train_y = None if dataset.train_y is None else dataset.train_y[:limit]
-        dataset.test_y = None if dataset.test_y is None else dataset.test_y[:limit]
-    return dataset
 
 
 def _train(model: str, dataset: Any, data: str, epochs: int, seed: int, variant: str, out: Path) -> dict:
@@ -92,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = machine_info()
     peaks = {p: max(matmul_gflops_by_size(1.0, dtype=torch.float32 if p == "fp32" else torch.bfloat16).values())
              for p in precisions}
-    dataset = _dataset(args.data, args.limit)
+    dataset = load_images(args.data, args.limit, (1, 28, 28), "the models measured here take 1 x 28 x 28 "
+                          "grey images (mnist, fashion-mnist)")
     runs: dict[str, dict[str, list[dict]]] = {m: {v: [] for v in variants[m]} for m in models}
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         for model in models:

@@ -3,8 +3,8 @@
 ``GenlabRun`` (genlab's ``Trainer``) and ``ExamplesRun`` (a pytorch/examples-style loop) give ``epoch()`` ->
 seconds of one training epoch (no evaluation inside), ``test()`` -> the test loss in nats per image and
 ``forward(x)`` -> one forward pass of ``model`` (for ``bench.flops.forward_macs``); ``label`` names the run in
-tables. ``Isolated`` holds such a run in a process of its own, so that one run's allocations (the peers' many
-small tensors move glibc's dynamic mmap threshold) do not slow the next run's epoch. ``alternate_epochs`` trains
+tables. ``Isolated`` holds such a run in a process of its own, so that one run's allocations (glibc's dynamic mmap
+threshold moves with them) cannot change the next run's speed. ``alternate_epochs`` trains
 the runs epoch by epoch in turn, so that a change in the machine's load touches all of them alike;
 ``summarize_runs``, ``results_table`` and ``timing_notes`` turn the epochs into the stored result and its table.
 """
@@ -28,7 +28,8 @@ from genlab.metrics.terms import evaluate_terms
 from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 
-__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "isolated_runs", "peak_of",
+__all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "isolated_runs", "timed_epoch",
+           "peak_of",
            "alternate_epochs",
            "summarize_runs", "results_table", "timing_notes", "step_breakdown", "breakdown_note",
            "add_common_arguments", "check_common_arguments"]
@@ -135,10 +136,8 @@ def _serve(make: Callable[[], Any], conn: Any, threads: int) -> None:
 
 
 def _answer(run: Any, command: str, args: tuple) -> Any:
-    if command == "epoch":  # the seconds, and the other processes' load meanwhile (measured from in here)
-        before = cpu_snapshot()
-        seconds = run.epoch()
-        return seconds, other_load(before, cpu_snapshot())
+    if command == "epoch":  # the load of the other processes measured from in here
+        return timed_epoch(run)
     if command == "test":
         return run.test()
     if command == "macs":
@@ -229,6 +228,16 @@ def isolated_runs(makers: dict[str, Callable[[], Any]]) -> dict[str, Isolated]:
     return runs
 
 
+def timed_epoch(run: Any) -> tuple[float, float | None]:
+    """One training epoch of ``run``: its seconds and the cores other processes kept busy meanwhile (an
+    ``Isolated`` run measures both in its own process)."""
+    if isinstance(run, Isolated):
+        return run.timed_epoch()
+    before = cpu_snapshot()
+    seconds = run.epoch()
+    return seconds, other_load(before, cpu_snapshot())
+
+
 def run_key(name: str) -> str:
     """A run's name as a JSON key prefix: pytorch-examples -> pytorch_examples."""
     return name.replace("-", "_")
@@ -250,12 +259,7 @@ def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: flo
         row: dict[str, Any] = {"epoch": epoch}
         for name, run in runs.items():
             key = run_key(name)
-            if isinstance(run, Isolated):  # timed in its own process
-                seconds, others = run.timed_epoch()
-            else:
-                before = cpu_snapshot()
-                seconds = run.epoch()
-                others = other_load(before, cpu_snapshot())
+            seconds, others = timed_epoch(run)
             gflops = achieved_gflops(macs[name].train_step, steps, seconds)
             row.update({f"{key}_s": seconds, f"{key}_gflops": gflops,
                         f"{key}_fraction_of_peak": gflops / peak_of(run, peak),

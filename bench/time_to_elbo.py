@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 from bench import README, RESULTS_DIR
 from bench.machine import machine_info
 from bench.results import command_line, publish
-from bench.whole_process import child_env, data_dir
+from bench.whole_process import data_dir, timed_child
 
 BENCHMARK = "time_to_elbo"
 REPO = Path(__file__).resolve().parent.parent
@@ -46,13 +45,6 @@ def _peer_worker(folder: Path, epochs: int, seed: int) -> None:
     for epoch in range(1, epochs + 1):
         seconds += run.epoch()[1]
         print(json.dumps({"epoch": epoch, "time_s": seconds, "test_loss": run.test()}), flush=True)
-
-
-def _child(args: list[str], cwd: Path) -> str:
-    done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True, env=child_env())
-    if done.returncode != 0:
-        raise SystemExit(f"bench.time_to_elbo: `{' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
-    return done.stdout
 
 
 def genlab_command(data: str, out: Path, seed: int, *, lr: float, beta2: float, epochs: int,
@@ -99,13 +91,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         for seed in seeds:
             start = time.perf_counter()
-            peer_out = _child(["-m", f"bench.{BENCHMARK}", "--data", args.data, "--peer-epochs",
-                               str(args.peer_epochs), "--peer-worker", str(seed)], REPO)
+            _, peer_out = timed_child(["-m", f"bench.{BENCHMARK}", "--data", args.data, "--peer-epochs",
+                                       str(args.peer_epochs), "--peer-worker", str(seed)], REPO, BENCHMARK)
             peer = [json.loads(line) for line in peer_out.splitlines() if line.startswith("{")]
             out = Path(tmp) / f"genlab-{seed}"
-            _child(genlab_command(args.data, out, seed, lr=args.lr, beta2=args.beta2, epochs=args.epochs,
-                                   precision=args.precision),
-                   REPO)
+            timed_child(genlab_command(args.data, out, seed, lr=args.lr, beta2=args.beta2, epochs=args.epochs,
+                                       precision=args.precision), REPO, BENCHMARK)
             mine = [{"epoch": r["epoch"], "time_s": r["time_s"], "test_loss": r["test/loss"]}
                     for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test/loss" in r]
             used = json.loads((out / "config.json").read_text())["meta"]["precision"]

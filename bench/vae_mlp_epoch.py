@@ -1,18 +1,16 @@
 """Seconds per training epoch of the 784-400-20 MLP VAE: genlab against pytorch/examples and pythae, one run.
 
-The three train the same network (784-400-20 with ReLU, sigmoid outputs, summed BCE on grey pixels plus the
-analytic KL) with the same recipe (Adam 1e-3, batch 128), epoch by epoch in turn -- genlab, then
-pytorch/examples (``peers/pytorch_examples_vae.py``), then pythae (``peers/pythae_vae.py``) -- so that a
-machine that slows down slows all three. Each run lives in a process of its own (``bench.runs.Isolated``): in one
-process the peers' many small allocations move glibc's mmap threshold and genlab's large per-step buffers fault
-their pages in again: genlab's epoch took 1.4x as long here. Recorded per epoch and model: the seconds of
-the training loop (no evaluation inside), the test loss after it (the negative single-sample ELBO in nats per
-image, as pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense
+The three train the same network (784-400-20 with ReLU, sigmoid outputs, summed BCE on grey pixels plus the analytic
+KL) with the same recipe (Adam 1e-3, batch 128), epoch by epoch in turn -- genlab, then pytorch/examples
+(``peers/pytorch_examples_vae.py``), then pythae (``peers/pythae_vae.py``) -- so that a machine that slows down
+slows all three. Each run lives in a process of its own (``bench.runs.Isolated``), so that one run's allocations
+(glibc's mmap threshold moves with them) cannot change another run's speed. Recorded per epoch and model: the
+seconds of the training loop (no evaluation inside), the test loss after it (the negative single-sample ELBO in nats
+per image, as pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense
 layers (multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first
 layer's input gradient) as a fraction of the matmul peak of the precision the run computes in (fp32; bf16 for
-``genlab-bf16``), measured at the start of the run; then where genlab's step goes, from one more epoch under
-torch's profiler. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of
-``bench/README.md``.
+``genlab-bf16``), measured at the start of the run; then where genlab's step goes, from one more epoch under torch's
+profiler. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
 
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 3
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 1 --limit 512   # smoke

@@ -48,12 +48,14 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _timed(args: list[str], cwd: Path) -> tuple[float, str]:
+def timed_child(args: list[str], cwd: Path, benchmark: str = BENCHMARK) -> tuple[float, str]:
+    """Run ``python ARGS`` in ``cwd`` (with ``child_env()``): its wall seconds and stdout; a failure exits in one
+    line with the end of its stderr."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=cwd, text=True, capture_output=True, env=child_env())
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"bench.whole_process: `{' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
+        raise SystemExit(f"bench.{benchmark}: `{' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
     return seconds, done.stdout
 
 
@@ -83,11 +85,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in range(args.repeats):
             for i, (label, extra) in enumerate(genlabs.items()):
                 run = work / f"genlab-{i}-{r}"
-                s, _ = _timed(["-m", "genlab", "train", "vae", "--data", args.data, "--preset", "mlp-784-400-20",
+                s, _ = timed_child(["-m", "genlab", "train", "vae", "--data", args.data, "--preset", "mlp-784-400-20",
                                "--epochs", str(args.epochs), "--out", str(run), "--no-progress", *extra], work)
                 seconds[label].append(s)
                 losses[label] = _test_loss(run)
-            s, out = _timed(["-m", "bench.peers.pytorch_examples_vae", "--data-dir", str(folder), "--epochs",
+            s, out = timed_child(["-m", "bench.peers.pytorch_examples_vae", "--data-dir", str(folder), "--epochs",
                              str(args.epochs), "--results", str(work / f"peer-{r}")], repo)
             seconds[PEER].append(s)
             losses[PEER] = float(out.strip().splitlines()[-1].rsplit(" ", 1)[1])

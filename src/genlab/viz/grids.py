@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,8 +20,6 @@ __all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "sav
 @functools.cache
 def _pyplot() -> ModuleType:
     """matplotlib.pyplot on the headless Agg backend, imported on first use."""
-    import sys
-
     import matplotlib  # heavy (0.4 s): only commands that draw pay for it
 
     if "matplotlib.pyplot" not in sys.modules:  # headless, unless the user's program chose a backend already
