@@ -21,7 +21,7 @@ import torch
 import genlab
 from bench import README, RESULTS_DIR
 from bench.flops import MacCount, achieved_gflops, count_macs
-from bench.machine import cpu_snapshot, other_load
+from bench.machine import cpu_snapshot, matmul_gflops_by_size, other_load
 from bench.peers.pytorch_examples_vae import ExampleRun
 from genlab.config import build_config
 from genlab.metrics.terms import evaluate_terms
@@ -29,8 +29,7 @@ from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 
 __all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "isolated_runs", "timed_epoch",
-           "peak_of",
-           "alternate_epochs",
+           "precision_peaks", "peak_of", "alternate_epochs",
            "summarize_runs", "results_table", "timing_notes", "step_breakdown", "breakdown_note",
            "add_common_arguments", "check_common_arguments"]
 
@@ -144,6 +143,8 @@ def _answer(run: Any, command: str, args: tuple) -> Any:
         return count_macs(run, args[0])
     if command == "breakdown":
         return step_breakdown(run, args[0])
+    if command == "parameters":
+        return sum(p.numel() for p in run.model.parameters())
     raise ValueError(f"unknown command {command!r}")
 
 
@@ -151,8 +152,8 @@ class Isolated:
     """A run built by ``make`` (a picklable callable: a module-level function or a ``functools.partial`` of one)
     in a spawned process of its own, with this process's torch thread count, driven over a pipe: ``epoch()``,
     ``timed_epoch()`` -> (seconds, other processes' load), ``test()``, ``macs(x)``, ``breakdown(steps)``,
-    ``close()``. The child waits blocked on the pipe while the other runs train. A failure in the child is one
-    line (``SystemExit``); the child is then gone, and ``close()`` only reaps it."""
+    ``parameters()``, ``close()``. The child waits blocked on the pipe while the other runs train. A failure in the
+    child is one line (``SystemExit``); the child is then gone, and ``close()`` only reaps it."""
 
     def __init__(self, make: Callable[[], Any]):
         context = multiprocessing.get_context("spawn")
@@ -200,6 +201,9 @@ class Isolated:
     def breakdown(self, steps: float) -> dict[str, dict[str, float]]:
         return self._call("breakdown", steps)
 
+    def parameters(self) -> int:
+        return self._call("parameters")
+
     def close(self) -> None:
         """Ask the child to clean up and end (unless it already failed), then reap it; never raises."""
         if self._alive:
@@ -242,15 +246,25 @@ def run_key(name: str) -> str:
     """A run's name as a JSON key prefix: pytorch-examples -> pytorch_examples."""
     return name.replace("-", "_")
 
-def peak_of(run: Any, peak: float | dict[str, float]) -> float:
-    """The matmul peak of the precision ``run`` computes its products in (fp32 unless it says otherwise)."""
-    return peak[getattr(run, "precision", "fp32")] if isinstance(peak, dict) else peak
+def precision_peaks(fp32_peak: float, precisions: Any, seconds: float) -> dict[str, float]:
+    """The matmul peak of each precision in ``precisions``: fp32's as measured, bf16's measured the same way (and
+    printed) when one of the runs computes in bf16."""
+    peaks = {"fp32": fp32_peak}
+    if "bf16" in set(precisions):
+        peaks["bf16"] = max(matmul_gflops_by_size(seconds, dtype=torch.bfloat16).values())
+        print(f"bf16 matmul peak {peaks['bf16']:.0f} GFLOP/s", flush=True)
+    return peaks
 
 
-def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: float, peak: float | dict[str, float],
+def peak_of(run: Any, peaks: dict[str, float]) -> float:
+    """The matmul peak (``precision_peaks``) of the precision ``run`` computes its products in."""
+    return peaks[getattr(run, "precision", "fp32")]
+
+
+def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: float, peak: dict[str, float],
                      epochs: int, baseline: str = "genlab") -> list[dict[str, Any]]:
     """Train ``runs`` (name -> run, ``baseline`` first) epoch by epoch in turn; per epoch one row: every run's
-    seconds, GFLOP/s, fraction of the peak of its precision (``peak``: one number, fp32, or one per precision),
+    seconds, GFLOP/s, fraction of the peak of its precision (``peak``: ``precision_peaks``),
     the other processes' load, then its test loss, then ``baseline``'s time over each other run's. Prints one line
     per epoch and warns when other processes kept cores busy."""
     rows: list[dict[str, Any]] = []
@@ -282,7 +296,7 @@ def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: flo
     return rows
 
 def summarize_runs(runs: dict[str, Any], macs: dict[str, MacCount], rows: list[dict[str, Any]], steps: float,
-                   peak: float | dict[str, float], baseline: str = "genlab") -> dict[str, Any]:
+                   peak: dict[str, float], baseline: str = "genlab") -> dict[str, Any]:
     """Per run (keyed by ``run_key``): its label, seconds per epoch and their median, test losses, MACs per step,
     GFLOP/s and fraction of peak at the median, and ``baseline``'s median time over its own."""
     models: dict[str, Any] = {}

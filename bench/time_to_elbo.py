@@ -48,16 +48,17 @@ def _peer_worker(folder: Path, epochs: int, seed: int) -> None:
 
 
 def genlab_command(data: str, out: Path, seed: int, *, lr: float, beta2: float, epochs: int,
-                   precision: str) -> list[str]:
+                   precision: str, batch_size: int = 128) -> list[str]:
     """The genlab side: the recipe as a user types it (``-m genlab`` for the ``genlab`` script)."""
     return ["-m", "genlab", "train", "vae", "--data", data, "--preset", "mlp-784-400-20", "--lr", f"{lr:g}",
+            "--batch-size", str(batch_size),
             f"--train.betas=0.9,{beta2:g}", "--train.schedule=cosine", "--epochs", str(epochs),
             f"--train.precision={precision}", "--seed", str(seed), "--out", str(out), "--no-progress", "--no-figures"]
 
 
 def recipe_of(args: argparse.Namespace, used: str | None) -> dict[str, Any]:
-    return {"lr": args.lr, "beta2": args.beta2, "epochs": args.epochs, "schedule": "cosine", "batch_size": 128,
-            "precision": args.precision, "used": used}
+    return {"lr": args.lr, "beta2": args.beta2, "epochs": args.epochs, "schedule": "cosine",
+            "batch_size": args.batch_size, "precision": args.precision, "used": used}
 
 
 def first_reaching(curve: list[dict[str, float]], target: float) -> dict[str, float] | None:
@@ -73,13 +74,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lr", type=float, default=5e-3, help="genlab's learning rate (cosine-decayed)")
     ap.add_argument("--beta2", type=float, default=0.99, help="genlab's Adam beta2")
     ap.add_argument("--epochs", type=int, default=5, help="genlab's epochs (the cosine's length)")
+    ap.add_argument("--batch-size", type=int, default=128, help="genlab's batch size")
     ap.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"])
     ap.add_argument("--results-dir", default=str(RESULTS_DIR))
     ap.add_argument("--readme", default=str(README), help="the README whose tables are refreshed ('' none)")
     ap.add_argument("--peer-worker", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if min(args.seeds, args.peer_epochs, args.epochs) < 1 or not args.lr > 0 or not 0 <= args.beta2 < 1:
-        ap.error("--seeds, --peer-epochs and --epochs must be >= 1, --lr > 0, 0 <= --beta2 < 1")
+    if min(args.seeds, args.peer_epochs, args.epochs, args.batch_size) < 1 or not args.lr > 0 \
+            or not 0 <= args.beta2 < 1:
+        ap.error("--seeds, --peer-epochs, --epochs and --batch-size must be >= 1, --lr > 0, 0 <= --beta2 < 1")
     folder = data_dir(args.data, BENCHMARK)
     if args.peer_worker is not None:
         _peer_worker(folder, args.peer_epochs, args.peer_worker)
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             peer = [json.loads(line) for line in peer_out.splitlines() if line.startswith("{")]
             out = Path(tmp) / f"genlab-{seed}"
             timed_child(genlab_command(args.data, out, seed, lr=args.lr, beta2=args.beta2, epochs=args.epochs,
-                                       precision=args.precision), REPO, BENCHMARK)
+                                       precision=args.precision, batch_size=args.batch_size), REPO, BENCHMARK)
             mine = [{"epoch": r["epoch"], "time_s": r["time_s"], "test_loss": r["test/loss"]}
                     for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test/loss" in r]
             used = json.loads((out / "config.json").read_text())["meta"]["precision"]
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   + f"  [{time.perf_counter() - start:.0f} s]", flush=True)
     reached = [s for s in per_seed if s["reached_s"]]
     recipe = (f"**genlab**, Adam lr {args.lr:g} (cosine over {args.epochs} epochs), betas 0.9/{args.beta2:g}, "
-              f"batch 128, {used}")
+              f"batch {args.batch_size}, {used}")
     peer_s = statistics.median(s["peer"][-1]["time_s"] for s in per_seed)
     rows = [[f"pytorch/examples, {args.peer_epochs} epochs (Adam 1e-3, batch 128, fp32)", f"{peer_s:.1f}",
              " / ".join(f"{s['target']:.2f}" for s in per_seed), "1"]]

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bench.machine import matmul_gflops_by_size, measure_peak
+from bench.machine import measure_peak
 from bench.results import command_line, publish
 from bench.runs import (
     ExamplesRun,
@@ -39,6 +39,7 @@ from bench.runs import (
     check_common_arguments,
     isolated_runs,
     load_images,
+    precision_peaks,
     results_table,
     run_key,
     summarize_runs,
@@ -124,10 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = load_images(args.data, args.limit, (1, 28, 28), NEEDS)
     n_train, n_test = len(data.train_x), len(data.test_x)
     machine, threads, by_size, fp32_peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
-    peak: dict[str, float] = {"fp32": fp32_peak}
-    if "genlab-bf16" in args.peers:  # its GFLOP/s are set against the bf16 products' own peak
-        peak["bf16"] = max(matmul_gflops_by_size(args.peak_seconds, dtype=torch.bfloat16).values())
-        print(f"bf16 matmul peak {peak['bf16']:.0f} GFLOP/s", flush=True)
+    # the bf16 run's GFLOP/s are set against the bf16 products' own peak
+    peak = precision_peaks(fp32_peak, ["bf16" if p == "genlab-bf16" else "fp32" for p in args.peers],
+                           args.peak_seconds)
 
     names = ["genlab", *args.peers]
     runs = isolated_runs({name: functools.partial(build_run, name, args.data, args.limit, args.seed)

@@ -229,24 +229,47 @@ def test_vae_conv_epoch_smoke(tmp_path, monkeypatch):
     assert written["train_images"] == 512 and written["threads"] == torch.get_num_threads()
     assert written["matmul_peak_gflops"] > 0 and {"cpu", "cores", "torch", "threads", "date"} <= set(written["machine"])
     (row,) = written["epochs"]
-    keys = ["genlab", "genlab_channels_last", "pytorch_examples"]
+    bf16 = cpu_computes_bf16()  # the bf16 runs only where the CPU computes bf16 natively
+    keys = ["genlab", "genlab_channels_last", *(["genlab_bf16", "genlab_bf16_channels_last"] if bf16 else []),
+            "pytorch_examples"]
     assert list(written["models"]) == keys
+    peaks = written["matmul_peak_gflops_by_precision"]
+    assert set(peaks) == ({"fp32", "bf16"} if bf16 else {"fp32"})
     for key in keys:
         model = written["models"][key]
+        assert model["precision"] == ("bf16" if "bf16" in key else "fp32")
         assert row[f"{key}_s"] > 0 and model["median_s"] > 0
-        assert 0 < row[f"{key}_gflops"] and 0 < row[f"{key}_fraction_of_peak"]
+        assert row[f"{key}_fraction_of_peak"] == pytest.approx(row[f"{key}_gflops"] / peaks[model["precision"]])
         assert 100 < row[f"{key}_test_loss"] < 600  # nats per 784-pixel image after four steps
         assert model["parameters"] == 1_677_509
         assert model["train_macs_per_step"] == written["models"]["genlab"]["train_macs_per_step"]
         assert model["train_macs_per_step"] == 3 * model["forward_macs_per_step"] - 128 * 32 * 14 * 14 * 16
         if key != "genlab":
             assert row[f"genlab_over_{key}"] == pytest.approx(row["genlab_s"] / row[f"{key}_s"])
-    cl = written["channels_last"]  # both numbers: channels-last's test loss and the default's
-    assert cl["test_loss"] == written["models"]["genlab_channels_last"]["test_loss"]
-    assert cl["default_test_loss"] == written["models"]["genlab"]["test_loss"]
+    assert list(written["variants"]) == [k for k in keys if k.startswith("genlab_")]
+    for key, variant in written["variants"].items():  # both numbers: the variant's test loss and the default's
+        assert variant["test_loss"] == written["models"][key]["test_loss"]
+        assert variant["default_test_loss"] == written["models"]["genlab"]["test_loss"]
+        assert variant["speedup"] == pytest.approx(written["models"]["genlab"]["median_s"]
+                                                   / written["models"][key]["median_s"])
+    cl = written["variants"]["genlab_channels_last"]
     assert cl["test_loss"][0] == pytest.approx(cl["default_test_loss"][0], rel=1e-3)  # the same steps, NHWC
-    assert len(written["table"]["rows"]) == 3 and any("bf16" in n for n in written["notes"])
+    if bf16:  # four steps in bf16 products: near the fp32 steps, not the same
+        assert written["variants"]["genlab_bf16"]["test_loss"][0] == pytest.approx(cl["default_test_loss"][0],
+                                                                                   rel=0.02)
+    assert len(written["table"]["rows"]) == len(keys)
+    assert any("bf16" in n for n in written["notes"])
     assert "| **genlab** |" in (tmp_path / "README.md").read_text()
+
+
+def test_vae_conv_epoch_refuses_bf16_runs_where_bf16_is_emulated(monkeypatch, capsys):
+    monkeypatch.setattr(vae_conv_epoch, "cpu_computes_bf16", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        vae_conv_epoch.main(["--runs", "genlab,genlab-bf16"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "neither AVX512-BF16 nor AMX" in err and "genlab-bf16" in err
+    assert "genlab-bf16" not in vae_conv_epoch._parse([]).runs  # and the default leaves them out
 
 
 # --- time to quality: a smoke run of the preset pipeline (train under a time limit, then the k-sample NLL) ---
@@ -389,10 +412,11 @@ def test_time_to_elbo_recipe_is_a_command_genlab_accepts(tmp_path):
     from genlab.cli import build_parser  # the parser the genlab script uses
 
     argv = time_to_elbo.genlab_command("digits", tmp_path / "run", 3, lr=5e-3, beta2=0.99, epochs=5,
-                                       precision="auto")
+                                       precision="auto", batch_size=256)
     assert argv[:2] == ["-m", "genlab"]
     parsed, overrides = build_parser().parse_known_args(argv[2:])
     assert parsed.lr == 5e-3 and parsed.epochs == 5 and parsed.seed == 3 and parsed.no_figures
+    assert parsed.batch_size == 256
     assert overrides == ["--train.betas=0.9,0.99", "--train.schedule=cosine", "--train.precision=auto"]
 
 

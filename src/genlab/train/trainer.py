@@ -89,18 +89,22 @@ def clear_stale_casts(*_: Any) -> None:
     torch.clear_autocast_cache()
 
 
+def computes_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a GPU that supports it (not the emulation older GPUs offer), a CPU
+    with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_computes_bf16()
+
+
 def resolve_precision(name: str, device: torch.device, pays: bool = True) -> str:
     """The precision ``train.precision`` names on this device: fp32 or bf16; ``auto`` is bf16 where the device
     computes it natively (a GPU that supports it; a CPU with AVX512-BF16 or AMX) and ``pays`` (the family's
     ``bf16_pays``: bench/precision.py measured it faster at the same quality), else fp32. bf16 where torch has no
     autocast for the device is one line."""
     if name == "auto":
-        if not pays:
-            return "fp32"
-        if device.type == "cuda":
-            with torch.cuda.device(device):  # that GPU, natively (not the emulation older GPUs offer)
-                return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-        return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
+        return "bf16" if pays and computes_bf16(device) else "fp32"
     if name == "bf16" and not torch.amp.is_autocast_available(device.type):
         raise ConfigError(f"train.precision=bf16 has no autocast on {device.type}; use train.precision=fp32")
     return name
@@ -229,8 +233,7 @@ class Trainer:
         self._batch_norm = self.dist is not None and distributed.has_batch_norm(self.model)
         # the step's products in bf16 under autocast; weights, gradients, optimizer state and evaluation stay fp32
         self.precision = resolve_precision(cfg.precision, self.device, type(model).bf16_pays)
-        if cfg.precision == "auto" and not type(model).bf16_pays and self.summaries and \
-                resolve_precision("auto", self.device) == "bf16":
+        if cfg.precision == "auto" and not type(model).bf16_pays and self.summaries and computes_bf16(self.device):
             print(f"genlab: note: train.precision=auto keeps fp32 for {model.family or type(model).__name__}: bf16 "
                   "was not measured to pay for this family (train.precision=bf16 asks for it)", file=sys.stderr)
         if self.precision == "bf16" and self.device.type == "cpu" and not cpu_computes_bf16() and self.summaries:
