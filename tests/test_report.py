@@ -147,3 +147,30 @@ def test_a_line_per_figure_while_drawing_and_none_without_progress(digits_static
     assert captured.err == "" and captured.out == ""
     page = (pixel.run_dir / "report.html").read_text(encoding="utf-8")
     assert "drawn pixel by pixel" in page and "decoder" not in page
+
+
+def test_curves_fit_the_y_axis_past_a_steep_start_and_count_steps_compactly(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loss that falls from 280 to 90 nats in its first steps and then creeps from 90 to 82 gets a y axis that
+    shows the creep, and says so; a curve without such a start keeps matplotlib's own limits."""
+    drawn: dict[str, Any] = {}
+
+    def keep(fig: Any, path: Path) -> Path:
+        drawn[Path(path).stem] = {ax.get_title(): (ax.get_ylim(), [t.get_text() for t in ax.texts],
+                                                   ax.xaxis.get_major_formatter()(20_000, 0)) for ax in fig.axes}
+        return Path(path)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    steps = [{"step": s, "train/loss": 82 + 8 * (1 - s / 70_000) + (190 if s < 500 else 0)}
+             for s in range(100, 70_001, 100)]
+    history = [{"epoch": e, "step": 118 * e, "test/loss": 84 + 6 * (1 - e / 590), "test/elbo": -84.0}
+               for e in range(25, 591, 25)]
+    figures.curves_figure(history, tmp_path / "steep.png", steps=steps)
+    (low, high), notes, tick = drawn["steep"]["loss"]
+    assert 80 < low < 82 and 89 < high < 91  # the creep fills the axis; the 280-nat start is off scale
+    assert any("off scale" in n for n in notes) and tick == "20k"
+    flat = [{"epoch": e, "train/loss": 90 - e / 10} for e in range(1, 11)]
+    figures.curves_figure(flat, tmp_path / "flat.png")
+    (low, high), notes, tick = drawn["flat"]["loss"]
+    assert low <= 89 and high >= 89.9 and not notes and tick == "20k"
+    assert grids.count_label(500) == "500" and grids.count_label(1_500_000) == "1.5M"

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from genlab.files import write_text
-from genlab.viz.grids import image_grid, plt, save_figure, show_grid
+from genlab.viz.grids import fit_past_start, image_grid, plt, save_figure, show_grid
 from genlab.viz.report import CSS, embedded_image
 
 # (column, eval.json key or a function of the row, format); None when a run lacks the number
@@ -92,6 +92,7 @@ def compare_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Se
     fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.4), squeeze=False)
     colours = plt.get_cmap("tab10")
     for ax, key in zip(axes[0], keys):
+        drawn: list[list[tuple[float, float]]] = []
         for i, (name, history, steps) in enumerate(runs):
             colour = colours(i % 10)
             first = next((r for r in history if isinstance(r.get("step"), int) and r.get("epoch") == 1
@@ -105,11 +106,14 @@ def compare_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Se
             if pts:
                 ax.plot(*zip(*pts), "-", color=colour, lw=1.2, marker="o" if len(pts) <= 30 else None, ms=2.5,
                         label=f"{name} train")
+                drawn.append(pts)
             pts = [(r["epoch"], r[f"test/{key}"]) for r in history
                    if _number(r.get("epoch")) and _number(r.get(f"test/{key}"))]
             if pts:
                 ax.plot(*zip(*pts), "--", color=colour, lw=1.2, marker="s", ms=2.5, label=f"{name} test")
+                drawn.append(pts)
         ax.set_title(key)
+        fit_past_start(ax, drawn)
         ax.set_xlabel("epoch")
         if unit:
             ax.set_ylabel(unit)

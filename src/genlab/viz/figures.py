@@ -27,7 +27,16 @@ from genlab.models.abilities import (
 )
 from genlab.models.base import GenerativeModel
 from genlab.viz.embedding import principal_components, tsne
-from genlab.viz.grids import grid_figsize, image_grid, plt, save_figure, save_grid, show_grid
+from genlab.viz.grids import (
+    count_label,
+    fit_past_start,
+    grid_figsize,
+    image_grid,
+    plt,
+    save_figure,
+    save_grid,
+    show_grid,
+)
 
 __all__ = ["sample_words", "code_words",
            "sample_figure", "reconstruction_figure", "latent_map_figure", "manifold_figure", "manifold_choice",
@@ -403,7 +412,8 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path, *, steps: Seque
     """Loss terms over training, one panel per term: train solid, test dashed (evaluated at the end of epochs).
 
     ``history`` holds the epoch records; ``steps`` the step records (``train.log_every``): when there are some,
-    the x axis is the optimizer step and the train curve is drawn from them, else the x axis is the epoch.
+    the x axis is the optimizer step and the train curve is drawn from them, else the x axis is the epoch. A
+    panel whose first steps drop far more than all the rest is scaled to the rest and says so (``fit_past_start``).
     ``unit`` labels the likelihood terms (loss, recon, kl, elbo, iwae, nll), e.g. "nats per image"; None for a
     model whose losses are not likelihoods (a GAN's), whose axes then say "no unit"; "auto": nats per example
     when the records hold an ELBO, else None."""
@@ -423,17 +433,19 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path, *, steps: Seque
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         train_src = steps if by_step else history
-        pts = _points(train_src, x_key, f"train/{key}")
-        if by_step and not pts:  # a term logged per epoch only
-            pts = _points(history, "step", f"train/{key}")
-        if pts:
-            ax.plot(*zip(*pts), "-", marker=None if by_step and len(pts) > 30 else "o", ms=3, lw=1.2,
+        train = _points(train_src, x_key, f"train/{key}")
+        if by_step and not train:  # a term logged per epoch only
+            train = _points(history, "step", f"train/{key}")
+        if train:
+            ax.plot(*zip(*train), "-", marker=None if by_step and len(train) > 30 else "o", ms=3, lw=1.2,
                     label="train" + (" (mean over each logged interval)" if by_step else ""))
-        pts = _points(history, x_key, f"test/{key}")
-        if pts:
-            ax.plot(*zip(*pts), "--", marker="o", ms=3, label="test" + (" (end of epochs)" if by_step else ""))
+        test = _points(history, x_key, f"test/{key}")
+        if test:
+            ax.plot(*zip(*test), "--", marker="o", ms=3, label="test" + (" (end of epochs)" if by_step else ""))
         ax.set_title(key)
+        fit_past_start(ax, [train, test])
         ax.set_xlabel("optimizer step" if by_step else "epoch")
+        ax.xaxis.set_major_formatter(count_label)
         if key in _TERM_LABELS:
             ax.set_ylabel(_TERM_LABELS[key])
         elif key in NATS_TERMS and unit:

@@ -8,14 +8,15 @@ import math
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from genlab.files import write_bytes
 
-__all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "save_grid"]
+__all__ = ["plt", "image_grid", "show_grid", "save_figure", "grid_figsize", "save_grid", "count_label",
+           "fit_past_start"]
 
 @functools.cache
 def _pyplot() -> ModuleType:
@@ -86,3 +87,34 @@ def save_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None, titl
     if title:
         ax.set_title(title, fontsize=11)
     return save_figure(fig, path)
+
+
+def count_label(x: float, _pos: Any = None) -> str:
+    """An axis tick for a count that may run into the tens of thousands: 500, 20k, 1.5M (full numbers collide)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
+ZOOM_AFTER = 0.1  # the share of the x range whose drop may be drawn off scale
+
+
+def fit_past_start(ax: Any, curves: Sequence[Sequence[tuple[float, float]]]) -> bool:
+    """Fit the y axis to the curves past the first ``ZOOM_AFTER`` of the x range when the start's drop spans more
+    than four times what follows (a loss that falls from 280 to 90 nats in its first steps would flatten the
+    hour that matters), and say so in the panel's corner; True when it did."""
+    points = [pt for curve in curves for pt in curve]
+    if len(points) < 3:
+        return False
+    xs = [x for x, _ in points]
+    cut = min(xs) + ZOOM_AFTER * (max(xs) - min(xs))
+    late = [y for x, y in points if x >= cut]
+    every = [y for _, y in points]
+    if len(late) < 2 or not max(late) > min(late) or max(every) - min(every) < 4 * (max(late) - min(late)):
+        return False
+    pad = 0.1 * (max(late) - min(late))
+    ax.set_ylim(min(late) - pad, max(late) + pad)
+    ax.text(0.99, 0.02, f"y axis fitted past the first {ZOOM_AFTER:.0%}; the start is off scale",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.35")
+    return True
