@@ -62,10 +62,12 @@ def _limited(data: Any, limit: int | None) -> Any:
 
 def _score(label: str, run: Path, model: Any, data: Any, last: dict[str, Any], k: int) -> dict[str, Any]:
     """The test NLL with k samples of a trained model, beside its last epoch's record ``last``."""
+    meta = RunDir(run).read_config().get("meta", {})
     start = time.perf_counter()
     nll = split_nll(model, data, k=k)
     eval_s = time.perf_counter() - start
-    return {"label": label, "run": str(run), "epochs": last["epoch"], "train_s": last["time_s"],
+    return {"label": label, "run": str(run), "trained_by": meta.get("command"),
+            "precision": meta.get("precision", "fp32"), "epochs": last["epoch"], "train_s": last["time_s"],
             "test_elbo": last.get("test/elbo"), "test_kl": last.get("test/kl"), "nll": nll.mean().item(),
             "nll_se": (nll.std() / len(nll) ** 0.5).item(), "nll_images": len(nll), "k": k, "nll_eval_s": eval_s,
             "parameters": model.num_parameters()}
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         runs = _train_and_evaluate(args, cfg, overrides)
     name = f"{BENCHMARK}-{args.preset}" + (f"-limit{args.limit}" if args.limit else "")
-    rows = [[f"**{r['label']}**" if r["label"] == "genlab" else r["label"], f"{r['train_s']:.0f} s", str(r["epochs"]),
+    rows = [[f"**{r['label']}**" if r["label"] == "genlab" else r["label"], r["precision"], f"{r['train_s']:.0f} s",
+             str(r["epochs"]),
              f"{r['test_elbo']:.2f}" if r["test_elbo"] is not None else "-",
              f"{r['nll']:.2f} ± {r['nll_se']:.2f}", f"{r['nll_eval_s']:.0f} s",
              f"{reference - r['nll']:+.2f}"] for r in runs]
@@ -157,13 +160,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "preset": args.preset, "time_limit_s": cfg.train.time_limit, "reference_nats": reference,
         "reference": reference_label, "runs": runs, "peak_rss_gb": round(_peak_rss_gb(), 3),
         "threads": torch.get_num_threads(), "machine": machine,
-        "table": {"columns": ["model", "training", "epochs", "test ELBO", f"test NLL, k={args.k}", "NLL eval",
-                              f"margin to {reference:.2f}"], "rows": rows},
+        "table": {"columns": ["model", "precision", "training", "epochs", "test ELBO", f"test NLL, k={args.k}",
+                              "NLL eval", f"margin to {reference:.2f}"], "rows": rows},
         "notes": [f"Reference: {reference:.2f} nats, {reference_label}; a positive margin beats it.",
                   f"NLL on {runs[0]['nll_images']} test images; training time excludes the per-epoch test "
                   f"ELBO. Peak resident memory of the whole process: {_peak_rss_gb():.2f} GB"
                   + (" (evaluation only: the training ran in its own process)." if args.run else ".")]
-        + ([f"Trained earlier by `genlab train vae --preset {args.preset} --out {args.run}`."] if args.run else []),
+        + ([f"Trained earlier by `{runs[0]['trained_by']}`."] if args.run and runs[0]["trained_by"] else []),
     }
     publish(name, result, args.results_dir, args.readme)
     return result

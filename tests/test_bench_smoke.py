@@ -294,7 +294,8 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
     (rerun,) = again["runs"]
     assert (rerun["epochs"], rerun["train_s"], rerun["test_elbo"]) == (run["epochs"], run["train_s"], run["test_elbo"])
     assert abs(rerun["nll"] - run["nll"]) < 5 * run["nll_se"] + 1.0  # another draw of the same estimate
-    assert any("Trained earlier by" in n for n in again["notes"])
+    assert any("Trained earlier by" in n for n in again["notes"]) and rerun["precision"] == run["precision"] == "fp32"
+    assert rerun["trained_by"] == run["trained_by"]  # the command the run folder recorded
     with pytest.raises(SystemExit, match="was not trained with --preset mnist-1h"):
         time_to_quality.main(["--run", run["run"], "--preset", "mnist-1h", "--time-limit", "0.5", "--k", "4",
                               "--results-dir", str(out), "--readme", ""])
