@@ -20,13 +20,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import genlab
 from bench import README, RESULTS_DIR
 from bench.machine import machine_info, matmul_gflops_by_size
 from bench.results import command_line, publish
-from bench.runs import load_images
+from bench.runs import load_images, precision_peaks
 from genlab.train.trainer import cpu_computes_bf16
 
 BENCHMARK = "precision"
@@ -82,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = {m: [v for v in VARIANTS if VARIANTS[v]["precision"] in precisions
                     and (m in CONV or not VARIANTS[v].get("channels_last"))] for m in models}
     machine = machine_info()
-    peaks = {p: max(matmul_gflops_by_size(1.0, dtype=torch.float32 if p == "fp32" else torch.bfloat16).values())
-             for p in precisions}
+    peaks = precision_peaks(max(matmul_gflops_by_size(1.0).values()), precisions, 1.0)
     dataset = load_images(args.data, args.limit, (1, 28, 28), "the models measured here take 1 x 28 x 28 "
                           "grey images (mnist, fashion-mnist)")
     runs: dict[str, dict[str, list[dict]]] = {m: {v: [] for v in variants[m]} for m in models}

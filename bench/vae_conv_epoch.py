@@ -103,7 +103,7 @@ def _variant_note(label: str, variant: dict[str, Any], plain: dict[str, Any], ep
     changes = [a - b for a, b in zip(variant["test_loss"], plain["test_loss"])]
     found = {"speedup": plain["median_s"] / variant["median_s"], "test_loss": variant["test_loss"],
              "default_test_loss": plain["test_loss"], "test_loss_change": changes}
-    found["note"] = (f"{label[0].upper() + label[1:]} against genlab's default: {variant['median_s']:.2f} s / epoch "
+    found["note"] = (f"{label} against genlab's default: {variant['median_s']:.2f} s / epoch "
                      f"against {plain['median_s']:.2f} ({found['speedup']:.2f}x as fast); test loss after epoch "
                      f"{epochs} {variant['test_loss'][-1]:.2f} against {plain['test_loss'][-1]:.2f} nats "
                      f"({changes[-1]:+.2f}, {100 * changes[-1] / plain['test_loss'][-1]:+.2f}%; lower is better). "

@@ -81,8 +81,8 @@ class TrainConfig:
     channels_last: bool = False
     # the precision of the training step's products: fp32, or bf16 (torch.autocast; weights, gradients and the
     # optimizer's state stay fp32, and evaluation stays fp32); auto picks bf16 for the families measured to gain
-    # from it (bench/precision.py: vae and cvae, gan) where the device computes it natively (a GPU that
-    # supports it, a CPU with AVX512-BF16 or AMX), else fp32
+    # from it (bench/precision.py: vae, and cvae with the same networks; gan) where the device computes it
+    # natively (a GPU that supports it, a CPU with AVX512-BF16 or AMX), else fp32
     precision: str = "fp32"
     eval_every: int = 1  # evaluate on the test split every N epochs (0: never)
     # also write the mean of the training terms over every N optimizer steps to steps.jsonl (0: per epoch only),
