@@ -30,6 +30,7 @@ from genlab.models.vae import VAE, VAEConfig
 from genlab.pipelines.runs import build_model
 from genlab.registry import MODELS
 from genlab.train import trainer as trainer_mod
+from genlab.train.optim import FusedAdam
 from genlab.train.run import RunDir
 from genlab.train.trainer import Trainer
 
@@ -430,12 +431,13 @@ def test_model_json_not_json_and_weights_with_missing_or_extra_keys(trained_run:
 
 # --- optimizers, schedules, clipping ---
 
-@pytest.mark.parametrize("name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                                      ("rmsprop", torch.optim.RMSprop)])
-def test_each_optimizer_trains_one_epoch(digits: ImageDataset, name: str, cls: type) -> None:
+@pytest.mark.parametrize("name,cls,decoupled", [("adam", FusedAdam, False), ("adamw", FusedAdam, True),
+                                                ("rmsprop", torch.optim.RMSprop, None)])
+def test_each_optimizer_trains_one_epoch(digits: ImageDataset, name: str, cls: type, decoupled: bool | None) -> None:
     trainer = _trainer(digits, optimizer=name, lr=3e-3, weight_decay=1e-4, epochs=1, eval_every=0)
     opt = trainer.optimizers["model"]
     assert type(opt) is cls and opt.param_groups[0]["weight_decay"] == 1e-4
+    assert opt.param_groups[0].get("decoupled_weight_decay") == decoupled
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     history = trainer.fit()
     assert len(history) == 1 and history[0]["step"] == STEPS_PER_EPOCH

@@ -161,7 +161,7 @@ def load_checked_state(model: torch.nn.Module, state: dict[str, torch.Tensor], w
 
 # the per-parameter state each optimizer keeps (TrainConfig cannot switch on amsgrad, momentum or centering)
 OPTIMIZER_STATE = {"Adam": {"step", "exp_avg", "exp_avg_sq"}, "AdamW": {"step", "exp_avg", "exp_avg_sq"},
-                   "RMSprop": {"step", "square_avg"}}
+                   "FusedAdam": {"step", "exp_avg", "exp_avg_sq"}, "RMSprop": {"step", "square_avg"}}
 
 
 def check_optimizer_state(opt: torch.optim.Optimizer, saved: Any, where: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from genlab.train.checkpoint import (
     load_model_files,
     load_trainer,
 )
+from genlab.train.optim import FusedAdam, fusable
 from genlab.train.run import RunDir
 from genlab.version import __version__
 
@@ -112,15 +113,16 @@ def resolve_precision(name: str, device: torch.device, pays: bool = True) -> str
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     params = list(params)
-    # the fused kernel updates every tensor in one pass: on a CPU a fifth of the MLP VAE's step is the optimizer,
-    # and fusing it saves most of that (bench/vae_mlp_epoch.py)
-    fused = bool(params) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    # Adam and AdamW on torch's fused kernel, which updates every tensor in one pass (on a CPU a fifth of the MLP
+    # VAE's step was the optimizer; fusing saves most of it), through genlab's FusedAdam: torch's own optimizer
+    # imports torch._dynamo on first use, a second of every training process (genlab/train/optim.py)
+    if cfg.optimizer in ("adam", "adamw") and fusable(params):
+        return FusedAdam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                         decoupled=cfg.optimizer == "adamw")
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                fused=fused or None)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                 fused=fused or None)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
