@@ -10,6 +10,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,12 +236,21 @@ def test_bad_labels_are_refused(tmp_path: Path, labels: np.ndarray, code: int, n
     one_line_error(lambda: load_mnist(folder), "train-labels-idx1-ubyte", needle)
 
 
-def test_nan_pixels_are_refused_by_finish_images() -> None:
-    x = torch.zeros(4, 1, 2, 2)
-    x[2, 0, 1, 1] = float("nan")
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("split,size", [("train", 4), ("train", 300_001), ("test", 300_001)])
+def test_non_finite_pixels_are_refused_by_finish_images(value: float, split: str, size: int) -> None:
+    """Anywhere in a split, small or large enough for the vectorised one-pass check, a NaN or an infinity."""
+    splits = {"train": torch.rand(3, 1, 2, 2), "test": torch.rand(3, 1, 2, 2)}
+    splits[split] = torch.rand(size, 1, 2, 2)
+    splits[split][size - 2, 0, 1, 1] = value
     spec = DataSpec(name="toy", shape=(1, 2, 2))
-    one_line_error(lambda: finish_images((spec, x, None, torch.zeros(1, 1, 2, 2), None), DataConfig(name="toy")),
-                   "toy", "train images", "NaN or infinite")
+
+    def finish() -> Any:
+        return finish_images((spec, splits["train"], None, splits["test"], None), DataConfig(name="toy"))
+
+    one_line_error(finish, "toy", f"{split} images", "NaN or infinite")
+    splits[split][size - 2, 0, 1, 1] = 0.5
+    assert finish().spec.name == "toy"
 
 
 # --- sources: an explicit --data-dir, and size-limited downloads ---

