@@ -412,13 +412,13 @@ def test_time_to_elbo_counts_the_first_epoch_at_the_target():
 def test_time_to_elbo_recipe_is_a_command_genlab_accepts(tmp_path):
     from genlab.cli import build_parser  # the parser the genlab script uses
 
-    argv = time_to_elbo.genlab_command("digits", tmp_path / "run", 3, lr=5e-3, beta2=0.99, epochs=5,
-                                       precision="auto", batch_size=256)
+    argv = time_to_elbo.genlab_command("digits", tmp_path / "run", 3, lr=5e-3, beta2=0.95, epochs=5,
+                                       precision="auto", batch_size=256, beta1=0.85)
     assert argv[:2] == ["-m", "genlab"]
     parsed, overrides = build_parser().parse_known_args(argv[2:])
     assert parsed.lr == 5e-3 and parsed.epochs == 5 and parsed.seed == 3 and parsed.no_figures
     assert parsed.batch_size == 256
-    assert overrides == ["--train.betas=0.9,0.99", "--train.schedule=cosine", "--train.precision=auto"]
+    assert overrides == ["--train.betas=0.85,0.95", "--train.schedule=cosine", "--train.precision=auto"]
 
 
 @pytest.mark.slow  # two whole processes: one peer epoch and one genlab epoch, about 20 s
