@@ -49,8 +49,8 @@ def _peer_worker(folder: Path, epochs: int, seed: int) -> None:
         print(json.dumps({"epoch": epoch, "time_s": seconds, "test_loss": run.test()}), flush=True)
 
 
-def genlab_command(data: str, out: Path, seed: int, *, lr: float, beta2: float, epochs: int,
-                   precision: str, batch_size: int = 128, beta1: float = 0.9) -> list[str]:
+def genlab_command(data: str, out: Path, seed: int, *, lr: float, beta1: float, beta2: float, epochs: int,
+                   precision: str, batch_size: int = 128) -> list[str]:
     """The genlab side: the recipe as a user types it (``-m genlab`` for the ``genlab`` script)."""
     return ["-m", "genlab", "train", "vae", "--data", data, "--preset", "mlp-784-400-20", "--lr", f"{lr:g}",
             "--batch-size", str(batch_size),
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                        str(args.peer_epochs), "--peer-worker", str(seed)], REPO, BENCHMARK)
             peer = [json.loads(line) for line in peer_out.splitlines() if line.startswith("{")]
             out = Path(tmp) / f"genlab-{seed}"
-            timed_child(genlab_command(args.data, out, seed, lr=args.lr, beta2=args.beta2, epochs=args.epochs,
-                                       precision=args.precision, batch_size=args.batch_size, beta1=args.beta1),
+            timed_child(genlab_command(args.data, out, seed, lr=args.lr, beta1=args.beta1, beta2=args.beta2,
+                                       epochs=args.epochs, precision=args.precision, batch_size=args.batch_size),
                         REPO, BENCHMARK)
             mine = [{"epoch": r["epoch"], "time_s": r["time_s"], "test_loss": r["test/loss"]}
                     for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test/loss" in r]

@@ -412,8 +412,8 @@ def test_time_to_elbo_counts_the_first_epoch_at_the_target():
 def test_time_to_elbo_recipe_is_a_command_genlab_accepts(tmp_path):
     from genlab.cli import build_parser  # the parser the genlab script uses
 
-    argv = time_to_elbo.genlab_command("digits", tmp_path / "run", 3, lr=5e-3, beta2=0.95, epochs=5,
-                                       precision="auto", batch_size=256, beta1=0.85)
+    argv = time_to_elbo.genlab_command("digits", tmp_path / "run", 3, lr=5e-3, beta1=0.85, beta2=0.95, epochs=5,
+                                       precision="auto", batch_size=256)
     assert argv[:2] == ["-m", "genlab"]
     parsed, overrides = build_parser().parse_known_args(argv[2:])
     assert parsed.lr == 5e-3 and parsed.epochs == 5 and parsed.seed == 3 and parsed.no_figures

@@ -115,6 +115,16 @@ def test_parameters_without_gradients_are_left_alone() -> None:
     assert not torch.equal(net[0].weight, frozen) and float(opt.state[net[0].weight]["step"]) == 3
 
 
+def test_zero_grad_drops_or_zeroes_the_gradients() -> None:
+    net = _net()
+    opt = _ours(False, 0.0)(net.parameters())
+    net(torch.ones(1, 3, 8, 8)).sum().backward()
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in net.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
 def test_step_hooks_run_and_closure_is_evaluated() -> None:
     net = _net()
     opt = _ours(False, 0.0)(net.parameters())

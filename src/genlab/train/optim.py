@@ -65,10 +65,6 @@ class FusedAdam(torch.optim.Optimizer):
         self._groups_for: tuple[int, ...] | None = None  # ids of the parameters the cached grouping is for
         self._groups: list[tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
 
-    @property
-    def decoupled(self) -> bool:
-        return bool(self.param_groups[0]["decoupled_weight_decay"])
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.param_groups[0]["params"]:
             if p.grad is None:
