@@ -401,6 +401,25 @@ def test_precision_smoke_gan_fid(tmp_path, monkeypatch, feature_cache):
     assert any("FID" in note for note in written["notes"])
 
 
+@pytest.mark.slow  # three PixelCNN runs of two steps, each with its exact NLL: about 20 s
+@needs_shared("mnist")
+def test_precision_smoke_pixelcnn_steps(tmp_path, monkeypatch):
+    """``--steps``: each run trains that many steps; its speed is per 100 steps; the PixelCNN sees binary pixels."""
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    out = tmp_path / "results"
+    precision.main(["--data", "mnist", "--models", "pixelcnn", "--steps", "2", "--seeds", "1", "--limit", "128",
+                    "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "precision-mnist-pixelcnn.json").read_text())
+    runs = written["runs"]["pixelcnn"]
+    assert set(runs) == ({"fp32", "bf16", "bf16+channels-last"} if written["native_bf16"] else {"fp32"})
+    assert written["steps"] == 2 and written["epochs"] is None and "100 steps" in written["table"]["columns"][2]
+    for variant, rs in runs.items():
+        assert all(r["used"] == variant.split("+")[0] and r["s_per_100_steps"] > 0 and "s_per_epoch" not in r
+                   for r in rs)
+        # binary pixels: at most 784 ln 2 = 543 nats at the start (grey levels would cost thousands)
+        assert all(0 < r["test_loss"] < 560 for r in rs)
+
+
 def test_time_to_elbo_counts_the_first_epoch_at_the_target():
     curve = [{"epoch": 1, "time_s": 2.0, "test_loss": 250.0}, {"epoch": 2, "time_s": 4.0, "test_loss": 244.0},
              {"epoch": 3, "time_s": 6.0, "test_loss": 243.0}]

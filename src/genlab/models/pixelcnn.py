@@ -59,6 +59,9 @@ class PixelCNN(PixelModel):
     Samples and completions are drawn one pixel (and colour channel) at a time."""
 
     Config: ClassVar[type] = PixelCNNConfig
+    # bench/precision.py (mnist-2h, 400 steps, 3 seeds): 2.0x faster in bf16 (2.5x with channels-last) at a test
+    # NLL within seed noise of fp32's; the other presets and the pixel families beside this one were not measured
+    bf16_pays: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # the short run of the README's measured table
         "mnist-quick": {"features": 16, "layers": 4, "out_hidden": 32, **MNIST_QUICK_TRAINING},
