@@ -60,8 +60,9 @@ def _train(model: str, dataset: Any, data: str, epochs: int, seed: int, variant:
                  progress=False, **({"max_steps": steps} if steps else {}), **options, **VARIANTS[variant])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     meta = json.loads((out / "config.json").read_text())["meta"]
-    speed = {"s_per_100_steps": records[-1]["time_s"] / steps * 100} if steps else \
-        {"s_per_epoch": records[-1]["time_s"] / epochs}
+    # with ``steps``: one epoch at most (a net whose epoch is shorter stops at its end), so the steps it took count
+    speed = {"s_per_100_steps": records[-1]["time_s"] / records[-1]["step"] * 100, "steps": records[-1]["step"]} \
+        if steps else {"s_per_epoch": records[-1]["time_s"] / epochs}
     row = {**speed, "used": meta["precision"]}
     if judge == "loss":
         return {**row, "test_loss": records[-1]["test/loss"]}
