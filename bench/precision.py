@@ -53,9 +53,6 @@ def _train(model: str, dataset: Any, data: str, epochs: int, seed: int, variant:
     """Train one run in this process; its seconds per epoch (per 100 steps with ``steps``; training only) and its
     quality after the last: the test loss, or the FID of ``FID_SAMPLES`` samples (fewer on a cut dataset)."""
     family, preset, options, judge = MODELS[model]
-    if model in STATIC:
-        dataset = ImageDataset(dataset.spec, dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y,
-                               binarize="static")
     genlab.train(family, data, preset=preset, dataset=dataset, epochs=1 if steps else epochs, seed=seed, out=out,
                  progress=False, **({"max_steps": steps} if steps else {}), **options, **VARIANTS[variant])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -98,14 +95,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peaks = precision_peaks(max(matmul_gflops_by_size(1.0).values()), precisions, 1.0)
     dataset = load_images(args.data, args.limit, (1, 28, 28), "the models measured here take 1 x 28 x 28 "
                           "grey images (mnist, fashion-mnist)")
+    # the statically binarized images (drawn once, as genlab's loader does) for the models whose presets ask for them
+    static = ImageDataset(dataset.spec, dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y,
+                          binarize="static") if STATIC & set(models) else None
     runs: dict[str, dict[str, list[dict]]] = {m: {v: [] for v in variants[m]} for m in models}
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         for model in models:
             for seed in range(1, args.seeds + 1):
                 for variant in variants[model]:
                     out = Path(tmp) / f"{model}-{seed}-{variant}"
-                    runs[model][variant].append(_train(model, dataset, args.data, args.epochs, seed, variant, out,
-                                                       args.steps))
+                    runs[model][variant].append(_train(model, static if model in STATIC else dataset, args.data,
+                                                       args.epochs, seed, variant, out, args.steps))
                     print(f"{model} seed {seed} {variant}: {runs[model][variant][-1]}", flush=True)
     rows = []
     speed_key = "s_per_100_steps" if args.steps else "s_per_epoch"
