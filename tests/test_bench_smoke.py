@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 
 import pytest
 import torch
@@ -301,6 +302,31 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
                               "--results-dir", str(out), "--readme", ""])
     with pytest.raises(SystemExit, match="is not a run folder"):
         time_to_quality.main(["--run", str(tmp_path), "--k", "4", "--results-dir", str(out), "--readme", ""])
+
+
+@needs_shared("mnist")
+def test_time_to_quality_pixelcnn_smoke(tmp_path, monkeypatch):
+    """The PixelCNN preset: statically binarized MNIST, scored by its exact NLL (k does not apply)."""
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    result = time_to_quality.main(["--preset", "mnist-2h", "--time-limit", "0.5", "--limit", "128", "--results-dir",
+                                   str(out), "--readme", "", "--runs-dir", str(runs)])
+    (run,) = result["runs"]
+    assert result["family"] == "pixelcnn" and result["reference_nats"] == 81.30
+    assert "statically binarized" in result["title"] and "test NLL, exact" in result["table"]["columns"]
+    assert run["exact"] and run["k"] is None and run["test_elbo"] is None and run["nll_images"] == 128
+    assert 50 < run["nll"] < 784 * math.log(2) + 5 and run["epochs"] >= 1  # a few steps: below a fair coin's
+    # --run scores the same folder again: the exact NLL is the same number, not another draw
+    (again,) = time_to_quality.main(["--run", run["run"], "--preset", "mnist-2h", "--time-limit", "0.5", "--limit",
+                                     "128", "--results-dir", str(out), "--readme", ""])["runs"]
+    assert again["nll"] == pytest.approx(run["nll"], abs=1e-4) and again["epochs"] == run["epochs"]
+    # a pixelcnn folder is not a vae preset's run, and --with-plain has no plain VAE to add beside a PixelCNN
+    with pytest.raises(SystemExit, match="was not trained with --preset mnist-10min"):
+        time_to_quality.main(["--run", run["run"], "--time-limit", "0.5", "--k", "4", "--results-dir", str(out),
+                              "--readme", ""])
+    with pytest.raises(SystemExit):
+        time_to_quality.main(["--preset", "mnist-2h", "--with-plain", "--results-dir", str(out), "--readme", ""])
 
 
 @needs_shared("mnist")
