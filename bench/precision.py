@@ -29,6 +29,7 @@ from bench import README, RESULTS_DIR
 from bench.machine import machine_info, matmul_gflops_by_size
 from bench.results import command_line, publish
 from bench.runs import load_images, precision_peaks
+from genlab.config import build_config
 from genlab.data.images import ImageDataset
 from genlab.train.trainer import cpu_computes_bf16
 
@@ -42,7 +43,6 @@ MODELS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "pixelcnn": ("pixelcnn", "mnist-2h", {}, "loss"),
 }
 CONV = {"conv", "keras-deconv", "dcgan", "pixelcnn"}  # convolutional: also measured as bf16 with channels-last
-STATIC = {"pixelcnn"}  # trained on the statically binarized images, as their preset's data.binarize says
 VARIANTS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
             "bf16+channels-last": {"precision": "bf16", "channels_last": True}}
 FID_SAMPLES = 5000
@@ -96,15 +96,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dataset = load_images(args.data, args.limit, (1, 28, 28), "the models measured here take 1 x 28 x 28 "
                           "grey images (mnist, fashion-mnist)")
     # the statically binarized images (drawn once, as genlab's loader does) for the models whose presets ask for them
+    static_models = {m for m in models if build_config(MODELS[m][0], preset=MODELS[m][1]).data.binarize == "static"}
     static = ImageDataset(dataset.spec, dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y,
-                          binarize="static") if STATIC & set(models) else None
+                          binarize="static") if static_models else None
     runs: dict[str, dict[str, list[dict]]] = {m: {v: [] for v in variants[m]} for m in models}
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         for model in models:
             for seed in range(1, args.seeds + 1):
                 for variant in variants[model]:
                     out = Path(tmp) / f"{model}-{seed}-{variant}"
-                    runs[model][variant].append(_train(model, static if model in STATIC else dataset, args.data,
+                    runs[model][variant].append(_train(model, static if model in static_models else dataset, args.data,
                                                        args.epochs, seed, variant, out, args.steps))
                     print(f"{model} seed {seed} {variant}: {runs[model][variant][-1]}", flush=True)
     rows = []
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "trained on the dataset's training split, cached: the same net for every run)."]
                     if any(MODELS[m][3] == "fid" for m in models) else [])
                  + (["The PixelCNN trains on the statically binarized images; its test loss is its exact NLL on the "
-                     "whole test split (nats per image)."] if STATIC & set(models) else []),
+                     "whole test split (nats per image)."] if static_models else []),
     }
     publish(f"{BENCHMARK}-{args.data}-{'-'.join(models)}", result, args.results_dir, args.readme)
     return result

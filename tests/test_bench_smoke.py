@@ -305,7 +305,7 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
 
 
 @needs_shared("mnist")
-def test_time_to_quality_pixelcnn_smoke(tmp_path, monkeypatch):
+def test_time_to_quality_pixelcnn_smoke(tmp_path, monkeypatch, capsys):
     """The PixelCNN preset: statically binarized MNIST, scored by its exact NLL (k does not apply)."""
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
 
@@ -325,8 +325,9 @@ def test_time_to_quality_pixelcnn_smoke(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="was not trained with --preset mnist-10min"):
         time_to_quality.main(["--run", run["run"], "--time-limit", "0.5", "--k", "4", "--results-dir", str(out),
                               "--readme", ""])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         time_to_quality.main(["--preset", "mnist-2h", "--with-plain", "--results-dir", str(out), "--readme", ""])
+    assert info.value.code == 2 and "mnist-2h is a pixelcnn preset" in capsys.readouterr().err
 
 
 @needs_shared("mnist")
