@@ -362,6 +362,7 @@ OTHER_FAMILIES = [  # (family, dotted key, value, what the message says): every 
     ("wgan-gp", "model.gp_weight", "-10", "gp_weight must be >= 0"),
     ("gan-qp", "model.qp_lambda", "0", "qp_lambda must be > 0"),
     ("pixelcnn", "model.layers", "0", "layers must be >= 1"), ("pixelcnn", "model.mixtures", "0", "mixtures must"),
+    ("pixelcnn", "model.dropout", "1", "dropout must be < 1"),
     ("text-vae", "model.word_dropout", "1.5", "word_dropout must be < 1"),
     ("text-vae", "data.min_count", "0", "min_count must be >= 1"),
 ]

@@ -127,7 +127,8 @@ _PIX = {"features": 8, "layers": 2, "out_hidden": 8}
 FAMILY_CONFIGS.update({
     "pixelcnn": {
         "softmax": {**_PIX},
-        "logistic-mixture": {**_PIX, "output": "logistic-mixture", "mixtures": 2, "first_kernel": 5},
+        "logistic-mixture-dropout": {**_PIX, "output": "logistic-mixture", "mixtures": 2, "first_kernel": 5,
+                                     "dropout": 0.2},
     },
     "gated-pixelcnn": {
         "softmax": {**_PIX, "kernel": 3},

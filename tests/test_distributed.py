@@ -83,7 +83,11 @@ def test_shard_bounds_cover_the_batch_in_order():
     # T(x, z) - T(x', z') of the GAN-QP objective, so its true gradient is zero and Adam turns float noise into
     # full-size steps of either sign (3e-5 apart after one step; every other parameter within 1e-8)
     ("bigan-qp", ["--data", "digits", "--batch-size", "32", "--max-steps", "3"], 1e-5, ("critic.head.4.bias",)),
-], ids=["vae", "gan", "gan-batchnorm", "bigan-qp"])
+    # PixelCNN's dropout: one mask per feature map of each example, drawn at the global batch and sliced per rank
+    # (make test-slow: the poem VAE's word dropout below covers the same draws)
+    pytest.param("pixelcnn", ["--data", "digits", "--batch-size", "16", "--max-steps", "3", "--model.dropout=0.3",
+                              "--model.features=8", "--model.layers=2"], 1e-5, (), marks=pytest.mark.slow),
+], ids=["vae", "gan", "gan-batchnorm", "bigan-qp", "pixelcnn-dropout"])
 def test_two_ranks_train_as_one_process(tmp_path, family, options, atol, skip):
     one = _genlab(tmp_path, "train", family, *options, *QUIET, "--out", "one")
     assert one.returncode == 0, one.stderr

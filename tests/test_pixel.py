@@ -91,6 +91,23 @@ def test_no_output_depends_on_its_own_or_a_later_input(family: str, spec_name: s
                 assert r == 0 or dep[g, r, col, :, r - 1, col].any()
 
 
+def test_pixelcnn_dropout_keeps_the_masks_and_is_off_outside_training() -> None:
+    """Dropout zeroes whole feature maps of an image, the same at every pixel, so while training no output sees its
+    own or a later input through it; in eval mode the net is the same net without dropout."""
+    model = _model("pixelcnn", COLOUR, dropout=0.3).train()
+    assert sum(isinstance(m, torch.nn.Dropout2d) for m in model.modules()) == TINY["layers"]
+    assert not (_dependence(model, COLOUR) & _later_or_same(COLOUR, model.groups)).any()
+    x = torch.rand(4, *COLOUR.shape) * 2 - 1
+    first, second = model.unit_params(x), model.unit_params(x)
+    assert not torch.equal(first, second)  # a new mask each call
+    model.eval()
+    plain = _model("pixelcnn", COLOUR, seed=1).eval()  # other weights, then the dropout model's, in order
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in plain.modules())
+    plain.load_state_dict(dict(zip(plain.state_dict(), model.state_dict().values(), strict=True)))
+    assert torch.equal(model.unit_params(x), plain.unit_params(x))
+    assert torch.equal(model.unit_params(x), model.unit_params(x))
+
+
 def test_channel_masks_order_the_colours() -> None:
     m_a = causal_mask(6, 3, 3, 3, "A", groups=3)
     m_b = causal_mask(6, 3, 3, 3, "B", groups=3)

@@ -162,6 +162,7 @@ FIELD_RANGES: dict[str, Range] = {
     "beta": WEIGHT, "free_bits": Range(0, 1000), "sigma": Range(0, 1e3, open_lo=True), "gp_weight": WEIGHT,
     "qp_lambda": POSITIVE, "recon_x_weight": WEIGHT, "recon_z_weight": WEIGHT, "critic_limit": POSITIVE,
     "temperature": Range(0, 100), "word_dropout": Range(0, 1, open_hi=True),
+    "dropout": Range(0, 1, open_hi=True),
     # models: Deep InfoMax (dim); its "prior" (kl | adversarial | none) shares the name with cvae's and is checked
     # by the family
     "estimator": Range(choices=ESTIMATORS), "global_weight": WEIGHT, "local_weight": WEIGHT,
