@@ -3,6 +3,7 @@ test data is, the tiny poem corpus, and the in-process ``genlab`` runner with it
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def needs_shared(name: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(),
                               reason=f"needs the dataset {name!r}, found neither in {SHARED_DATA} nor where genlab "
                                      f"searches; set GENLAB_DATA to a folder holding {name}/ to run it")
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT. A shell without job control starts a background
+    command (``make test &``) with SIGINT ignored; its children inherit that, and Python then installs no
+    KeyboardInterrupt handler, so the signal would be lost. Give the child the default a terminal's Ctrl-C meets."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

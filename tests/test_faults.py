@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from genlab.train.run import RunDir
 
-from helpers import assert_user_error, run_cli  # noqa: E402
+from helpers import assert_user_error, default_sigint, run_cli  # noqa: E402
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
 TRAIN = ["train", "vae", "--data", "digits", "--epochs", "3", "--model.hidden=16", "--latent-dim", "2",
@@ -288,7 +288,7 @@ def test_run_files_follow_the_umask(one_epoch: Path) -> None:
 def test_ctrl_c_says_how_to_resume_and_that_command_works(tmp_path: Path) -> None:
     run = tmp_path / "run"
     child = subprocess.Popen([sys.executable, str(DRIVER), *TRAIN, "--epochs", "500", "--out", str(run)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     waited = 0.0
     while not (run / "checkpoints").exists():
         assert child.poll() is None and waited < 120, child.stderr.read() if child.stderr else ""
