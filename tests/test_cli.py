@@ -6,6 +6,7 @@ entry point. User errors must reach the user as one line on stderr with exit cod
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import math
@@ -383,6 +384,32 @@ def test_python_m_genlab_entry_point(vae_run: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert_user_error((bad.returncode, bad.stdout, bad.stderr), "nope")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_import_leaves_the_garbage_collector_as_it_found_it(collecting: bool) -> None:
+    # genlab pauses the collector while it imports; the caller's setting must come back either way
+    code = (f"import gc; {'gc.enable()' if collecting else 'gc.disable()'}; import genlab; "
+            "print(gc.isenabled(), gc.get_freeze_count())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(collecting), "0"]
+
+
+def test_the_command_exits_with_mains_code_and_still_runs_atexit_handlers() -> None:
+    # entry() freezes what is alive before the exit; the exit code, stderr and atexit handlers are as before
+    code = ("import atexit, sys; atexit.register(lambda: print('atexit ran', flush=True)); "
+            "sys.argv = ['genlab', 'train', 'nope', '--data', 'digits']; "
+            "from genlab.cli import entry; entry()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_user_error((done.returncode, done.stdout, done.stderr), "nope")
+    assert done.stdout == "atexit ran\n"
+
+
+def test_main_in_process_freezes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    before = gc.get_freeze_count()
+    assert run_cli(capsys, "--version")[0] == 0
+    assert gc.get_freeze_count() == before
 
 
 # --- eval with sample quality, and compare ---

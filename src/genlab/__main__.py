@@ -1,5 +1,3 @@
-import sys
+from genlab.cli import entry
 
-from genlab.cli import main
-
-sys.exit(main())
+entry()

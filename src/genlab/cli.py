@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import gc
 import logging
 import os
 import re
@@ -583,5 +584,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def entry() -> None:
+    """The ``genlab`` command (and ``python -m genlab``): ``main()``, then the exit. At exit Python's collector
+    walks every object still alive, torch's some 170,000 among them, for none that it can free: about 0.35 s of
+    every command on a 2-core CPU. Freezing them first skips that walk; the exit is otherwise as before (atexit
+    handlers run, files close). Not in ``main()``: an in-process caller goes on collecting its own garbage."""
+    try:
+        code = main()
+    finally:
+        gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
