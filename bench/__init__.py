@@ -1,7 +1,7 @@
 """genlab's benchmarks: genlab against peers measured in the same run, as ratios, with results in ``results/``.
 
 Run one from the repository root as ``python -m bench.<name>`` (``vae_mlp_epoch``, ``vae_conv_epoch``,
-``pixelcnn_step``, ``nll_eval``, ``time_to_quality``); ``python -m bench`` rewrites the tables of
+``pixelcnn_step``, ``nll_eval``, ``time_to_quality``, ``import_time``, ...); ``python -m bench`` rewrites the tables of
 ``bench/README.md`` from every results file. The parts they share:
 
 - ``bench.machine``: what the numbers were measured on (CPU, cores, load from other processes) and its matmul peak;

@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import (
     distributed,
+    import_time,
     nll_eval,
     pixel_sampling,
     pixelcnn_step,
@@ -395,6 +396,16 @@ def test_whole_process_smoke(tmp_path, monkeypatch):
     assert written["command"] == result["command"] and "latent_map.png" in written["genlab_figures"]
     assert all(len(t) == 1 and t[0] > 0 for t in written["seconds"].values())
     assert all(200 < loss < 400 for loss in written["test_loss"].values())  # nats per image after one epoch
+
+
+def test_import_time_smoke(tmp_path):
+    out = tmp_path / "results"
+    result = import_time.main(["--repeats", "1", "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "import_time.json").read_text())
+    assert written["command"] == result["command"] and len(written["table"]["rows"]) == 5
+    assert all(len(t) == 1 and t[0] > 0 for t in [*written["import_s"].values(), *written["process_s"].values()])
+    # importing genlab imports torch: the floor cannot be above the whole
+    assert written["median_import_s"]["import genlab"] > written["median_import_s"]["import torch"]
 
 
 def _run_precision(tmp_path, monkeypatch, models: str) -> dict:
