@@ -404,8 +404,7 @@ def test_import_time_smoke(tmp_path):
     written = json.loads((out / "import_time.json").read_text())
     assert written["command"] == result["command"] and len(written["table"]["rows"]) == 5
     assert all(len(t) == 1 and t[0] > 0 for t in [*written["import_s"].values(), *written["process_s"].values()])
-    # importing genlab imports torch: the floor cannot be above the whole
-    assert written["median_import_s"]["import genlab"] > written["median_import_s"]["import torch"]
+    assert set(written["import_s"]) == {"import genlab", "import torch", "import genlab, the collector not paused"}
 
 
 def _run_precision(tmp_path, monkeypatch, models: str) -> dict:
