@@ -23,16 +23,21 @@ BENCHMARK = "import_time"
 REPO = Path(__file__).resolve().parent.parent
 GENLAB, TORCH, UNPAUSED = "import genlab", "import torch", "import genlab, the collector not paused"
 COMMAND, UNFROZEN = "genlab --version (the command)", "genlab --version, nothing frozen before the exit"
-# each variant's child: an import timed from the inside (then one young-generation collection, the first after the
-# pause, which takes the objects the import left), or a whole command; gc.disable made a no-op gives the import as
-# genlab did it before it paused the collector, and main() called directly the command before entry() froze
+
+
+def _timed_import(module: str, prelude: str = "") -> list[str]:
+    """A child that times ``import module`` from the inside, with one young-generation collection after it (the
+    first after genlab's pause, which takes the objects the import left)."""
+    return ["-c", f"import gc, time; {prelude}t = time.perf_counter(); import {module}; gc.collect(0); "
+                  "print(time.perf_counter() - t)"]
+
+
+# gc.disable made a no-op gives the import as genlab did it before it paused the collector, and main() called
+# directly the command as it exited before entry() froze
 VARIANTS = {
-    GENLAB: ["-c", "import gc, time; t = time.perf_counter(); import genlab; gc.collect(0); "
-                   "print(time.perf_counter() - t)"],
-    TORCH: ["-c", "import gc, time; t = time.perf_counter(); import torch; gc.collect(0); "
-                  "print(time.perf_counter() - t)"],
-    UNPAUSED: ["-c", "import gc, time; gc.disable = lambda: None; t = time.perf_counter(); import genlab; "
-                     "gc.collect(0); print(time.perf_counter() - t)"],
+    GENLAB: _timed_import("genlab"),
+    TORCH: _timed_import("torch"),
+    UNPAUSED: _timed_import("genlab", prelude="gc.disable = lambda: None; "),
     COMMAND: ["-m", "genlab", "--version"],
     UNFROZEN: ["-c", "import sys; from genlab.cli import main; sys.exit(main(['--version']))"],
 }
