@@ -15,7 +15,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench import (
     distributed,
     import_time,
-    malloc,
     nll_eval,
     pixel_sampling,
     pixelcnn_step,
@@ -406,19 +405,6 @@ def test_import_time_smoke(tmp_path):
     assert written["command"] == result["command"] and len(written["table"]["rows"]) == 5
     assert all(len(t) == 1 and t[0] > 0 for t in [*written["import_s"].values(), *written["process_s"].values()])
     assert set(written["import_s"]) == {"import genlab", "import torch", "import genlab, the collector not paused"}
-
-
-@needs_shared("mnist")
-def test_malloc_smoke(tmp_path, monkeypatch):
-    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
-    out = tmp_path / "results"
-    result = malloc.main(["--steps", "2", "--repeats", "1", "--limit", "128", "--results-dir", str(out),
-                          "--readme", ""])
-    written = json.loads((out / "malloc-mnist-2h.json").read_text())
-    assert written["command"] == result["command"] and len(written["table"]["rows"]) == 2
-    assert all(len(rs) == 1 and rs[0]["steps"] == 2 and rs[0]["s_per_100_steps"] > 0 for rs in written["runs"].values())
-    released = written["runs"][malloc.RELEASED][0]
-    assert released["held"] is False and written["runs"][malloc.HELD][0]["held"] is written["glibc"]
 
 
 def _run_precision(tmp_path, monkeypatch, models: str) -> dict:
