@@ -79,10 +79,6 @@ class TrainConfig:
     # layout reorders (bench/vae_conv_epoch.py measures it); dense-only models gain nothing. The same steps up to
     # float rounding; checkpoints keep the usual layout, evaluation and samples give the same numbers
     channels_last: bool = False
-    # on glibc, keep the memory a step frees in the process instead of handing it back to the system and faulting
-    # it in again on the next step (genlab.train.malloc: a PixelCNN step's 10,000 page faults fall under 100);
-    # process-wide from the first trainer that sets it, and left alone when GLIBC_TUNABLES sets malloc's thresholds
-    hold_memory: bool = True
     # the precision of the training step's products: fp32, or bf16 (torch.autocast; weights, gradients and the
     # optimizer's state stay fp32, and evaluation stays fp32); auto picks bf16 for the families measured to gain
     # from it (bench/precision.py: vae, and cvae with the same networks; gan) where the device computes it

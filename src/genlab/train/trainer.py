@@ -42,7 +42,6 @@ from genlab.train.checkpoint import (
     load_model_files,
     load_trainer,
 )
-from genlab.train.malloc import hold_freed_memory
 from genlab.train.optim import FusedAdam, fusable
 from genlab.train.run import RunDir
 from genlab.version import __version__
@@ -221,8 +220,6 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.hold_memory and self.device.type == "cpu":
-            hold_freed_memory()
         self.model.to(self.device)
         if cfg.channels_last:  # conv weights NHWC; dense layers and the values are unchanged
             self.model.to(memory_format=torch.channels_last)
