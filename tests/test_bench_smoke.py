@@ -307,7 +307,7 @@ def test_time_to_quality_smoke(tmp_path, monkeypatch):
 
 @needs_shared("mnist")
 def test_time_to_quality_pixelcnn_smoke(tmp_path, monkeypatch, capsys):
-    """The PixelCNN preset: statically binarized MNIST, scored by its exact NLL (k does not apply)."""
+    """The PixelCNN preset: dynamically binarized MNIST, scored by its exact NLL (k does not apply)."""
     monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
 
     out, runs = tmp_path / "results", tmp_path / "runs"
@@ -315,7 +315,7 @@ def test_time_to_quality_pixelcnn_smoke(tmp_path, monkeypatch, capsys):
                                    str(out), "--readme", "", "--runs-dir", str(runs)])
     (run,) = result["runs"]
     assert result["family"] == "pixelcnn" and result["reference_nats"] == 81.30
-    assert "statically binarized" in result["title"] and "test NLL, exact" in result["table"]["columns"]
+    assert "dynamically binarized" in result["title"] and "test NLL, exact" in result["table"]["columns"]
     assert run["exact"] and run["k"] is None and run["test_elbo"] is None and run["nll_images"] == 128
     assert 50 < run["nll"] < 784 * math.log(2) + 5 and run["epochs"] >= 1  # a few steps: below a fair coin's
     # --run scores the same folder again: the exact NLL is the same number, not another draw
