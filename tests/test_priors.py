@@ -32,6 +32,27 @@ def test_mixture_log_prob_matches_torch_distributions() -> None:
     torch.testing.assert_close(mixture_log_prob(z, mix), ref.log_prob(z), rtol=0, atol=1e-4)
 
 
+def test_mixture_log_prob_stays_fp32_under_bf16_autocast() -> None:
+    # narrow components, codes near their means: the expanded squares cancel. With the products in bf16 (as
+    # autocast would run them) log p(z) came out nats too high, which a bf16 training run learned to exploit
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(50, 20, generator=g)
+    mix = Mixture(torch.full((50,), -math.log(50)), mu, torch.full((50, 20), -8.0))
+    z = mu[:8] + 0.02 * torch.randn(8, 20, generator=g)
+    exact = torch.logsumexp(mix.log_w + (-0.5 * (20 * math.log(2 * math.pi) + mix.logvar.sum(-1)
+                                                  + ((z[:, None].double() - mu.double()) ** 2
+                                                     * torch.exp(-mix.logvar.double())).sum(-1))), dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = mixture_log_prob(z, mix)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=0, atol=0.05)  # bf16 products: 58 nats off
+    # and it keeps its gradients there
+    z.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixture_log_prob(z, mix).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
 def test_mixture_sample_has_the_mixture_moments_and_is_seeded() -> None:
     mix = _mixture(k=3, dim=2, seed=1)
     a = mixture_sample(200_000, mix, torch.Generator().manual_seed(0))

@@ -34,11 +34,17 @@ def mixture_log_prob(z: torch.Tensor, mix: Mixture) -> torch.Tensor:
     """log sum_k w_k N(z; mu_k, diag exp(logvar_k)) for z (..., L): shape (...,).
 
     The squared distances come from three matrix products (z^2 / v, z mu / v, mu^2 / v), so memory stays
-    O(N K) rather than O(N K L) for the N = k * B codes of an importance-weighted evaluation."""
-    prec = torch.exp(-mix.logvar)  # (K, L)
-    quad = (z * z) @ prec.t() - 2.0 * (z @ (mix.mu * prec).t()) + (mix.mu * mix.mu * prec).sum(-1)  # (..., K)
-    log_n = -0.5 * (z.shape[-1] * LOG_2PI + mix.logvar.sum(-1) + quad.clamp(min=0.0))
-    return torch.logsumexp(mix.log_w + log_n, dim=-1)
+    O(N K) rather than O(N K L) for the N = k * B codes of an importance-weighted evaluation. Those terms cancel
+    where a component is narrow, so they are computed in fp32 (or the inputs' float64) even inside a bf16
+    autocast: with bf16 products the rounding overstates log p(z) by nats, and a training run under
+    ``train.precision=bf16`` learned to exploit it (a negative KL estimate, the fp32 test ELBO falling apart)."""
+    dtype = torch.promote_types(torch.promote_types(z.dtype, mix.mu.dtype), torch.float32)
+    z, log_w, mu, logvar = (t.to(dtype) for t in (z, mix.log_w, mix.mu, mix.logvar))
+    with torch.autocast(z.device.type, enabled=False):
+        prec = torch.exp(-logvar)  # (K, L)
+        quad = (z * z) @ prec.t() - 2.0 * (z @ (mu * prec).t()) + (mu * mu * prec).sum(-1)  # (..., K)
+        log_n = -0.5 * (z.shape[-1] * LOG_2PI + logvar.sum(-1) + quad.clamp(min=0.0))
+        return torch.logsumexp(log_w + log_n, dim=-1)
 
 
 def mixture_sample(n: int, mix: Mixture, generator: torch.Generator | None = None) -> torch.Tensor:
