@@ -16,10 +16,10 @@ from genlab.models.vae import VAE
 from genlab.nn.autoregressive import AutoregressiveBernoulli, made_degrees
 
 
-def _head(dim: int = 10, hidden: int = 7, context: int = 3, direct: bool = True, seed: int = 0
+def _head(dim: int = 10, hidden: int = 7, context: int = 3, direct: bool = True, seed: int = 0, window: int = 0
           ) -> AutoregressiveBernoulli:
     torch.manual_seed(seed)
-    head = AutoregressiveBernoulli(dim, hidden, context, direct=direct)
+    head = AutoregressiveBernoulli(dim, hidden, context, direct=direct, window=window)
     with torch.no_grad():  # the output weights start at zero; give every weight a value so the tests see them
         for p in head.parameters():
             p.normal_()
@@ -42,6 +42,33 @@ def test_each_logit_depends_only_on_earlier_pixels(direct: bool) -> None:
         assert torch.count_nonzero(grad[:, i:]) == 0, f"pixel {i} sees itself or a later pixel"
         if i > 0:
             assert torch.count_nonzero(grad[:, :i]) > 0, f"pixel {i} ignores every earlier pixel"
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("window", [1, 4, 7])
+def test_a_window_limits_each_logit_to_the_pixels_just_before_it(direct: bool, window: int) -> None:
+    dim = 16
+    head = _head(dim, hidden=30, direct=direct, window=window)
+    base, ctx = torch.randn(64, dim), torch.randn(64, 3)
+    x = (torch.rand(64, dim) < 0.5).float().requires_grad_()
+    logits = head.logits(base, ctx, x)
+    for i in range(dim):
+        (grad,) = torch.autograd.grad(logits[:, i].sum(), x, retain_graph=True)
+        assert torch.count_nonzero(grad[:, i:]) == 0, f"pixel {i} sees itself or a later pixel"
+        assert torch.count_nonzero(grad[:, :max(0, i - window)]) == 0, f"pixel {i} sees past its window"
+        if i > 0:  # and it does see the pixels of its window (the one just before it, through A)
+            assert torch.count_nonzero(grad[:, max(0, i - window):i]) > 0, f"pixel {i} ignores its window"
+            if direct:
+                assert torch.count_nonzero(grad[:, i - 1]) > 0, f"pixel {i} ignores pixel {i - 1}"
+
+
+@pytest.mark.parametrize("window", [2, 5])
+def test_a_windowed_head_is_still_normalised(window: int) -> None:
+    dim = 10
+    head = _head(dim, window=window)
+    xs = _all_images(dim)
+    base, ctx = torch.randn(1, dim).expand(len(xs), dim), torch.randn(1, 3).expand(len(xs), 3)
+    assert abs(torch.logsumexp(head.log_prob(base, ctx, xs).double(), 0).item()) < 1e-5
 
 
 def test_degrees_cover_one_to_d_minus_one() -> None:
@@ -169,6 +196,8 @@ def test_vae_with_head_samples_and_decodes(digits_static: ImageDataset) -> None:
 @pytest.mark.parametrize("options,expected", [
     ({"likelihood": "gaussian"}, "needs binary pixels"),
     ({"ar_hidden": -1}, "ar_hidden must be >= 0"),
+    ({"ar_window": -2}, "ar_window must be >= 0"),
+    ({"ar_hidden": 0, "ar_window": 56}, "ar_window limits the autoregressive head"),
 ])
 def test_vae_head_config_errors(digits_static: ImageDataset, options: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):  # out of range when built; the rest when the model is made

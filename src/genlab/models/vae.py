@@ -43,6 +43,9 @@ class VAEConfig:
     # and sampling then run one pixel at a time
     ar_hidden: int = 0
     ar_direct: bool = True  # the head's direct pixel-to-pixel connections (D^2 weights); False keeps only MADE units
+    # >0: pixel i's head sees only the ar_window pixels before it in raster order (56: about the two rows above), so
+    # the shape of the whole image must come from z; 0: every earlier pixel
+    ar_window: int = 0
     # p(z): normal (N(0, I), analytic KL) | mog (a learned mixture of prior_components diagonal Gaussians) | vamp
     # (the VampPrior: the encoder's posteriors of prior_components learned pseudo-inputs); the learned priors'
     # KL is estimated from the decoded z (nn/priors.py)
@@ -78,6 +81,11 @@ def _check_config(cfg: VAEConfig) -> None:
         raise ConfigError(f"model.gaussian_mean must be sigmoid or identity, not {cfg.gaussian_mean!r}")
     if cfg.ar_hidden < 0:
         raise ConfigError(f"model.ar_hidden must be >= 0, got {cfg.ar_hidden}")
+    if cfg.ar_window < 0:
+        raise ConfigError(f"model.ar_window must be >= 0 (0: the head sees every earlier pixel), got {cfg.ar_window}")
+    if cfg.ar_window and not cfg.ar_hidden:
+        raise ConfigError("model.ar_window limits the autoregressive head, which model.ar_hidden=0 leaves out: give "
+                          "the head units (e.g. --model.ar_hidden=500) or leave ar_window at 0")
     if cfg.ar_hidden and cfg.likelihood not in ("auto", "bernoulli"):
         raise ConfigError("model.ar_hidden (the autoregressive decoder head) needs binary pixels: use "
                           "--model.likelihood=bernoulli with --data.binarize=dynamic (or static)")
@@ -172,7 +180,8 @@ class VAE(GenerativeModel):
         self.decoder = build_decoder(config.arch, config.latent_dim + cond_dim, spec.shape, out_ch,
                                      hidden=config.hidden, channels=config.channels, act=config.activation)
         self.ar = (AutoregressiveBernoulli(math.prod(spec.shape), config.ar_hidden, config.latent_dim + cond_dim,
-                                           direct=config.ar_direct) if config.ar_hidden else None)
+                                           direct=config.ar_direct, window=config.ar_window)
+                   if config.ar_hidden else None)
         self.prior = build_prior(config.latent_prior, config.prior_components, config.latent_dim, spec.shape)
 
     # --- conditioning hooks (the conditional family overrides these two) ---

@@ -6,9 +6,14 @@ Pixels are ordered in raster order, i = 0 .. D-1. The logit of pixel i is
     l_i(z, x_<i) = base_i(z) + sum_{k<i} A_ik x_k + sum_j V_ij relu(sum_{k: k<=m_j} W_jk x_k + c_j(z) + b_j)
 
 where hidden unit j has degree m_j in 1..D-1 (it sees pixels 0..m_j-1) and feeds only pixels i >= m_j, so pixel i
-never sees itself or a later pixel. ``W x`` and ``A x`` are computed once per image; only ``c(z)`` and the product
-with ``V`` are repeated for each of the K latent samples of importance sampling, which keeps the k=5000 evaluation
-close to the cost of a plain decoder.
+never sees itself or a later pixel. With a ``window`` of N pixels, pixel i sees only x_{i-N} .. x_{i-1} (in raster
+order: N = 56 is the two rows above, roughly): unit j then sees the h = N // 2 pixels before m_j and feeds pixels
+m_j .. m_j + N - h, and A is a band of width N. Global shape must then come from z, as in the lossy autoencoders
+of Chen et al. (2017) and the PixelVAE, whose decoders see only a local neighbourhood.
+
+``W x`` and ``A x`` are computed once per image; only ``c(z)`` and the product with ``V`` are repeated for each of
+the K latent samples of importance sampling, which keeps the k=5000 evaluation close to the cost of a plain
+decoder.
 """
 from __future__ import annotations
 
@@ -25,14 +30,24 @@ def made_degrees(dim: int, hidden: int) -> torch.Tensor:
 class AutoregressiveBernoulli(nn.Module):
     """log p(x | z) = sum_i log Bernoulli(x_i | sigmoid(l_i(z, x_<i))) for x flattened to D binary pixels."""
 
-    def __init__(self, dim: int, hidden: int, context_dim: int, direct: bool = True):
+    def __init__(self, dim: int, hidden: int, context_dim: int, direct: bool = True, window: int = 0):
         super().__init__()
-        self.dim, self.hidden = dim, hidden
+        if window < 0:
+            raise ValueError(f"window must be >= 0 (0: every earlier pixel), got {window}")
+        self.dim, self.hidden, self.window = dim, hidden, window
         deg = made_degrees(dim, hidden)  # (H,)
         pix = torch.arange(dim)  # (D,) pixel i has position i; it may be seen by units of degree > i
-        self.register_buffer("mask_in", (pix[None, :] < deg[:, None]).float(), persistent=False)  # (H, D)
-        self.register_buffer("mask_out", (pix[:, None] >= deg[None, :]).float(), persistent=False)  # (D, H)
-        self.register_buffer("mask_direct", torch.tril(torch.ones(dim, dim), diagonal=-1), persistent=False)
+        seen = pix[None, :] < deg[:, None]  # (H, D)
+        fed = pix[:, None] >= deg[None, :]  # (D, H)
+        direct_mask = pix[None, :] < pix[:, None]  # (D, D): A_ik for k < i
+        if window:  # everything pixel i depends on lies in [i - window, i)
+            span = max(1, window // 2)
+            seen &= pix[None, :] >= deg[:, None] - span
+            fed &= pix[:, None] <= deg[None, :] + window - span
+            direct_mask &= pix[None, :] >= pix[:, None] - window
+        self.register_buffer("mask_in", seen.float(), persistent=False)
+        self.register_buffer("mask_out", fed.float(), persistent=False)
+        self.register_buffer("mask_direct", direct_mask.float(), persistent=False)
         self.w_in = nn.Parameter(torch.randn(hidden, dim) / dim ** 0.5)  # (H, D)
         self.b_in = nn.Parameter(torch.zeros(hidden))
         self.context = nn.Linear(context_dim, hidden)  # c(z)
