@@ -255,11 +255,12 @@ def _is_complete(folder: Path, files: tuple[str, ...]) -> bool | None:
     return len(steps) == 1
 
 
-def find_checkpoint(run_path: Path, *, trainer: bool = False) -> Path | None:
+def find_checkpoint(run_path: Path, *, trainer: bool = False, quiet: bool = False) -> Path | None:
     """The folder of the run's current checkpoint (``checkpoints``); when that is missing or was left half
     written, the newest complete one kept in ``.checkpoints`` (said on stderr); None when the run has none.
     ``trainer`` asks for the files ``--resume`` needs as well. A damaged current checkpoint is returned as it is,
-    so that reading it says what is wrong, rather than silently replaced by an older one."""
+    so that reading it says what is wrong, rather than silently replaced by an older one. ``quiet``: only whether
+    there is one (no note; another process may be writing the folder at that moment)."""
     files = ALL_FILES if trainer else MODEL_FILES
     pointer = Path(run_path) / POINTER
     state = _is_complete(pointer, files) if pointer.is_dir() else False
@@ -270,7 +271,7 @@ def find_checkpoint(run_path: Path, *, trainer: bool = False) -> Path | None:
                   reverse=True) if store.is_dir() else []
     for folder in kept:
         if _is_complete(folder, files):
-            if pointer.exists() or pointer.is_symlink():
+            if not quiet and (pointer.exists() or pointer.is_symlink()):
                 print(f"genlab: note: {pointer} is incomplete; using the last complete checkpoint, {folder}",
                       file=sys.stderr)
             return folder

@@ -61,7 +61,8 @@ class RunDir:
         return find_checkpoint(self.path, trainer=trainer)
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoint() is not None
+        """Whether the run holds a checkpoint; quiet, as it is asked before the folder's lock is taken."""
+        return find_checkpoint(self.path, quiet=True) is not None
 
     def save_checkpoint(self, model: Any, meta: dict[str, Any], trainer_state: dict[str, Any], step: int) -> Path:
         return save_checkpoint(self.path, model, meta, trainer_state, step)
