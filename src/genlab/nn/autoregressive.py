@@ -34,7 +34,7 @@ class AutoregressiveBernoulli(nn.Module):
         super().__init__()
         if window < 0:
             raise ValueError(f"window must be >= 0 (0: every earlier pixel), got {window}")
-        self.dim, self.hidden, self.window = dim, hidden, window
+        self.dim, self.hidden = dim, hidden
         deg = made_degrees(dim, hidden)  # (H,)
         pix = torch.arange(dim)  # (D,) pixel i has position i; it may be seen by units of degree > i
         seen = pix[None, :] < deg[:, None]  # (H, D)
