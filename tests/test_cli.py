@@ -388,12 +388,53 @@ def test_python_m_genlab_entry_point(vae_run: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("collecting", [True, False])
 def test_import_leaves_the_garbage_collector_as_it_found_it(collecting: bool) -> None:
-    # genlab pauses the collector while it imports; the caller's setting must come back either way
-    code = (f"import gc; {'gc.enable()' if collecting else 'gc.disable()'}; import genlab; "
+    # genlab pauses the collector while it loads its API (on the first public name); the caller's setting must
+    # come back either way
+    code = (f"import gc; {'gc.enable()' if collecting else 'gc.disable()'}; import genlab; genlab.train; "
             "print(gc.isenabled(), gc.get_freeze_count())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(collecting), "0"]
+
+
+def _fresh_python(code: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_import_genlab_loads_no_torch_until_a_public_name_is_used() -> None:
+    code = ("import sys, genlab; print('torch' in sys.modules, genlab.__version__); "
+            "genlab.list_models; print('torch' in sys.modules, callable(genlab.train), callable(genlab.serve))")
+    assert _fresh_python(code) == ["False", genlab.__version__, "True", "True", "True"]
+
+
+@pytest.mark.parametrize("first", ["import genlab.train.trainer", "from genlab.serve.app import create_app",
+                                   "from genlab.cli import main; from genlab import commands", "import genlab.data"])
+def test_train_and_serve_stay_the_api_functions_whatever_loads_first(first: str) -> None:
+    # genlab.train and genlab.serve are both a function and a subpackage: importing the subpackage first (which
+    # binds its name in the package) must not hide the function
+    code = (f"{first}; import genlab, types; from genlab import load, train; "
+            "print(genlab.train is train, genlab.train.__module__, genlab.serve.__module__, "
+            "isinstance(genlab.data, types.ModuleType), callable(load), 'evaluate' in dir(genlab))")
+    assert _fresh_python(code) == ["True", "genlab.pipelines.training", "genlab.api", "True", "True", "True"]
+
+
+def test_an_unknown_name_of_the_package_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        genlab.nope  # noqa: B018
+    with pytest.raises(ImportError):
+        from genlab import nope  # noqa: F401
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["train", "vae", "--bogus"], ["nope"],
+                                  ["sample"], ["plot", "run", "--vary", "3"]])
+def test_the_command_line_is_parsed_without_torch(argv: list[str]) -> None:
+    # help, the version and a command line that does not parse answer before torch loads (0.1 s instead of 1.2)
+    code = (f"import sys\nfrom genlab.cli import main\ntry:\n    code = main({argv!r})\n"
+            "except SystemExit as e:\n    code = e.code\nprint(code, 'torch' in sys.modules)")
+    code_, torch_loaded = _fresh_python(code)[-2:]  # after what --version and --help print
+    assert code_ == ("0" if argv[0].startswith("--") else "2") and torch_loaded == "False"
 
 
 def test_the_command_exits_with_mains_code_and_still_runs_atexit_handlers() -> None:

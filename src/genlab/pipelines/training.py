@@ -15,7 +15,7 @@ import torch
 from genlab.config import RunConfig, read_config_file, resolve_config, resumed_config
 from genlab.data import load
 from genlab.data.spec import Dataset
-from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.errors import CheckpointError, ConfigError, GenlabError, Interrupted
 from genlab.files import read_json_object
 from genlab.models.base import GenerativeModel
 from genlab.pipelines.progress import progress_callbacks
@@ -43,18 +43,6 @@ def checkpoint_kept(run: str | Path, family: str | None, nproc: int | None = Non
     how = f"genlab train {family} --out {run} --resume" if family else f"genlab train --out {run} --resume"
     how += f" --nproc {nproc}" if nproc else ""
     return f"the last checkpoint (epoch {epoch}) is kept in {run}; resume with `{how}`"
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C; says how to go on from what was saved."""
-
-    def __init__(self, run: Path, family: str, epoch: int, saved: bool):
-        self.run, self.epoch, self.saved = run, epoch, saved
-        how = (f"the last checkpoint (epoch {epoch}) is kept; resume with `genlab train {family} --out {run} "
-               "--resume`"
-               if saved else f"no epoch had finished, so nothing was saved; start again (the folder {run} can be "
-                             "removed)")
-        super().__init__(f"interrupted; {how}")
 
 
 def _resumed_config(run: RunDir, model: str | None, data: str | None, preset: str | None, overrides: Iterable[str],
