@@ -5,6 +5,7 @@ entry point. User errors must reach the user as one line on stderr with exit cod
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import gc
 import io
@@ -427,14 +428,26 @@ def test_an_unknown_name_of_the_package_is_an_attribute_error() -> None:
         from genlab import nope  # noqa: F401
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["train", "vae", "--bogus"], ["nope"],
-                                  ["sample"], ["plot", "run", "--vary", "3"]])
-def test_the_command_line_is_parsed_without_torch(argv: list[str]) -> None:
+@pytest.mark.parametrize("argv,exit_code", [(["--version"], "0"), (["--help"], "0"), (["train", "--help"], "0"),
+                                            (["train", "vae", "--bogus"], "2"), (["nope"], "2"), (["sample"], "2"),
+                                            (["plot", "run", "--vary", "3"], "2")])
+def test_the_command_line_is_parsed_without_torch(argv: list[str], exit_code: str) -> None:
     # help, the version and a command line that does not parse answer before torch loads (0.1 s instead of 1.2)
     code = (f"import sys\nfrom genlab.cli import main\ntry:\n    code = main({argv!r})\n"
             "except SystemExit as e:\n    code = e.code\nprint(code, 'torch' in sys.modules)")
     code_, torch_loaded = _fresh_python(code)[-2:]  # after what --version and --help print
-    assert code_ == ("0" if argv[0].startswith("--") else "2") and torch_loaded == "False"
+    assert code_ == exit_code and torch_loaded == "False"
+
+
+def test_every_subcommand_has_its_function_and_every_function_a_subcommand() -> None:
+    from genlab import commands
+    from genlab.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    functions = {name.removeprefix("cmd_") for name in vars(commands) if name.startswith("cmd_")}
+    assert set(sub.choices) == functions
+    assert all(callable(commands.command(name)) for name in sub.choices)
 
 
 def test_the_command_exits_with_mains_code_and_still_runs_atexit_handlers() -> None:

@@ -62,6 +62,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto; --train.device")
 
 
+TRAIN_HELP_WITHOUT_FAMILY = ("`genlab train FAMILY --help` (or `genlab config FAMILY`) lists every --model.*, --data.* "
+                             "and --train.* option of FAMILY with its default and meaning, and its presets; "
+                             "`genlab list` names the families.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genlab", description="Deep generative models that train in minutes on a CPU.")
     p.add_argument("--version", action="version", version=f"genlab {__version__}")
@@ -232,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [a for a in extra if not a.startswith(("--model.", "--data.", "--train."))]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if args.command == "train" and args.help and args.model is None and args.config is None:
+        print(args.parser.format_help())  # the flags; a family's options need its module (and torch)
+        print(TRAIN_HELP_WITHOUT_FAMILY)
+        return 0
     if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write fails with EFBIG (one line) instead of killing us
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 from genlab import api
@@ -43,13 +44,8 @@ def _options_help(args: argparse.Namespace, extra: list[str]) -> str:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    if args.help:  # the flags, then (with a family or a --config) every option of that family
-        if args.model is None and args.config is None:
-            family = ("`genlab train FAMILY --help` (or `genlab config FAMILY`) lists every --model.*, --data.* and "
-                      "--train.* option of FAMILY with its default and meaning, and its presets; `genlab list` "
-                      "names the families.")
-        else:
-            family = _options_help(args, extra)  # an unknown family is one line, before any help
+    if args.help:  # the flags, then every option of the family (cli.main answers --help without one)
+        family = _options_help(args, extra)  # an unknown family is one line, before any help
         print(args.parser.format_help())
         print(family)
         return 0
@@ -320,10 +316,9 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "config": cmd_config, "sample": cmd_sample, "complete": cmd_complete,
-            "interpolate": cmd_interpolate, "reconstruct": cmd_reconstruct, "eval": cmd_eval, "plot": cmd_plot,
-            "compare": cmd_compare, "probe": cmd_probe, "runs": cmd_runs, "list": cmd_list, "serve": cmd_serve,
-            "demo": cmd_demo}
+def command(name: str) -> Callable[[argparse.Namespace, list[str]], int]:
+    """The function of the subcommand ``name`` (a subparser of ``cli.build_parser``): ``cmd_<name>``."""
+    return globals()[f"cmd_{name}"]
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -331,4 +326,4 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if distributed.launched() and args.command not in ("train", "eval"):  # N copies would write the same files
         print(f"genlab: error: `genlab {args.command}` {distributed.ONE_PROCESS}", file=sys.stderr)
         return EXIT_USAGE
-    return COMMANDS[args.command](args, extra)
+    return command(args.command)(args, extra)
