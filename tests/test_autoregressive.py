@@ -16,10 +16,10 @@ from genlab.models.vae import VAE
 from genlab.nn.autoregressive import AutoregressiveBernoulli, made_degrees
 
 
-def _head(dim: int = 10, hidden: int = 7, context: int = 3, direct: bool = True, seed: int = 0, window: int = 0
-          ) -> AutoregressiveBernoulli:
+def _head(dim: int = 10, hidden: int = 7, context: int = 3, direct: bool = True, seed: int = 0, window: int = 0,
+          banded: bool | None = None) -> AutoregressiveBernoulli:
     torch.manual_seed(seed)
-    head = AutoregressiveBernoulli(dim, hidden, context, direct=direct, window=window)
+    head = AutoregressiveBernoulli(dim, hidden, context, direct=direct, window=window, banded=banded)
     with torch.no_grad():  # the output weights start at zero; give every weight a value so the tests see them
         for p in head.parameters():
             p.normal_()
@@ -31,11 +31,13 @@ def _all_images(dim: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("direct", [True, False])
-@pytest.mark.parametrize("window", [0, 1, 4, 7])
-def test_each_logit_depends_only_on_earlier_pixels_within_its_window(direct: bool, window: int) -> None:
-    """Window 0: every earlier pixel; N: only the N before it."""
+@pytest.mark.parametrize("window,banded", [(0, None), (1, False), (4, False), (7, False), (1, True), (4, True),
+                                           (7, True)])
+def test_each_logit_depends_only_on_earlier_pixels_within_its_window(direct: bool, window: int, banded: bool) -> None:
+    """Window 0: every earlier pixel; N: only the N before it (computed dense, and in blocks)."""
     dim = 16
-    head = _head(dim, hidden=30, direct=direct, window=window)
+    head = _head(dim, hidden=30, direct=direct, window=window, banded=banded)
+    assert head.banded == bool(banded)
     base, ctx = torch.randn(64, dim), torch.randn(64, 3)
     x = (torch.rand(64, dim) < 0.5).float().requires_grad_()
     logits = head.logits(base, ctx, x)
@@ -50,13 +52,64 @@ def test_each_logit_depends_only_on_earlier_pixels_within_its_window(direct: boo
                 assert torch.count_nonzero(grad[:, i - 1]) > 0, f"pixel {i} ignores pixel {i - 1}"
 
 
+@pytest.mark.parametrize("banded", [False, True])
 @pytest.mark.parametrize("window", [2, 5])
-def test_a_windowed_head_is_still_normalised(window: int) -> None:
+def test_a_windowed_head_is_still_normalised(window: int, banded: bool) -> None:
     dim = 10
-    head = _head(dim, window=window)
+    head = _head(dim, window=window, banded=banded)
     xs = _all_images(dim)
     base, ctx = torch.randn(1, dim).expand(len(xs), dim), torch.randn(1, 3).expand(len(xs), 3)
     assert abs(torch.logsumexp(head.log_prob(base, ctx, xs).double(), 0).item()) < 1e-5
+
+
+@pytest.mark.parametrize("dim,hidden,window", [(10, 7, 1), (16, 30, 3), (37, 300, 5), (37, 5, 8), (64, 12, 8),
+                                               (100, 300, 2), (784, 600, 112)])
+@pytest.mark.parametrize("direct", [True, False])
+def test_the_blocks_compute_the_dense_numbers_and_gradients(dim: int, hidden: int, window: int, direct: bool) -> None:
+    """The same weights in both forms (the state dict of one loads into the other): the same logits, over leading
+    sample dims and through a precomputed pixel part, and the same gradient for every parameter."""
+    dense = _head(dim, hidden, context=4, direct=direct, window=window, banded=False)
+    blocks = AutoregressiveBernoulli(dim, hidden, 4, direct=direct, window=window, banded=True)
+    blocks.load_state_dict(dense.state_dict())
+    assert not dense.banded and blocks.banded
+    x = (torch.rand(6, dim) < 0.5).float()
+    base, ctx = torch.randn(3, 6, dim), torch.randn(3, 6, 4)
+    want, got = dense.logits(base, ctx, x), blocks.logits(base, ctx, x)
+    assert got.shape == want.shape == (3, 6, dim)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item())
+    assert torch.allclose(blocks.log_prob(base, ctx, x, blocks.pixel_part(x)), dense.log_prob(base, ctx, x),
+                          rtol=1e-5, atol=1e-3)
+    weights = torch.randn(3, 6, dim)  # an arbitrary loss, so every logit's gradient differs
+    (want * weights).sum().backward()
+    (got * weights).sum().backward()
+    for (name, a), (_, b) in zip(dense.named_parameters(), blocks.named_parameters(), strict=True):
+        assert torch.allclose(b.grad, a.grad, rtol=1e-5, atol=1e-4 * a.grad.abs().max().item()), name
+
+
+def test_blocks_are_used_where_they_pay() -> None:
+    """mnist-1h's head (784 pixels, window 112) is computed in blocks; no window, or one nearly as wide as the
+    image, stays dense; the blocks multiply about a sixth of the dense products, and the estimate that chose them
+    bounds the units of a block."""
+    head = AutoregressiveBernoulli(784, 4000, 50, window=112)
+    assert head.banded
+    b = head.bands()
+    blocks = b.g * b.u * (b.n_in + 2 * b.p) + b.g * b.n_direct * b.p
+    assert blocks < (2 * 4000 * 784 + 784 * 784) / 5
+    assert b.u <= -(-4000 * b.p // 783) + 1
+    assert not AutoregressiveBernoulli(784, 4000, 50).banded
+    assert not AutoregressiveBernoulli(784, 4000, 50, window=700).banded
+    assert not AutoregressiveBernoulli(784, 4000, 50, window=112, banded=False).banded
+    for dim, hidden, window in [(10, 7, 1), (37, 300, 5), (784, 6000, 56), (100, 3, 2)]:
+        t = AutoregressiveBernoulli(dim, hidden, 3, window=window, banded=True).bands()
+        assert t.u <= -(-hidden * t.p // (dim - 1)) + 1
+
+
+def test_a_huge_head_built_on_the_meta_device_allocates_nothing() -> None:
+    """Models are built on the meta device to count their parameters before anything is allocated: the block
+    tables of a windowed head (as large as its weights' band) are built on first use, not then."""
+    with torch.device("meta"):
+        head = AutoregressiveBernoulli(784, 10**9, 20, window=56)
+    assert head.w_in.is_meta and head.banded and head._bands is None
 
 
 def test_degrees_cover_one_to_d_minus_one() -> None:
@@ -179,6 +232,20 @@ def test_vae_with_head_samples_and_decodes(digits_static: ImageDataset) -> None:
     assert torch.equal(model.decode(z), model.decode(z))  # fixed noise: deterministic
     # the same code decodes to the same image in any batch (up to the rounding of a different batch size)
     assert torch.allclose(model.decode(z[:1].expand(3, 2)), model.decode(z[:1]).expand(3, 1, 8, 8), atol=1e-5)
+
+
+def test_vae_importance_weights_are_the_same_with_the_head_in_blocks(digits_static: ImageDataset) -> None:
+    """The VAE's k-sample scoring (q(z|x) and the head's pixel part once per batch) gives the same log-weights
+    whether the head computes in blocks or dense."""
+    model = _ar_vae(digits_static, ar_window=8)
+    assert model.ar.banded  # 64 pixels, a window of 8: the blocks pay
+    batch = {"x": digits_static.split("test")[0][:12]}
+    torch.manual_seed(3)
+    blocks = model.log_importance_weights(batch, 50)
+    model.ar.banded = False
+    torch.manual_seed(3)
+    dense = model.log_importance_weights(batch, 50)
+    assert torch.allclose(blocks, dense, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("options,expected", [

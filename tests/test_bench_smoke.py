@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import (
+    ar_head,
     distributed,
     import_time,
     nll_eval,
@@ -341,6 +342,23 @@ def test_nll_eval_smoke(tmp_path, monkeypatch):
     written = json.loads((out / "nll_eval-mnist-10min.json").read_text())
     assert written["identical_estimates"] is True and written["command"] == result["command"]
     assert len(written["times_s"]["per batch"]) == 1 and all(t > 0 for t in written["median_s"].values())
+
+
+@needs_shared("mnist")
+def test_ar_head_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+
+    out = tmp_path / "results"
+    result = ar_head.main(["--ar-hidden", "40", "--steps", "1", "--k", "3", "--limit", "2", "--repeats", "1",
+                           "--threads", "1", "--results-dir", str(out), "--readme", ""])
+    written = json.loads((out / "ar_head-mnist-1h-40.json").read_text())
+    assert written["command"] == result["command"] and written["ar_hidden"] == 40
+    assert written["max_logit_difference"] <= 1e-5 * written["largest_logit"]  # the same numbers both ways
+    assert written["max_nll_difference"] < 1e-2
+    assert written["multiply_adds"]["blocks"] < written["multiply_adds"]["dense"] / 2
+    assert all(len(t) == 1 and t[0] > 0 for by in written["step_times_s"].values() for t in by.values())
+    with pytest.raises(SystemExit):  # a preset without a window has nothing to compare
+        ar_head.main(["--preset", "mnist-10min", "--results-dir", str(out), "--readme", ""])
 
 
 @needs_shared("mnist")
