@@ -268,7 +268,7 @@ def test_time_to_quality_presets_set_data_and_training_and_yield_to_the_user() -
                        overrides=["train.time_limit=30", "data.binarize=static"])
     assert (cfg.data.name, cfg.data.binarize) == ("fashion-mnist", "static")
     assert (cfg.train.time_limit, cfg.train.batch_size, cfg.model_config.hidden) == (30.0, 64, (512, 512))
-    assert (cfg.train.optimizer, cfg.train.weight_decay, cfg.model_config.ar_hidden) == ("adamw", 0.05, 4000)
+    assert (cfg.train.optimizer, cfg.train.weight_decay, cfg.model_config.ar_hidden) == ("adamw", 0.05, 6000)
     assert cfg.train.precision == "auto"  # bf16 where the CPU computes it natively: more epochs in the hour
     assert build_config("vae", preset="mnist-1h", precision="fp32").train.precision == "fp32"
 
