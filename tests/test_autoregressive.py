@@ -13,6 +13,7 @@ from genlab.data.images import ImageDataset
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.vae import VAE
+from genlab.nn import autoregressive
 from genlab.nn.autoregressive import AutoregressiveBernoulli, made_degrees
 
 
@@ -84,6 +85,35 @@ def test_the_blocks_compute_the_dense_numbers_and_gradients(dim: int, hidden: in
     (got * weights).sum().backward()
     for (name, a), (_, b) in zip(dense.named_parameters(), blocks.named_parameters(), strict=True):
         assert torch.allclose(b.grad, a.grad, rtol=1e-5, atol=1e-4 * a.grad.abs().max().item()), name
+
+
+def _reference_logits(head: AutoregressiveBernoulli, base: torch.Tensor, ctx: torch.Tensor, x: torch.Tensor
+                      ) -> torch.Tensor:
+    """The module docstring's formula, written out with the masks (no blocks, no in-place steps)."""
+    pre = x @ (head.w_in * head.mask_in).t() + head.b_in
+    hidden = torch.relu(pre + ctx @ head.context.weight.t() + head.context.bias)
+    return base + x @ (head.w_direct * head.mask_direct).t() + hidden @ (head.w_out * head.mask_out).t()
+
+
+@pytest.mark.parametrize("banded", [False, True])
+def test_the_head_is_its_formula_in_values_and_gradients_and_when_scoring_in_slices(banded: bool,
+                                                                                   monkeypatch) -> None:
+    head = _head(40, hidden=50, context=4, window=6, banded=banded)
+    x = (torch.rand(5, 40) < 0.5).float()
+    base, ctx = torch.randn(7, 5, 40), torch.randn(7, 5, 4)
+    want = _reference_logits(head, base, ctx, x)
+    got = head.logits(base, ctx, x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
+    weights = torch.randn_like(want)
+    grads = torch.autograd.grad((got * weights).sum(), list(head.parameters()))
+    refs = torch.autograd.grad((want * weights).sum(), list(head.parameters()))
+    for (name, _), a, b in zip(head.named_parameters(), grads, refs, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), name
+    # without gradients, many samples are scored a few at a time (here 2 of the 7 per slice): the same logits
+    monkeypatch.setattr(autoregressive, "HIDDEN_FLOATS", 2 * 5 * 50)
+    with torch.no_grad():
+        sliced = head.logits(base, ctx, x, head.pixel_part(x))
+    assert torch.allclose(sliced, want, rtol=1e-5, atol=1e-4)
 
 
 def test_blocks_are_used_where_they_pay() -> None:

@@ -22,9 +22,14 @@ decoder.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# the most hidden-unit values (rows x units) that scoring many latent samples without gradients computes at once
+HIDDEN_FLOATS = 1 << 20
 
 
 def made_degrees(dim: int, hidden: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -98,10 +103,33 @@ class AutoregressiveBernoulli(nn.Module):
                pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """base (..., B, D) and context (..., B, C) from z; x (B, D) -> logits (..., B, D) given x_<i."""
         pre_x, direct = self.pixel_part(x) if pixels is None else pixels
+        lead = context.shape[:-2]
+        n, per_sample = math.prod(lead), context.shape[-2] * self.hidden
+        if not torch.is_grad_enabled() and n * per_sample > HIDDEN_FLOATS and base.shape[:-1] == context.shape[:-1]:
+            # scoring many latent samples: a few at a time, so that the hidden units' values stay in the cache
+            # instead of streaming through memory (the elementwise work then ran 2-3x faster)
+            step = max(1, HIDDEN_FLOATS // per_sample)
+            base_, context_ = base.reshape(n, *base.shape[-2:]), context.reshape(n, *context.shape[-2:])
+            weights = self._hidden_weights()
+            parts = [base_[i:i + step] + direct + self._hidden_part(pre_x, context_[i:i + step], weights)
+                     for i in range(0, n, step)]
+            return torch.cat(parts).view(base.shape)
+        return base + direct + self._hidden_part(pre_x, context, self._hidden_weights())
+
+    def _hidden_weights(self) -> tuple[torch.Tensor, ...]:
+        """The masked weights of the hidden units' context and output products (gathered in blocks if banded)."""
         if self.banded:
-            return base + direct + self.bands().hidden_part(self, pre_x, context)
-        h = torch.relu(pre_x + self.context(context))  # (..., B, H)
-        return base + direct + F.linear(h, self.w_out * self.mask_out)
+            return self.bands().hidden_weights(self)
+        return self.context.weight, self.context.bias, self.w_out * self.mask_out
+
+    def _hidden_part(self, pre_x: torch.Tensor, context: torch.Tensor, weights: tuple[torch.Tensor, ...]
+                     ) -> torch.Tensor:
+        """The logits through the hidden units (..., B, D): relu(pre_x + c(z)) times the output weights."""
+        if self.banded:
+            return self.bands().hidden_part(pre_x, context, weights)
+        w_c, b_c, w_out = weights
+        h = torch.relu_(F.linear(context, w_c, b_c).add_(pre_x))  # (..., B, H)
+        return F.linear(h, w_out)
 
     def log_prob(self, base: torch.Tensor, context: torch.Tensor, x: torch.Tensor,
                  pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -226,16 +254,24 @@ class _Bands:
         direct = torch.matmul(self._windows(x, -self.window, self.n_direct), w_d)  # (G, B, P)
         return pre, direct.transpose(0, 1).reshape(x.shape[0], -1)[:, :self.dim]
 
-    def hidden_part(self, head: AutoregressiveBernoulli, pre: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """pre (G, B, U) from ``pixel_part``, context (..., B, C) -> the logits through the hidden units (..., B, D)."""
-        self.to(context.device)
-        g, p, u = self.g, self.p, self.u
-        lead, b = context.shape[:-2], context.shape[-2]
+    def hidden_weights(self, head: AutoregressiveBernoulli) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The context weights (G, U, C) and biases (G, 1, U) and the output weights (G, U, 2P) of the groups."""
+        self.to(head.w_out.device)
         w_c = head.context.weight[self.unit] * self.valid[..., None]  # (G, U, C)
         b_c = head.context.bias[self.unit] * self.valid  # (G, U)
-        c = torch.matmul(context.reshape(-1, context.shape[-1]), w_c.transpose(1, 2)) + b_c[:, None, :]
-        h = torch.relu(c.view(g, -1, b, u) + pre[:, None]).view(g, -1, u)  # (G, N, U)
         w_out = torch.take(head.w_out, self.idx_out) * self.mask_out  # (G, U, 2P)
+        return w_c, b_c[:, None, :], w_out
+
+    def hidden_part(self, pre: torch.Tensor, context: torch.Tensor, weights: tuple[torch.Tensor, ...]
+                    ) -> torch.Tensor:
+        """pre (G, B, U) from ``pixel_part``, context (..., B, C), ``hidden_weights`` -> the logits through the
+        hidden units (..., B, D)."""
+        g, p, u = self.g, self.p, self.u
+        w_c, b_c, w_out = weights
+        lead, b = context.shape[:-2], context.shape[-2]
+        rows = context.reshape(1, -1, context.shape[-1]).expand(g, -1, -1)  # (G, N, C), a view
+        c = torch.baddbmm(b_c, rows, w_c.transpose(1, 2))  # (G, N, U)
+        h = torch.relu_(c.view(g, -1, b, u).add_(pre[:, None])).view(g, -1, u)
         out = torch.matmul(h, w_out)  # (G, N, 2P): group g's part of blocks g and g + 1
         blocks = out[:, :, :p] + F.pad(out[:-1, :, p:], (0, 0, 0, 0, 1, 0))  # (G, N, P)
         return blocks.transpose(0, 1).reshape(*lead, b, g * p)[..., :self.dim]
