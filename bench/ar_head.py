@@ -13,7 +13,6 @@ the cost of a step does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import statistics
 import sys
@@ -29,7 +28,7 @@ from bench.results import command_line, publish
 from genlab.config import build_config
 from genlab.metrics.likelihood import split_nll
 from genlab.models.vae import VAE
-from genlab.train.trainer import cpu_computes_bf16, make_optimizer
+from genlab.train.trainer import cpu_computes_bf16, make_optimizer, precision_context
 
 BENCHMARK = "ar_head"
 VARIANTS = ("blocks", "dense")
@@ -40,30 +39,15 @@ def _use(model: VAE, variant: str) -> VAE:
     return model
 
 
-def _autocast(precision: str) -> Any:
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _step_seconds(model: VAE, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], precision: str) -> float:
     start = time.perf_counter()
-    with _autocast(precision):
+    with precision_context(precision, torch.device("cpu")):
         loss = model.loss(batch)["loss"]
     opt.zero_grad()
     loss.backward()
     opt.step()
     torch.clear_autocast_cache()
     return time.perf_counter() - start
-
-
-def multiply_adds(head: Any) -> dict[str, int]:
-    """Multiply-adds per image of the head's three products (in, out, direct), dense and in blocks."""
-    d, h, bands = head.dim, head.hidden, head.bands()
-    direct = head.w_direct is not None
-    dense = 2 * h * d + (d * d if direct else 0)
-    blocks = bands.g * bands.u * (bands.n_in + 2 * bands.p) + (bands.g * bands.n_direct * bands.p if direct else 0)
-    return {"dense": dense, "blocks": blocks}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -97,13 +81,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model.ar.w_direct.normal_(std=0.01)
     x, _ = data.split("train")
     batch = {"x": x[:cfg.train.batch_size]}
+    code = torch.randn(3, len(batch["x"]), cfg.model_config.latent_dim, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        logits = {}
-        for variant in VARIANTS:
-            code = torch.randn(3, len(batch["x"]), cfg.model_config.latent_dim,
-                               generator=torch.Generator().manual_seed(1))
-            base = _use(model, variant).decoder(code).flatten(-3)
-            logits[variant] = model.ar.logits(base, code, batch["x"].flatten(1))
+        base = model.decoder(code).flatten(-3)
+        logits = {variant: _use(model, variant).ar.logits(base, code, batch["x"].flatten(1)) for variant in VARIANTS}
     max_diff = float((logits["blocks"] - logits["dense"]).abs().max())
     scale = float(logits["dense"].abs().max())
     precisions = ["fp32", "bf16"] if cpu_computes_bf16() else ["fp32"]
@@ -129,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step_med = {p: {v: statistics.median(t) for v, t in by.items()} for p, by in steps.items()}
     score_med = {v: statistics.median(t) for v, t in scoring.items() if t}
     nll_diff = float((nlls["blocks"] - nlls["dense"]).abs().max()) if nlls else None
-    macs = multiply_adds(model.ar)
+    macs = model.ar.multiply_adds()
     rows = []
     for variant, label in (("blocks", "**genlab: blocks of the window**"), ("dense", "dense masked products")):
         row = [label, f"{macs[variant] / 1e6:.2f}"]

@@ -123,8 +123,10 @@ def test_blocks_are_used_where_they_pay() -> None:
     head = AutoregressiveBernoulli(784, 4000, 50, window=112)
     assert head.banded
     b = head.bands()
-    blocks = b.g * b.u * (b.n_in + 2 * b.p) + b.g * b.n_direct * b.p
-    assert blocks < (2 * 4000 * 784 + 784 * 784) / 5
+    count = head.multiply_adds()
+    assert count["dense"] == 2 * 4000 * 784 + 784 * 784
+    assert count["blocks"] == b.g * b.u * (b.n_in + 2 * b.p) + b.g * b.n_direct * b.p
+    assert count["blocks"] < (2 * 4000 * 784 + 784 * 784) / 5
     assert b.u <= -(-4000 * b.p // 783) + 1
     assert not AutoregressiveBernoulli(784, 4000, 50).banded
     assert not AutoregressiveBernoulli(784, 4000, 50, window=700).banded

@@ -88,6 +88,11 @@ class AutoregressiveBernoulli(nn.Module):
             self._bands = _Bands(self.dim, self.hidden, self.window, self.w_direct is not None)
         return self._bands
 
+    def multiply_adds(self) -> dict[str, int]:
+        """Multiply-adds per image of the three products, dense and in the blocks of this head's window."""
+        units = self.bands().u if self.window else None
+        return multiply_adds(self.dim, self.hidden, self.window, self.w_direct is not None, units)
+
     def pixel_part(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) pixels -> the per-image parts: hidden pre-activations (B, H) (with a window: by block, (G, B, U))
         and direct logits (B, D). Compute it once and pass it as ``pixels`` to score many latent samples of the same
@@ -107,7 +112,7 @@ class AutoregressiveBernoulli(nn.Module):
         n, per_sample = math.prod(lead), context.shape[-2] * self.hidden
         if not torch.is_grad_enabled() and n * per_sample > HIDDEN_FLOATS and base.shape[:-1] == context.shape[:-1]:
             # scoring many latent samples: a few at a time, so that the hidden units' values stay in the cache
-            # instead of streaming through memory (the elementwise work then ran 2-3x faster)
+            # instead of streaming through memory
             step = max(1, HIDDEN_FLOATS // per_sample)
             base_, context_ = base.reshape(n, *base.shape[-2:]), context.reshape(n, *context.shape[-2:])
             weights = self._hidden_weights()
@@ -173,14 +178,24 @@ def _layout(dim: int, window: int) -> tuple[int, int, int]:
     return span, p, -(-dim // p)
 
 
-def blocks_pay(dim: int, hidden: int, window: int, direct: bool) -> bool:
-    """Whether ``_Bands`` multiplies less than half of what the dense products do (from the sizes alone: at most
-    ceil(H P / (D - 1)) + 1 units have their degree in one block of P pixels)."""
-    span, p, g = _layout(dim, window)
-    u = -(-hidden * p // max(1, dim - 1)) + 1
+def multiply_adds(dim: int, hidden: int, window: int, direct: bool, units: int | None = None) -> dict[str, int]:
+    """Multiply-adds per image of the head's three products (in, out, direct): ``dense`` with masked weights, and
+    ``blocks`` as ``_Bands`` computes them with at most ``units`` units in a group (None: the bound from the sizes
+    alone, ceil(H P / (D - 1)) + 1 units with their degree in one block of P pixels). Without a window there are no
+    blocks: both counts are the dense one."""
     dense = 2 * hidden * dim + (dim * dim if direct else 0)
+    if not window:
+        return {"dense": dense, "blocks": dense}
+    span, p, g = _layout(dim, window)
+    u = -(-hidden * p // max(1, dim - 1)) + 1 if units is None else units
     blocks = g * u * (p + span - 1 + 2 * p) + (g * (window + p - 1) * p if direct else 0)
-    return 2 * blocks < dense
+    return {"dense": dense, "blocks": blocks}
+
+
+def blocks_pay(dim: int, hidden: int, window: int, direct: bool) -> bool:
+    """Whether ``_Bands`` multiplies less than half of what the dense products do (from the sizes alone)."""
+    count = multiply_adds(dim, hidden, window, direct)
+    return 2 * count["blocks"] < count["dense"]
 
 
 class _Bands:
@@ -217,7 +232,7 @@ class _Bands:
         pix_out = blocks + torch.arange(2 * p, **cpu)[None, :]  # (G, 2P) the pixels group g may feed
         ok_out = valid[:, :, None] & (pix_out < dim)[:, None, :]
         idx_out = pix_out.clamp(max=dim - 1)[:, None, :] * hidden + unit[:, :, None]  # (G, U, 2P) into w_out (D, H)
-        self.g, self.p, self.u, self.dim, self.hidden, self.window, self.span = g, p, u, dim, hidden, window, span
+        self.g, self.p, self.u, self.dim, self.window, self.span = g, p, u, dim, window, span
         self.n_in, self.n_direct = n_in, window + p - 1
         self.unit, self.valid = unit, valid.float()
         self.idx_in, self.mask_in = idx_in, ok_in.float() * seen.flatten()[idx_in]

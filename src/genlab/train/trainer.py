@@ -111,6 +111,13 @@ def resolve_precision(name: str, device: torch.device, pays: bool = True) -> str
     return name
 
 
+def precision_context(precision: str, device: torch.device) -> Any:
+    """The context a training step runs in for a resolved ``precision``: bf16 autocast on ``device``, or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     params = list(params)
     # Adam and AdamW on torch's fused kernel, which updates every tensor in one pass (on a CPU a fifth of the MLP
@@ -342,10 +349,7 @@ class Trainer:
             self._tensorboard.add(record)
 
     def _precision(self) -> Any:
-        """The context a training step runs in for ``self.precision``: bf16 autocast, or nothing."""
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision_context(self.precision, self.device)
 
     def _shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """This rank's contiguous shard of a global batch, and the context its train_step runs in: one that
