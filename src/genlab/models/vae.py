@@ -13,9 +13,10 @@ from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.abilities import Illustrated, Illustration, LearnedPriorModel
 from genlab.models.base import GenerativeModel
+from genlab.models.vae_step import DenseStep, dense_layers
 from genlab.nn.autoregressive import AutoregressiveBernoulli
 from genlab.nn.gaussian import kl_normal, kl_normal_std, kl_weight, log_normal, reparameterize
-from genlab.nn.likelihoods import build_likelihood
+from genlab.nn.likelihoods import Bernoulli, build_likelihood
 from genlab.nn.priors import PRIORS, Mixture, VampPrior, build_prior, mixture_log_prob, mixture_sample
 from genlab.nn.stacks import build_decoder, build_encoder
 from genlab.registry import MODELS
@@ -188,6 +189,7 @@ class VAE(GenerativeModel):
                                            direct=config.ar_direct, window=config.ar_window)
                    if config.ar_hidden else None)
         self.prior = build_prior(config.latent_prior, config.prior_components, config.latent_dim, spec.shape)
+        self._hand: DenseStep | None | bool = True  # the hand-differentiated step, decided at the first train_step
 
     # --- conditioning hooks (the conditional family overrides these two) ---
 
@@ -301,6 +303,48 @@ class VAE(GenerativeModel):
         """KL(q(z|x) || N(prior_mu or 0, I)) per dimension, (B, L)."""
         return kl_normal_std(mu, logvar) if prior_mu is None else kl_normal(mu, logvar, prior_mu)
 
+    # what the hand-differentiated step (vae_step.py) computes in place of these; a subclass that overrides one (or
+    # a test that patches one) trains through autograd
+    _HAND_STEP_REPLACES: ClassVar[tuple[str, ...]] = ("loss", "_posterior", "_log_px", "_code", "_decoder_params",
+                                                      "_kl_dims", "_kl_weight", "_mixture", "_log_pz")
+    hand_step: bool = True  # False: every step through autograd (the tests and bench/vae_mlp_epoch compare both)
+
+    def _dense_step(self) -> DenseStep | None:
+        """The hand-differentiated step where this is the dense ReLU VAE with Bernoulli pixels, N(0, I) and the
+        plain ELBO, and its layers are all its parameters; else None."""
+        cfg = self.config
+        if (cfg.arch != "mlp" or cfg.activation != "relu" or self.ar is not None or cfg.iwae_k != 1
+                or cfg.free_bits > 0 or self.prior is not None or type(self.likelihood) is not Bernoulli
+                or len(self.encoder.convs) > 0
+                or any(getattr(type(self), m) is not f for m, f in _DERIVED_FROM.items())):
+            return None
+        encoder, decoder = dense_layers(self.encoder.head), dense_layers(self.decoder.net)
+        if encoder is None or decoder is None:
+            return None
+        step = DenseStep(encoder, decoder, cfg.latent_dim)
+        return step if step.covers(list(self.parameters())) else None
+
+    def train_step(self, batch: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
+                   step: int) -> dict[str, torch.Tensor]:
+        """One step of Adam (or the configured optimizer) on ``loss``; for the dense Bernoulli VAE with its
+        gradient derived by hand (vae_step.py: the same terms and gradients, a third of the operations)."""
+        if self._hand is True:
+            self._hand = self._dense_step() or False
+        hand, x = self._hand, batch["x"]
+        if not (self.hand_step and hand and x.dim() == 4 and self._prior_mean(batch) is None):
+            return super().train_step(batch, optimizers, step)
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hand.params[0].dtype
+        if dtype not in (torch.float32, torch.float64, torch.bfloat16) or not all(p.requires_grad
+                                                                                 for p in hand.params):
+            return super().train_step(batch, optimizers, step)
+        opt = optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device, enabled=False):
+            terms = hand(x, self._cond(batch), self._kl_weight(step), dtype)
+        self.optimizer_step(opt)
+        return terms
+
     def loss(self, batch: dict[str, torch.Tensor], step: int | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
         cond, prior_mu = self._cond(batch), self._prior_mean(batch)
@@ -376,3 +420,7 @@ class VAE(GenerativeModel):
         if self.ar is not None:
             return self._mean_images(z, None, generator=generator or _default_generator(self.device))
         return self.decode(z)
+
+
+# the methods the hand step was derived from, as this module defines them
+_DERIVED_FROM = {name: getattr(VAE, name) for name in VAE._HAND_STEP_REPLACES}
