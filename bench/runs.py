@@ -36,16 +36,18 @@ __all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Iso
 
 class GenlabRun:
     """A genlab VAE ``preset`` trained by genlab's ``Trainer`` (Adam 1e-3, ``batch_size``), one epoch per
-    ``epoch()``; ``options`` are further ``build_config`` options (e.g. ``channels_last=True``)."""
+    ``epoch()``; ``options`` are further ``build_config`` options (e.g. ``channels_last=True``); ``hand_step=False``
+    trains the dense VAE through autograd instead of its hand-derived step."""
 
     def __init__(self, data: Any, data_name: str, seed: int, *, preset: str, batch_size: int, label: str = "genlab",
-                 **options: Any):
+                 hand_step: bool = True, **options: Any):
         cfg = build_config("vae", data_name, preset=preset, seed=seed, eval_every=0,
                            batch_size=batch_size, lr=1e-3, optimizer="adam", **options)
         torch.manual_seed(seed)
         self.label = label
         self.precision = cfg.train.precision  # whose matmul peak its GFLOP/s are set against
         self.model = MODELS.get("vae")(cfg.model_config, data.spec)
+        self.model.hand_step = hand_step  # False: the step through autograd (genlab/models/vae_step.py)
         self.data = data
         self.trainer = Trainer(self.model, data, cfg.train, progress=False, summaries=False)
 
@@ -348,7 +350,7 @@ CATEGORIES = ("dense products", "casts and copies", "optimizer", "everything els
 def _category(op: str) -> str:
     if op in PRODUCTS or "convolution" in op:
         return "dense products"
-    if op in ("aten::copy_", "aten::_to_copy"):
+    if op in ("aten::copy_", "aten::_to_copy", "aten::_foreach_copy_"):  # the last: the hand step's casts
         return "casts and copies"
     if op.startswith(("aten::_fused_adam", "aten::_foreach_", "Optimizer.")):  # the kernel and step()'s Python
         return "optimizer"

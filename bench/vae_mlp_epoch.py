@@ -10,7 +10,9 @@ per image, as pytorch/examples reports it), genlab's time over each peer's, and 
 layers (multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first
 layer's input gradient) as a fraction of the matmul peak of the precision the run computes in (fp32; bf16 for
 ``genlab-bf16``), measured at the start of the run; then where genlab's step goes, from one more epoch under torch's
-profiler. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
+profiler. genlab trains this network with its gradient derived by hand (``genlab/models/vae_step.py``); the
+``genlab-autograd`` and ``genlab-bf16-autograd`` runs train it through autograd, so the table shows what that step
+gains. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
 
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 3
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 1 --limit 512   # smoke
@@ -49,7 +51,11 @@ from genlab.train.trainer import cpu_computes_bf16
 
 BENCHMARK = "vae_mlp_epoch"
 PEERS = {"pytorch-examples": "pytorch/examples `vae/main.py`", "pythae": "pythae `VAE` + `BaseTrainer`",
-         "genlab-bf16": "genlab itself with `train.precision=bf16` (only where the CPU computes bf16 natively)"}
+         "genlab-bf16": "genlab itself with `train.precision=bf16` (only where the CPU computes bf16 natively)",
+         "genlab-autograd": "genlab with its step through autograd instead of the hand-derived one "
+                            "(`genlab/models/vae_step.py`)",
+         "genlab-bf16-autograd": "the same in bf16"}
+BF16_RUNS = ("genlab-bf16", "genlab-bf16-autograd")
 BATCH = 128
 
 
@@ -79,9 +85,12 @@ def build_run(name: str, data_name: str, limit: int | None, seed: int) -> Any:
     data = load_images(data_name, limit, (1, 28, 28), NEEDS)
     if name == "genlab":
         return GenlabRun(data, data_name, seed, preset="mlp-784-400-20", batch_size=BATCH)
-    if name == "genlab-bf16":
-        return GenlabRun(data, data_name, seed, preset="mlp-784-400-20", batch_size=BATCH, label="genlab bf16",
-                         precision="bf16")
+    if name.startswith("genlab-"):
+        hand = not name.endswith("-autograd")
+        precision = "bf16" if name in BF16_RUNS else "fp32"
+        label = "genlab" + (" bf16" if precision == "bf16" else "") + ("" if hand else " autograd")
+        return GenlabRun(data, data_name, seed, preset="mlp-784-400-20", batch_size=BATCH, label=label,
+                         precision=precision, hand_step=hand)
     if name == "pytorch-examples":
         return ExamplesRun(data, seed, batch_size=BATCH)
     return _PythaeRun(data, seed)
@@ -100,7 +109,7 @@ def _require_pythae() -> None:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(ap, data="fashion-mnist", epochs=3)
-    default = [p for p in PEERS if p != "genlab-bf16" or cpu_computes_bf16()]
+    default = [p for p in PEERS if p not in BF16_RUNS or cpu_computes_bf16()]
     ap.add_argument("--peers", default=",".join(default),
                     help=f"comma-separated, from: {', '.join(PEERS)} (default: {', '.join(default)})")
     args = ap.parse_args(argv)
@@ -118,15 +127,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
     if "pythae" in args.peers:
         _require_pythae()
-    if "genlab-bf16" in args.peers and not cpu_computes_bf16():
+    if set(BF16_RUNS) & set(args.peers) and not cpu_computes_bf16():
         raise SystemExit("bench.vae_mlp_epoch: this CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated; "
-                         "leave genlab-bf16 out of --peers")
+                         f"leave {' and '.join(BF16_RUNS)} out of --peers")
 
     data = load_images(args.data, args.limit, (1, 28, 28), NEEDS)
     n_train, n_test = len(data.train_x), len(data.test_x)
     machine, threads, by_size, fp32_peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
     # the bf16 run's GFLOP/s are set against the bf16 products' own peak
-    peak = precision_peaks(fp32_peak, ["bf16" if p == "genlab-bf16" else "fp32" for p in args.peers],
+    peak = precision_peaks(fp32_peak, ["bf16" if p in BF16_RUNS else "fp32" for p in args.peers],
                            args.peak_seconds)
 
     names = ["genlab", *args.peers]
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("warning: the models' counted forward MACs differ: "
                   + ", ".join(f"{n} {m.forward}" for n, m in macs.items()), flush=True)
         rows = alternate_epochs(runs, macs, steps, peak, args.epochs)
-        breakdown = {run_key(n): runs[n].breakdown(steps) for n in names if n.startswith("genlab")}
+        profiled = [n for n in names if n.startswith("genlab") and not n.endswith("-autograd")]
+        breakdown = {run_key(n): runs[n].breakdown(steps) for n in profiled}
     finally:
         for run in runs.values():
             run.close()  # pythae's output folder goes with it
@@ -149,9 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"epoch, each run in a process of its own; batch {BATCH}, Adam 1e-3, summed BCE + KL.",
              *timing_notes(threads, by_size, fp32_peak, rows)]
     if "bf16" in peak:
-        notes.append(f"The genlab bf16 row's share is of the bf16 matmul peak, {peak['bf16']:.0f} GFLOP/s "
+        notes.append(f"The bf16 rows' share is of the bf16 matmul peak, {peak['bf16']:.0f} GFLOP/s "
                      "(measured as the fp32 one).")
-    notes += [breakdown_note(runs[n].label, breakdown[run_key(n)]) for n in names if n.startswith("genlab")]
+    notes += [breakdown_note(runs[n].label, breakdown[run_key(n)]) for n in profiled]
     smoke = f", smoke run on the first {args.limit} images" if args.limit else ""
     result = {
         "benchmark": BENCHMARK,

@@ -183,7 +183,18 @@ def test_vae_mlp_epoch_smoke_genlab_bf16(tmp_path, monkeypatch):
     assert written["models"]["genlab_bf16"]["precision"] == "bf16"
     assert "bf16" in written["matmul_peak_gflops_by_precision"]
     casts = {k: b["casts and copies"]["calls_per_step"] for k, b in written["step_breakdown"].items()}
-    assert casts["genlab_bf16"] > casts["genlab"] + 10  # autocast casts the weights and activations it multiplies
+    assert casts["genlab_bf16"] > casts["genlab"] + 10  # the weights and activations cast to bf16 and back
+
+
+@needs_shared("fashion-mnist")
+def test_vae_mlp_epoch_smoke_genlab_autograd(tmp_path, monkeypatch):
+    """The run through autograd trains the same network from the same weights and noise: after one short epoch its
+    test loss is genlab's (fp32 rounding apart); it is not profiled."""
+    written = _run_vae_mlp_epoch(tmp_path, monkeypatch, "genlab-autograd")
+    models = written["models"]
+    assert models["genlab_autograd"]["label"] == "genlab autograd"
+    assert models["genlab_autograd"]["test_loss"][0] == pytest.approx(models["genlab"]["test_loss"][0], rel=1e-4)
+    assert set(written["step_breakdown"]) == {"genlab"}
 
 
 # --- the conv VAE: the peer's layers are genlab's conv-small, and a smoke run ---
