@@ -333,10 +333,11 @@ class VAE(GenerativeModel):
         hand, x = self._hand, batch["x"]
         if not (self.hand_step and hand and x.dim() == 4 and self._prior_mean(batch) is None):
             return super().train_step(batch, optimizers, step)
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hand.params[0].dtype
-        if dtype not in (torch.float32, torch.float64, torch.bfloat16) or not all(p.requires_grad
-                                                                                 for p in hand.params):
+        device, own = x.device.type, hand.params[0].dtype
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else own
+        # the step computes in the weights' own precision, or in bf16 for fp32 weights
+        if not (dtype == own or (dtype == torch.bfloat16 and own == torch.float32)) or not all(
+                p.requires_grad for p in hand.params):
             return super().train_step(batch, optimizers, step)
         opt = optimizers["model"]
         opt.zero_grad(set_to_none=True)

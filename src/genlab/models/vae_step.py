@@ -159,7 +159,8 @@ class DenseStep:
                 grads[k] = torch.mm(g_low.t(), a)
             else:
                 grads[k] = torch.mm(g_low.t(), a, out=g_w[k // 2])
-            # the bias's gradient summed in fp32 (or the weights' precision), as autograd's cast back gives it
+            # the bias's gradient summed in the weights' precision (autograd under autocast sums it in bf16, then
+            # casts it back)
             grads[k + 1] = g.sum(0) if g is not g_low else g_low.sum(0, dtype=g_w[k // 2].dtype)
             if i == 0 and not input_grad:
                 return None
