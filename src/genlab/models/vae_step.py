@@ -2,13 +2,16 @@
 
 For the VAE of pytorch/examples and its kin -- dense ReLU layers, a diagonal Gaussian posterior, the N(0, I) prior,
 Bernoulli pixels, the single-sample ELBO -- the gradient is a handful of matrix products. At the batch of 128 that
-such a model trains with on a CPU, torch's autograd costs as much again as those products: a graph of about a
-hundred nodes every step, a fresh tensor for every intermediate, and under bf16 autocast a cast of every weight on
-the way in and of its gradient on the way out, one operation each. ``DenseStep`` computes the same loss terms and
-writes the same gradients into each parameter's ``.grad`` with about forty operations: the products in the compute
-precision (bf16 under autocast, else the weights' own), with one cast for all the weights per step; the ReLU masks
-from the activations; the loss's nonlinear parts (sigmoid, softplus, the posterior's exp) in fp32, as autocast runs
-them. ``tests/test_vae_step.py`` holds its terms and gradients to autograd's in fp32 and under bf16 autocast.
+such a model trains with on a CPU, the products are half to two thirds of a step (bench/vae_mlp_epoch.py's
+profile), and autograd adds to the rest: a graph recorded and walked every step, a fresh tensor for every
+intermediate, and under bf16 autocast a cast of every weight on the way in and of every gradient on the way out.
+``DenseStep`` computes the same loss terms and writes the same gradients into each parameter's ``.grad`` with no
+graph, about two thirds of autograd's kernels and fewer than half of its casts (a bf16 step of the 784-400-20 VAE,
+Adam's included; tests/test_vae_step.py counts them): the products in the compute precision (bf16 under
+autocast, else the weights' own), all the weights cast in one operation and their gradients back in another; the
+ReLU masks from the activations; the loss's nonlinear parts (sigmoid, softplus, the posterior's exp) in fp32, as
+autocast runs them. ``tests/test_vae_step.py`` holds its terms and gradients to autograd's in float64, fp32 and
+under bf16 autocast; ``bench/vae_mlp_epoch.py`` measures both.
 
 The derivation, for a batch of B images x with decoder logits l, posterior mean mu and log-variance v, noise eps and
 z = mu + exp(v/2) eps, and the loss (1/B) sum_b [BCE(l_b, x_b) + w KL_b]:
