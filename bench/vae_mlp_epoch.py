@@ -8,8 +8,8 @@ slows all three. Each run lives in a process of its own (``bench.runs.Isolated``
 seconds of the training loop (no evaluation inside), the test loss after it (the negative single-sample ELBO in nats
 per image, as pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense
 layers (multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first
-layer's input gradient) as a fraction of the matmul peak of the precision the run computes in (fp32; bf16 for
-``genlab-bf16``), measured at the start of the run; then where genlab's step goes, from one more epoch under torch's
+layer's input gradient) as a fraction of the matmul peak of the precision the run computes in (fp32; bf16 for the
+bf16 runs), measured at the start of the run; then where genlab's step goes, from one more epoch under torch's
 profiler. genlab trains this network with its gradient derived by hand (``genlab/models/vae_step.py``); the
 ``genlab-autograd`` and ``genlab-bf16-autograd`` runs train it through autograd, so the table shows what that step
 gains. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the tables of ``bench/README.md``.
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = load_images(args.data, args.limit, (1, 28, 28), NEEDS)
     n_train, n_test = len(data.train_x), len(data.test_x)
     machine, threads, by_size, fp32_peak = measure_peak(args.data, n_train, n_test, args.peak_seconds)
-    # the bf16 run's GFLOP/s are set against the bf16 products' own peak
+    # the bf16 runs' GFLOP/s are set against the bf16 products' own peak
     peak = precision_peaks(fp32_peak, ["bf16" if p in BF16_RUNS else "fp32" for p in args.peers],
                            args.peak_seconds)
 
