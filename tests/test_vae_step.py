@@ -198,8 +198,8 @@ class _Kernels(TorchDispatchMode):
 
 
 def test_the_hand_step_runs_fewer_kernels_and_casts_than_autograd() -> None:
-    """The 784-400-20 VAE's bf16 step with Adam: by hand about two thirds of autograd's kernels and fewer than half
-    of its casts (all the weights cast in one operation, their gradients back in another)."""
+    """The 784-400-20 VAE's bf16 step with Adam: by hand under three quarters of autograd's kernels and fewer than
+    half of its casts (all the weights cast in one operation, their gradients back in another)."""
     from genlab.data.spec import DataSpec
 
     cfg = build_config("vae", "mnist", preset="mlp-784-400-20")
@@ -215,5 +215,5 @@ def test_the_hand_step_runs_fewer_kernels_and_casts_than_autograd() -> None:
                 model.train_step({"x": x}, optimizers, step)
         counts[hand] = seen
     hand, auto = counts[True], counts[False]
-    assert hand.kernels < 0.8 * auto.kernels, (hand.kernels, auto.kernels)
+    assert hand.kernels < 0.75 * auto.kernels, (hand.kernels, auto.kernels)
     assert hand.casts < 0.5 * auto.casts, (hand.casts, auto.casts)

@@ -316,13 +316,12 @@ class VAE(GenerativeModel):
         cfg = self.config
         if (cfg.arch != "mlp" or cfg.activation != "relu" or self.ar is not None or cfg.iwae_k != 1
                 or cfg.free_bits > 0 or self.prior is not None or type(self.likelihood) is not Bernoulli
-                or len(self.encoder.convs) > 0
                 or any(getattr(type(self), m) is not f for m, f in _DERIVED_FROM.items())):
             return None
         encoder, decoder = dense_layers(self.encoder.head), dense_layers(self.decoder.net)
         if encoder is None or decoder is None:
             return None
-        step = DenseStep(encoder, decoder, cfg.latent_dim)
+        step = DenseStep(encoder, decoder, cfg.latent_dim, self.likelihood.log_prob)
         return step if step.covers(list(self.parameters())) else None
 
     def train_step(self, batch: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],

@@ -6,7 +6,7 @@ such a model trains with on a CPU, the products are half to two thirds of a step
 profile), and autograd adds to the rest: a graph recorded and walked every step, a fresh tensor for every
 intermediate, and under bf16 autocast a cast of every weight on the way in and of every gradient on the way out.
 ``DenseStep`` computes the same loss terms and writes the same gradients into each parameter's ``.grad`` with no
-graph, about two thirds of autograd's kernels and fewer than half of its casts (a bf16 step of the 784-400-20 VAE,
+graph, under three quarters of autograd's kernels and fewer than half of its casts (a bf16 step of the 784-400-20 VAE,
 Adam's included; tests/test_vae_step.py counts them): the products in the compute precision (bf16 under
 autocast, else the weights' own), all the weights cast in one operation and their gradients back in another; the
 ReLU masks from the activations; the loss's nonlinear parts (sigmoid, softplus, the posterior's exp) in fp32, as
@@ -24,9 +24,12 @@ and through each dense layer y = a W^T + b: dW = dy^T a, db = sum_b dy, da = dy 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from genlab.nn.gaussian import kl_normal_std
 
 __all__ = ["DenseStep", "dense_layers"]
 
@@ -51,22 +54,24 @@ def _relu_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 class DenseStep:
     """Loss terms and gradients of the dense Bernoulli VAE with a N(0, I) prior, for an ``encoder`` (image [and a
     condition vector] -> 2 x ``latent_dim``: mean and log-variance) and a ``decoder`` (code [and condition] -> pixel
-    logits), each a list of Linear layers with ReLU between them."""
+    logits), each a list of Linear layers with ReLU between them; ``log_px`` is the Bernoulli likelihood's
+    ``log_prob`` (logits and images (B, C, H, W) -> (B,)), which the reported terms use as ``VAE.loss`` does."""
 
-    def __init__(self, encoder: list[nn.Linear], decoder: list[nn.Linear], latent_dim: int):
-        self.encoder, self.decoder, self.latent_dim = encoder, decoder, latent_dim
+    def __init__(self, encoder: list[nn.Linear], decoder: list[nn.Linear], latent_dim: int,
+                 log_px: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.encoder, self.decoder, self.latent_dim, self.log_px = encoder, decoder, latent_dim, log_px
         self.params = [p for layer in (*encoder, *decoder) for p in (layer.weight, layer.bias)]
         self._low: list[torch.Tensor] = []  # the weights and biases in the compute precision, when it is lower
         self._grads: list[torch.Tensor] = []  # the weights' gradient buffers, in their own precision
 
     def covers(self, params: list[torch.Tensor]) -> bool:
-        """Whether ``params`` (a model's parameters) are exactly the layers' and all train."""
-        return {id(p) for p in params} == {id(p) for p in self.params} and all(p.requires_grad for p in params)
+        """Whether ``params`` (a model's parameters) are exactly the layers'."""
+        return {id(p) for p in params} == {id(p) for p in self.params}
 
     def _weights(self, dtype: torch.dtype) -> list[torch.Tensor]:
         """The weights and biases in ``dtype``: the parameters themselves, or this step's copies cast in one go."""
         if dtype == self.params[0].dtype:
-            return [p.detach() for p in self.params]
+            return self.params  # (read under no_grad: no graph)
         if not self._low or self._low[0].dtype != dtype or self._low[0].device != self.params[0].device:
             self._low = [torch.empty_like(p, dtype=dtype) for p in self.params]
         torch._foreach_copy_(self._low, self.params)  # (under no_grad: no graph)
@@ -123,9 +128,8 @@ class DenseStep:
         logits = h.float() if low else h
 
         # the terms, as VAE.loss reports them (batch means)
-        var = torch.exp(logvar)
-        kl = 0.5 * ((mu * mu + var - logvar).sum() - mu.numel()) / B
-        recon = (F.softplus(logits).sum() - torch.dot(target.reshape(-1), logits.reshape(-1))) / B
+        kl = kl_normal_std(mu, logvar).sum() / B
+        recon = -self.log_px(logits.view(x.shape), target.view(x.shape)).mean()
         loss = recon + kl_weight * kl
 
         # backward
@@ -136,6 +140,7 @@ class DenseStep:
         g_code = self._back(self.decoder, dec_w, dec_in, g, low, grads, g_w, offset=2 * n_enc, input_grad=True)
         assert g_code is not None
         g_z = g_code[:, :L].float() if low else g_code[:, :L]  # dL/dz
+        var = torch.exp(logvar)
         g_out = torch.empty_like(out)
         torch.mul(g_z, eps, out=g_out[:, L:]).mul_(std).mul_(0.5).add_(var, alpha=0.5 * kl_weight * inv)
         g_out[:, L:].sub_(0.5 * kl_weight * inv)
