@@ -3,7 +3,8 @@ training with a test pass per epoch, checkpoints, every figure and report.html; 
 natively, the same with ``--train.precision=auto``) against the whole pytorch/examples ``vae/main.py`` doing the
 same epochs (``bench.peers.pytorch_examples_vae``'s script: start-up, data, training, a test pass per epoch, a
 reconstruction and a sample PNG per epoch). Each is a fresh Python process, timed by wall clock and alternating,
-so a machine that slows down slows all alike.
+so a machine that slows down slows all alike. genlab runs as a user runs it, bars on; the time of its report (every
+figure and report.html) is the one its own last line gives (``figures in ..., report in ... (N s)``).
 
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.whole_process --data fashion-mnist --epochs 3
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from genlab.train.trainer import cpu_computes_bf16
 BENCHMARK = "whole_process"
 GENLAB, PEER = "genlab train (report included)", "pytorch/examples main.py"
 AUTO = "genlab train --train.precision=auto (report included)"  # where the CPU computes bf16 natively
+REPORT_LINE = re.compile(r"^figures in .*, report in .* \(([0-9.]+) s\)$", re.MULTILINE)  # genlab train's last line
 
 
 def data_dir(name: str, benchmark: str = BENCHMARK) -> Path:
@@ -59,6 +62,15 @@ def timed_child(args: list[str], cwd: Path, benchmark: str = BENCHMARK) -> tuple
     return seconds, done.stdout
 
 
+def report_seconds(stdout: str, benchmark: str = BENCHMARK) -> float:
+    """The seconds genlab's report took, from its ``figures in ..., report in ... (N s)`` line; else exit saying so."""
+    found = REPORT_LINE.findall(stdout)
+    if not found:
+        raise SystemExit(f"bench.{benchmark}: genlab train printed no 'figures in ..., report in ... (N s)' line; "
+                         "its output ended: " + stdout.strip()[-300:])
+    return float(found[-1])
+
+
 def _test_loss(run: Path) -> float:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return float(records[-1]["test/loss"])
@@ -79,15 +91,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repo = Path(__file__).resolve().parent.parent
     genlabs = {GENLAB: []} if not cpu_computes_bf16() else {GENLAB: [], AUTO: ["--train.precision=auto"]}
     seconds: dict[str, list[float]] = {label: [] for label in [*genlabs, PEER]}
+    report_s: dict[str, list[float]] = {label: [] for label in genlabs}
     losses: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         work = Path(tmp)
         for r in range(args.repeats):
             for i, (label, extra) in enumerate(genlabs.items()):
                 run = work / f"genlab-{i}-{r}"
-                s, _ = timed_child(["-m", "genlab", "train", "vae", "--data", args.data, "--preset", "mlp-784-400-20",
-                               "--epochs", str(args.epochs), "--out", str(run), "--no-progress", *extra], work)
+                s, out = timed_child(["-m", "genlab", "train", "vae", "--data", args.data, "--preset",
+                                      "mlp-784-400-20", "--epochs", str(args.epochs), "--out", str(run), *extra], work)
                 seconds[label].append(s)
+                report_s[label].append(report_seconds(out))
                 losses[label] = _test_loss(run)
             s, out = timed_child(["-m", "bench.peers.pytorch_examples_vae", "--data-dir", str(folder), "--epochs",
                              str(args.epochs), "--results", str(work / f"peer-{r}")], repo)
@@ -95,23 +109,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             losses[PEER] = float(out.strip().splitlines()[-1].rsplit(" ", 1)[1])
         figures = sorted(p.name for p in (work / "genlab-0-0" / "figures").glob("*.png"))
     med = {label: statistics.median(t) for label, t in seconds.items()}
+    report_med = {label: statistics.median(t) for label, t in report_s.items()}
     rows = [[f"**{label}**" if label == GENLAB else label, f"{med[label]:.1f}",
-              "1" if label == GENLAB else f"{med[GENLAB] / med[label]:.2f}", f"{losses[label]:.2f}"]
+              "1" if label == GENLAB else f"{med[GENLAB] / med[label]:.2f}",
+              f"{report_med[label]:.1f}" if label in report_med else "-", f"{losses[label]:.2f}"]
              for label in seconds]
     result = {
         "title": f"The whole process: {args.epochs} epochs of the 784-400-20 VAE on {args.data}, as a user times it",
         "command": command_line(f"bench.{BENCHMARK}", sys.argv[1:] if argv is None else argv),
-        "data": args.data, "epochs": args.epochs, "seconds": seconds, "median_s": med, "test_loss": losses,
+        "data": args.data, "epochs": args.epochs, "seconds": seconds, "median_s": med, "report_s": report_s,
+        "report_median_s": report_med, "test_loss": losses,
         "genlab_figures": figures, "speedup": med[PEER] / med[GENLAB],
         "speedup_auto": med[PEER] / med[AUTO] if AUTO in med else None, "machine": machine,
         "table": {"columns": ["process", f"wall s (median of {args.repeats})",
-                              "genlab time / this time (< 1: genlab faster)", f"test loss after epoch {args.epochs}"],
+                              "genlab time / this time (< 1: genlab faster)", "of which the report, s (median)",
+                              f"test loss after epoch {args.epochs}"],
                   "rows": rows},
         "notes": [f"genlab's process writes checkpoints, metrics and {len(figures)} figures with report.html "
                   f"({', '.join(figures)}); the example's writes a reconstruction and a sample PNG per epoch. "
                   f"genlab is {med[PEER] / med[GENLAB]:.2f}x faster as a whole"
                   + (f"; {med[PEER] / med[AUTO]:.2f}x with --train.precision=auto (bf16 products on this CPU)."
-                     if AUTO in med else ".")],
+                     if AUTO in med else "."),
+                  "The report's seconds are those genlab train's last line gives (its figures and report.html, "
+                  f"the t-SNE of 500 codes included): {report_med[GENLAB]:.1f} s, runs from "
+                  f"{min(report_s[GENLAB]):.1f} to {max(report_s[GENLAB]):.1f} s (the issue's target: at most 3 s). "
+                  "The example draws its two PNGs inside its epochs."],
     }
     publish(f"{BENCHMARK}-{args.data}", result, args.results_dir, args.readme)
     return result

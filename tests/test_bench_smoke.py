@@ -424,7 +424,17 @@ def test_whole_process_smoke(tmp_path, monkeypatch):
     written = json.loads((out / "whole_process-fashion-mnist.json").read_text())
     assert written["command"] == result["command"] and "latent_map.png" in written["genlab_figures"]
     assert all(len(t) == 1 and t[0] > 0 for t in written["seconds"].values())
+    assert set(written["report_s"]) == set(written["seconds"]) - {whole_process.PEER}
+    assert all(0 < t[0] < s[0] for t, s in zip(written["report_s"].values(), written["seconds"].values()))
     assert all(200 < loss < 400 for loss in written["test_loss"].values())  # nats per image after one epoch
+
+
+def test_whole_process_reads_the_report_time_from_genlab_trains_last_line():
+    out = ("epoch 3/3  train/loss 250.251  test/loss 250.482  (7.2 s)\n"
+           "figures in /tmp/x (1)/figures, report in /tmp/x (1)/report.html (2.3 s)\ntrained vae: run folder /tmp/x\n")
+    assert whole_process.report_seconds(out) == 2.3
+    with pytest.raises(SystemExit, match="no 'figures in"):
+        whole_process.report_seconds("trained vae: run folder /tmp/x\n")
 
 
 def test_import_time_smoke(tmp_path):
