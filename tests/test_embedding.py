@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE, trustworthiness
 
-from genlab.viz.embedding import _affinities, _conditionals, principal_components, tsne, tsne_kl
+from genlab.viz.embedding import _affinities, _conditionals, _gradient, principal_components, tsne, tsne_kl
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,22 @@ def test_tsne_reaches_scikit_learns_objective_and_neighbourhoods(codes):
     # and far better than a random placement of the same points
     random = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     assert tsne_kl(codes, random) > 3 * kl_ours
+
+
+def test_tsne_gradient_is_autograds_gradient_of_the_objective():
+    """The hand-written gradient (one (3, N) x (N, N) product for W's row sums and W y, since W is symmetric)
+    against autograd's of KL(P || Q), in float64, for a symmetric P of zero diagonal that sums to 1."""
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    p = torch.rand(n, n, generator=g, dtype=torch.float64)
+    p = (p + p.T).fill_diagonal_(0.0)
+    p = p / p.sum()
+    y = torch.randn(n, 2, generator=g, dtype=torch.float64).requires_grad_()
+    off = ~torch.eye(n, dtype=torch.bool)
+    num = 1.0 / (1.0 + (y[:, None] - y[None]).pow(2).sum(-1))
+    q = num[off] / num[off].sum()
+    (p[off] * (p[off].log() - q.log())).sum().backward()
+    assert torch.allclose(_gradient(y.detach(), p), y.grad, rtol=1e-10, atol=1e-14)
 
 
 def test_tsne_is_deterministic_and_centred(codes):
