@@ -152,11 +152,17 @@ def test_a_line_per_figure_while_drawing_and_none_without_progress(digits_static
 def test_curves_fit_the_y_axis_past_a_steep_start_and_count_steps_compactly(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A loss that falls from 280 to 90 nats in its first steps and then creeps from 90 to 82 gets a y axis that
-    shows the creep, and says so; a curve without such a start keeps matplotlib's own limits."""
+    shows the creep, and says so in its legend's title (a note in a corner of its own ended up under the legend);
+    a curve without such a start keeps matplotlib's own limits."""
     drawn: dict[str, Any] = {}
 
+    def notes_of(ax: Any) -> list[str]:
+        legend = ax.get_legend()
+        title = legend.get_title().get_text() if legend is not None else ""
+        return [t.get_text() for t in ax.texts] + ([f"legend: {title}"] if title else [])
+
     def keep(fig: Any, path: Path) -> Path:
-        drawn[Path(path).stem] = {ax.get_title(): (ax.get_ylim(), [t.get_text() for t in ax.texts],
+        drawn[Path(path).stem] = {ax.get_title(): (ax.get_ylim(), notes_of(ax),
                                                    ax.xaxis.get_major_formatter()(20_000, 0)) for ax in fig.axes}
         return Path(path)
 
@@ -168,7 +174,7 @@ def test_curves_fit_the_y_axis_past_a_steep_start_and_count_steps_compactly(tmp_
     figures.curves_figure(history, tmp_path / "steep.png", steps=steps)
     (low, high), notes, tick = drawn["steep"]["loss"]
     assert 80 < low < 82 and 89 < high < 91  # the creep fills the axis; the 280-nat start is off scale
-    assert any("off scale" in n for n in notes) and tick == "20k"
+    assert notes == ["legend: y axis fitted past the first 10%:\nthe start is off scale"] and tick == "20k"
     flat = [{"epoch": e, "train/loss": 90 - e / 10} for e in range(1, 11)]
     figures.curves_figure(flat, tmp_path / "flat.png")
     (low, high), notes, tick = drawn["flat"]["loss"]

@@ -113,13 +113,13 @@ def compare_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Se
                 ax.plot(*zip(*pts), "--", color=colour, lw=1.2, marker="s", ms=2.5, label=f"{name} test")
                 drawn.append(pts)
         ax.set_title(key)
-        fit_past_start(ax, drawn)
+        zoomed = fit_past_start(ax, drawn)
         ax.set_xlabel("epoch")
         if unit:
             ax.set_ylabel(unit)
         ax.ticklabel_format(axis="y", useOffset=False)  # read 44.07 on the axis, not 0.07 + 4.4e1
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title=zoomed, title_fontsize=6, alignment="left")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

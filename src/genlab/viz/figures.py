@@ -443,7 +443,7 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path, *, steps: Seque
         if test:
             ax.plot(*zip(*test), "--", marker="o", ms=3, label="test" + (" (end of epochs)" if by_step else ""))
         ax.set_title(key)
-        fit_past_start(ax, [train, test])
+        zoomed = fit_past_start(ax, [train, test])
         ax.set_xlabel("optimizer step" if by_step else "epoch")
         ax.xaxis.set_major_formatter(count_label)
         if key in _TERM_LABELS:
@@ -454,7 +454,7 @@ def curves_figure(history: Sequence[dict[str, Any]], path: Path, *, steps: Seque
             ax.set_ylabel("what is minimised (no unit)")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, title=zoomed, title_fontsize=6, alignment="left")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()

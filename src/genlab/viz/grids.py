@@ -100,20 +100,21 @@ def count_label(x: float, _pos: Any = None) -> str:
 ZOOM_AFTER = 0.1  # the share of the x range whose drop may be drawn off scale
 
 
-def fit_past_start(ax: Any, curves: Sequence[Sequence[tuple[float, float]]]) -> None:
+def fit_past_start(ax: Any, curves: Sequence[Sequence[tuple[float, float]]]) -> str | None:
     """Fit the y axis to the curves past the first ``ZOOM_AFTER`` of the x range when the start's drop spans more
     than four times what follows (a loss that falls from 280 to 90 nats in its first steps would flatten the
-    hour that matters), and say so in the panel's corner."""
+    hour that matters), and return the note that says so, for the title of the panel's legend (a note of its own
+    in a corner would sit under the legend wherever the curves leave only that corner free); None, and the axis
+    left as it is, otherwise."""
     points = [pt for curve in curves for pt in curve]
     if len(points) < 3:
-        return
+        return None
     xs = [x for x, _ in points]
     cut = min(xs) + ZOOM_AFTER * (max(xs) - min(xs))
     late = [y for x, y in points if x >= cut]
     every = [y for _, y in points]
     if len(late) < 2 or not max(late) > min(late) or max(every) - min(every) < 4 * (max(late) - min(late)):
-        return
+        return None
     pad = 0.1 * (max(late) - min(late))
     ax.set_ylim(min(late) - pad, max(late) + pad)
-    ax.text(0.99, 0.02, f"y axis fitted past the first {ZOOM_AFTER:.0%}; the start is off scale",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.35")
+    return f"y axis fitted past the first {ZOOM_AFTER:.0%}:\nthe start is off scale"
