@@ -41,7 +41,7 @@ def retrieval_figure(queries: torch.Tensor, l2_neighbours: torch.Tensor, cosine_
     q, k = l2_neighbours.shape[:2]
     h, w = queries.shape[-2:]
     width, height = grid_figsize(q, k + 1, h, w, extra=(0.4, 1.0))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 0.3, height))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 0.3, height), layout="compressed")  # no slack above
     _panel(axes[0], queries, l2_neighbours, "L2 distance")
     _panel(axes[1], queries, cosine_neighbours, "cosine similarity")
     if title:
