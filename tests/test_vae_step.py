@@ -11,7 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from genlab.config import build_config
-from genlab.data import ImageDataset
+from genlab.data import DataSpec, ImageDataset
 from genlab.models.vae import VAE
 from genlab.models.vae_step import DenseStep
 from genlab.registry import MODELS
@@ -200,8 +200,6 @@ class _Kernels(TorchDispatchMode):
 def test_the_hand_step_runs_fewer_kernels_and_casts_than_autograd() -> None:
     """The 784-400-20 VAE's bf16 step with Adam: by hand under three quarters of autograd's kernels and fewer than
     half of its casts (all the weights cast in one operation, their gradients back in another)."""
-    from genlab.data.spec import DataSpec
-
     cfg = build_config("vae", "mnist", preset="mlp-784-400-20")
     x = torch.rand(128, 1, 28, 28)
     counts = {}

@@ -9,9 +9,9 @@ intermediate, and under bf16 autocast a cast of every weight on the way in and o
 graph, under three quarters of autograd's kernels and fewer than half of its casts (a bf16 step of the 784-400-20 VAE,
 Adam's included; tests/test_vae_step.py counts them): the products in the compute precision (bf16 under
 autocast, else the weights' own), all the weights cast in one operation and their gradients back in another; the
-ReLU masks from the activations; the loss's nonlinear parts (sigmoid, softplus, the posterior's exp) in fp32, as
-autocast runs them. ``tests/test_vae_step.py`` holds its terms and gradients to autograd's in float64, fp32 and
-under bf16 autocast; ``bench/vae_mlp_epoch.py`` measures both.
+ReLU masks from the activations; the loss's nonlinear parts (sigmoid, the Bernoulli log-likelihood, the
+posterior's exp) in fp32, as autocast runs them. ``tests/test_vae_step.py`` holds its terms and gradients to
+autograd's in float64, fp32 and under bf16 autocast; ``bench/vae_mlp_epoch.py`` measures both.
 
 The derivation, for a batch of B images x with decoder logits l, posterior mean mu and log-variance v, noise eps and
 z = mu + exp(v/2) eps, and the loss (1/B) sum_b [BCE(l_b, x_b) + w KL_b]:

@@ -127,8 +127,8 @@ def _scatter_classes(ax: Any, pts: np.ndarray, y: torch.Tensor | None, data: Dat
 def latent_map_figure(model: Encoder, data: Dataset, path: Path, *, tsne_points: int = TSNE_POINTS) -> Path:
     """Test-set posterior means coloured by class. A latent of more than 2 dimensions is shown twice, side by
     side: projected by PCA (linear, distances kept; every encoded image) and embedded by t-SNE (neighbourhoods
-    kept; the first ``tsne_points`` images, exact t-SNE of ``genlab.viz.embedding``: under half a second for 500
-    points, one to two for 1,000 on 2 cores)."""
+    kept; the first ``tsne_points`` images, exact t-SNE of ``genlab.viz.embedding``; ``genlab plot RUN`` prints the
+    latent map's seconds, t-SNE included)."""
     post = encode_split(model, data)
     mu, y = post.mu, post.labels
     if mu.shape[1] <= 2:
