@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MacCount", "forward_macs", "achieved_gflops", "count_macs"]
+__all__ = ["MacCount", "forward_macs", "achieved_gflops", "count_macs", "dense_step_products"]
 
 
 @dataclass
@@ -28,6 +28,7 @@ class MacCount:
     """Multiply-adds of one forward pass, layer by layer in call order."""
 
     layers: list[tuple[str, int]] = field(default_factory=list)  # (module name, MACs) in the order they ran
+    dense: list[tuple[int, int, int]] = field(default_factory=list)  # each nn.Linear's (rows, in, out), in order
 
     @property
     def forward(self) -> int:
@@ -63,6 +64,8 @@ def forward_macs(model: nn.Module, run: Callable[[], Any]) -> MacCount:
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         count.layers.append((names.get(module, type(module).__name__), _layer_macs(module, inputs, output)))
+        if isinstance(module, nn.Linear):
+            count.dense.append((output.numel() // module.out_features, module.in_features, module.out_features))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     try:
@@ -81,3 +84,28 @@ def count_macs(run: Any, x: torch.Tensor) -> MacCount:
     """``forward_macs`` of ``run.model`` on one ``run.forward(x)``, leaving the random stream as it was."""
     with torch.random.fork_rng():  # counting draws noise; keep every run's random stream as it was
         return forward_macs(run.model, lambda: run.forward(x))
+
+def dense_step_products(dense: list[tuple[int, int, int]], dtype: torch.dtype
+                        ) -> tuple[Callable[[], None], int]:
+    """The matrix products of one training step of an MLP whose ``nn.Linear`` layers ran with ``dense`` shapes
+    (``MacCount.dense``), in ``dtype`` and in the orientation genlab's hand step (``genlab/models/vae_step.py``)
+    calls them: per layer the forward ``addmm(b, a, W^T)``, the weight gradient ``g^T a`` and, but for the first
+    layer, the input gradient ``g W``. Returns a function that runs them once on fixed random operands, and their
+    multiply-adds (the ``train_step`` rule's count)."""
+    gen = torch.Generator().manual_seed(0)
+    calls: list[tuple[torch.Tensor, ...]] = []
+    macs = 0
+    for i, (rows, n_in, n_out) in enumerate(dense):
+        a, w = torch.randn(rows, n_in, generator=gen).to(dtype), torch.randn(n_out, n_in, generator=gen).to(dtype)
+        b, g = torch.randn(n_out, generator=gen).to(dtype), torch.randn(rows, n_out, generator=gen).to(dtype)
+        calls.append((b, a, w, g, torch.empty(rows, n_out, dtype=dtype), torch.empty(n_out, n_in, dtype=dtype),
+                      torch.empty(rows, n_in, dtype=dtype) if i else torch.empty(0)))
+        macs += rows * n_in * n_out * (3 if i else 2)
+
+    def run() -> None:
+        for i, (b, a, w, g, out, g_w, g_a) in enumerate(calls):
+            torch.addmm(b, a, w.t(), out=out)
+            torch.mm(g.t(), a, out=g_w)
+            if i:
+                torch.mm(g, w, out=g_a)
+    return run, macs

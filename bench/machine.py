@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 from bench import REPO_ROOT
 
 __all__ = ["cpu_model", "machine_info", "CpuSnapshot", "cpu_snapshot", "other_load", "matmul_gflops_by_size",
-           "matmul_peak_gflops", "measure_peak"]
+           "matmul_peak_gflops", "measure_peak", "best_seconds_per_call"]
 
 
 def cpu_model() -> str:
@@ -111,6 +111,22 @@ def matmul_gflops_by_size(seconds: float = 3.0, sizes: Iterable[int] = (512, 102
                 break
         out[n] = 2 * n ** 3 / best / 1e9
     return out
+
+def best_seconds_per_call(fn: Callable[[], None], seconds: float, block: int = 20) -> float:
+    """The seconds of one ``fn()`` call: after a warm-up block, blocks of ``block`` calls for about ``seconds``
+    (at least one), the best block's mean -- as the matmul peak takes its best repetition, so that a floor built
+    from it is the most generous one the machine gave."""
+    for _ in range(block):
+        fn()
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        for _ in range(block):
+            fn()
+        best = min(best, (time.perf_counter() - start) / block)
+        if time.perf_counter() >= deadline:
+            return best
 
 def matmul_peak_gflops(seconds: float = 3.0, sizes: Iterable[int] = (512, 1024, 2048)) -> float:
     """The measured fp32 matmul peak of this machine (GFLOP/s) at ``torch.get_num_threads()`` threads: the best

@@ -20,8 +20,8 @@ import torch
 
 import genlab
 from bench import README, RESULTS_DIR
-from bench.flops import MacCount, achieved_gflops, count_macs
-from bench.machine import cpu_snapshot, matmul_gflops_by_size, other_load
+from bench.flops import MacCount, achieved_gflops, count_macs, dense_step_products
+from bench.machine import best_seconds_per_call, cpu_snapshot, matmul_gflops_by_size, other_load
 from bench.peers.pytorch_examples_vae import ExampleRun
 from genlab.config import build_config
 from genlab.metrics.terms import evaluate_terms
@@ -29,7 +29,7 @@ from genlab.registry import MODELS
 from genlab.train.trainer import Trainer
 
 __all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "isolated_runs", "timed_epoch",
-           "precision_peaks", "peak_of", "alternate_epochs",
+           "products_seconds", "precision_peaks", "peak_of", "alternate_epochs",
            "summarize_runs", "results_table", "timing_notes", "step_breakdown", "breakdown_note",
            "add_common_arguments", "check_common_arguments"]
 
@@ -145,6 +145,8 @@ def _answer(run: Any, command: str, args: tuple) -> Any:
         return count_macs(run, args[0])
     if command == "breakdown":
         return step_breakdown(run, args[0])
+    if command == "products":
+        return products_seconds(run, *args)
     if command == "parameters":
         return sum(p.numel() for p in run.model.parameters())
     raise ValueError(f"unknown command {command!r}")
@@ -154,8 +156,9 @@ class Isolated:
     """A run built by ``make`` (a picklable callable: a module-level function or a ``functools.partial`` of one)
     in a spawned process of its own, with this process's torch thread count, driven over a pipe: ``epoch()``,
     ``timed_epoch()`` -> (seconds, other processes' load), ``test()``, ``macs(x)``, ``breakdown(steps)``,
-    ``parameters()``, ``close()``. The child waits blocked on the pipe while the other runs train. A failure in the
-    child is one line (``SystemExit``); the child is then gone, and ``close()`` only reaps it."""
+    ``products(x, seconds)`` (``products_seconds``), ``parameters()``, ``close()``. The child waits blocked on the
+    pipe while the other runs train. A failure in the child is one line (``SystemExit``); the child is then gone,
+    and ``close()`` only reaps it."""
 
     def __init__(self, make: Callable[[], Any]):
         context = multiprocessing.get_context("spawn")
@@ -203,6 +206,9 @@ class Isolated:
     def breakdown(self, steps: float) -> dict[str, dict[str, float]]:
         return self._call("breakdown", steps)
 
+    def products(self, x: torch.Tensor, seconds: float) -> tuple[float, int]:
+        return self._call("products", x, seconds)
+
     def parameters(self) -> int:
         return self._call("parameters")
 
@@ -244,6 +250,16 @@ def timed_epoch(run: Any) -> tuple[float, float | None]:
     return seconds, other_load(before, cpu_snapshot())
 
 
+def products_seconds(run: Any, x: torch.Tensor, seconds: float) -> tuple[float, int]:
+    """The dense products alone of one training step of ``run`` (an MLP) on the batch ``x``: the products its
+    layers' shapes call for (``bench.flops.dense_step_products``), in the precision the run computes in, timed in
+    a loop of their own for about ``seconds`` (``best_seconds_per_call``) -> (seconds per step, their multiply-adds).
+    No step that computes these products can take less."""
+    dtype = torch.bfloat16 if getattr(run, "precision", "fp32") == "bf16" else torch.float32
+    products, macs = dense_step_products(count_macs(run, x).dense, dtype)
+    return best_seconds_per_call(products, seconds), macs
+
+
 def run_key(name: str) -> str:
     """A run's name as a JSON key prefix: pytorch-examples -> pytorch_examples."""
     return name.replace("-", "_")
@@ -264,11 +280,13 @@ def peak_of(run: Any, peaks: dict[str, float]) -> float:
 
 
 def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: float, peak: dict[str, float],
-                     epochs: int, baseline: str = "genlab") -> list[dict[str, Any]]:
+                     epochs: int, baseline: str = "genlab",
+                     after_round: Callable[[], dict[str, float]] | None = None) -> list[dict[str, Any]]:
     """Train ``runs`` (name -> run, ``baseline`` first) epoch by epoch in turn; per epoch one row: every run's
     seconds, GFLOP/s, fraction of the peak of its precision (``peak``: ``precision_peaks``),
-    the other processes' load, then its test loss, then ``baseline``'s time over each other run's. Prints one line
-    per epoch and warns when other processes kept cores busy."""
+    the other processes' load, then its test loss, then ``baseline``'s time over each other run's, then what
+    ``after_round()`` measures (if given) between this round of epochs and the next. Prints one line per epoch and
+    warns when other processes kept cores busy."""
     rows: list[dict[str, Any]] = []
     names = list(runs)
     for epoch in range(1, epochs + 1):
@@ -286,6 +304,8 @@ def alternate_epochs(runs: dict[str, Any], macs: dict[str, MacCount], steps: flo
         for name in names:
             if name != baseline:
                 row[f"{base}_over_{run_key(name)}"] = row[f"{base}_s"] / row[f"{run_key(name)}_s"]
+        if after_round is not None:
+            row.update(after_round())
         rows.append(row)
         print(f"epoch {epoch:2d}  " + "  |  ".join(
             f"{runs[n].label} {row[run_key(n) + '_s']:6.2f} s, test {row[run_key(n) + '_test_loss']:.2f}"

@@ -26,8 +26,8 @@ from bench import (
     vae_mlp_epoch,
     whole_process,
 )
-from bench.flops import achieved_gflops, forward_macs
-from bench.machine import matmul_gflops_by_size
+from bench.flops import achieved_gflops, dense_step_products, forward_macs
+from bench.machine import best_seconds_per_call, matmul_gflops_by_size
 from bench.peers.conv_vae_loop import ConvVAE
 from bench.results import TABLES_BEGIN, TABLES_END, refresh_readme, write_results
 from genlab.config import build_config
@@ -62,6 +62,27 @@ def test_train_step_macs_rule_matches_torch_flop_counter(build, shape):
             model(x)
     assert 2 * count.forward == fwd.get_total_flops()
     assert 2 * count.train_step == _step_flops(model, x)  # 3 x forward - the first layer's input gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_products_alone_are_the_train_steps_products(dtype):
+    """``dense_step_products`` runs, for the shapes ``forward_macs`` saw, exactly the products a training step of the
+    MLP computes: torch's counter finds the multiply-adds of the train-step rule, in the products genlab's hand step
+    calls (addmm forward, one mm per weight gradient, one per input gradient but the first layer's)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 40), nn.ReLU(), nn.Linear(40, 6), nn.Linear(6, 784))
+    x = torch.rand(16, 1, 28, 28)
+    count = forward_macs(model, lambda: model(x))
+    assert count.dense == [(16, 784, 40), (16, 40, 6), (16, 6, 784)]
+    products, macs = dense_step_products(count.dense, dtype)
+    assert macs == count.train_step
+    with FlopCounterMode(display=False) as counter:
+        products()
+    assert counter.get_total_flops() == 2 * macs == _step_flops(model, x)
+    ops = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts()["Global"].items()}
+    weights = 784 * 40 + 40 * 6 + 6 * 784  # the forward and each weight gradient; the input gradients skip 784 * 40
+    assert ops == {"addmm": 2 * 16 * weights, "mm": 2 * 16 * (2 * weights - 784 * 40)}
+    calls = []
+    assert best_seconds_per_call(lambda: calls.append(1), 0.0, block=3) > 0 and len(calls) == 6  # warm-up + a block
 
 
 def test_achieved_gflops_and_peak():
@@ -119,6 +140,17 @@ def _run_vae_mlp_epoch(tmp_path, monkeypatch, peers: str) -> dict:
         assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
         assert parts["dense products"]["ms_per_step"] > 0 and parts["optimizer"]["ms_per_step"] > 0
     assert any(note.startswith("Where genlab's step goes") for note in written["notes"])
+    peers_run = {k for k in written["models"] if not k.startswith("genlab")}
+    assert set(written["products_alone"]) == set(written["step_breakdown"])  # the hand steps
+    for key, floor in written["products_alone"].items():  # their products alone, after each round of epochs
+        assert len(floor["seconds"]) == len(written["epochs"]) and floor["median_s"] > 0
+        assert floor["share_of_epoch"] == pytest.approx(floor["median_s"] / written["models"][key]["median_s"])
+        assert 0 < floor["fraction_of_peak"] == pytest.approx(
+            floor["gflops"] / written["matmul_peak_gflops_by_precision"][written["models"][key]["precision"]])
+        assert set(floor["most_over"]) == peers_run
+        for peer, most in floor["most_over"].items():
+            assert most == pytest.approx(written["models"][peer]["median_s"] / floor["median_s"])
+    assert any(note.startswith("The step's dense products alone") for note in written["notes"])
     return written
 
 
