@@ -26,10 +26,10 @@ from bench.peers.pytorch_examples_vae import ExampleRun
 from genlab.config import build_config
 from genlab.metrics.terms import evaluate_terms
 from genlab.registry import MODELS
-from genlab.train.trainer import Trainer
+from genlab.train.trainer import Trainer, make_optimizer
 
 __all__ = ["GenlabRun", "PeerRun", "ExamplesRun", "load_images", "run_key", "Isolated", "isolated_runs", "timed_epoch",
-           "products_seconds", "precision_peaks", "peak_of", "alternate_epochs",
+           "floor_seconds", "precision_peaks", "peak_of", "alternate_epochs",
            "summarize_runs", "results_table", "timing_notes", "step_breakdown", "breakdown_note",
            "add_common_arguments", "check_common_arguments"]
 
@@ -145,8 +145,8 @@ def _answer(run: Any, command: str, args: tuple) -> Any:
         return count_macs(run, args[0])
     if command == "breakdown":
         return step_breakdown(run, args[0])
-    if command == "products":
-        return products_seconds(run, *args)
+    if command == "floor":
+        return floor_seconds(run, *args)
     if command == "parameters":
         return sum(p.numel() for p in run.model.parameters())
     raise ValueError(f"unknown command {command!r}")
@@ -156,7 +156,7 @@ class Isolated:
     """A run built by ``make`` (a picklable callable: a module-level function or a ``functools.partial`` of one)
     in a spawned process of its own, with this process's torch thread count, driven over a pipe: ``epoch()``,
     ``timed_epoch()`` -> (seconds, other processes' load), ``test()``, ``macs(x)``, ``breakdown(steps)``,
-    ``products(x, seconds)`` (``products_seconds``), ``parameters()``, ``close()``. The child waits blocked on the
+    ``floor(x, seconds)`` (``floor_seconds``), ``parameters()``, ``close()``. The child waits blocked on the
     pipe while the other runs train. A failure in the child is one line (``SystemExit``); the child is then gone,
     and ``close()`` only reaps it."""
 
@@ -206,8 +206,8 @@ class Isolated:
     def breakdown(self, steps: float) -> dict[str, dict[str, float]]:
         return self._call("breakdown", steps)
 
-    def products(self, x: torch.Tensor, seconds: float) -> tuple[float, int]:
-        return self._call("products", x, seconds)
+    def floor(self, x: torch.Tensor, seconds: float) -> dict[str, float]:
+        return self._call("floor", x, seconds)
 
     def parameters(self) -> int:
         return self._call("parameters")
@@ -250,14 +250,21 @@ def timed_epoch(run: Any) -> tuple[float, float | None]:
     return seconds, other_load(before, cpu_snapshot())
 
 
-def products_seconds(run: Any, x: torch.Tensor, seconds: float) -> tuple[float, int]:
-    """The dense products alone of one training step of ``run`` (an MLP) on the batch ``x``: the products its
-    layers' shapes call for (``bench.flops.dense_step_products``), in the precision the run computes in, timed in
-    a loop of their own for about ``seconds`` (``best_seconds_per_call``) -> (seconds per step, their multiply-adds).
-    No step that computes these products can take less."""
+def floor_seconds(run: Any, x: torch.Tensor, seconds: float) -> dict[str, float]:
+    """What no training step of ``run`` (an MLP trained by genlab) on the batch ``x`` can do without, each timed in
+    a loop of its own for about ``seconds / 2`` (``best_seconds_per_call``), in seconds per step:
+    ``products``, the dense products its layers' shapes call for (``bench.flops.dense_step_products``) in the
+    precision the run computes in; ``optimizer``, its optimizer's step (the trainer's own kind and settings) over
+    fp32 copies of its parameters with fixed gradients, so that the run's own weights are left as they are."""
     dtype = torch.bfloat16 if getattr(run, "precision", "fp32") == "bf16" else torch.float32
-    products, macs = dense_step_products(count_macs(run, x).dense, dtype)
-    return best_seconds_per_call(products, seconds), macs
+    products, _ = dense_step_products(count_macs(run, x).dense, dtype)
+    gen = torch.Generator().manual_seed(0)
+    copies = [p.detach().clone() for p in run.model.parameters()]
+    for p in copies:
+        p.grad = torch.randn(p.shape, generator=gen).mul_(1e-3)
+    optimizer = make_optimizer(run.trainer.cfg, copies)
+    return {"products": best_seconds_per_call(products, seconds / 2),
+            "optimizer": best_seconds_per_call(optimizer.step, seconds / 2)}
 
 
 def run_key(name: str) -> str:

@@ -9,13 +9,13 @@ seconds of the training loop (no evaluation inside), the test loss after it (the
 per image, as pytorch/examples reports it), genlab's time over each peer's, and the achieved GFLOP/s of the dense
 layers (multiply-adds counted by ``bench.flops.forward_macs``; a training step is 3x the forward minus the first
 layer's input gradient) as a fraction of the matmul peak of the precision the run computes in (fp32; bf16 for the
-bf16 runs), measured at the start of the run; after each round of epochs, the hand steps' dense products alone,
-at the step's shapes and in its precision, timed in a loop of their own in genlab's process: the floor no step
-computing them could go below, and so the most that genlab's epoch could gain over each peer's; then where genlab's
-step goes, from one more epoch under torch's profiler. genlab trains this network with its gradient derived by hand
-(``genlab/models/vae_step.py``); the ``genlab-autograd`` and ``genlab-bf16-autograd`` runs train it through autograd,
-so the table shows what that step gains. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and refreshes the
-tables of ``bench/README.md``.
+bf16 runs), measured at the start of the run; after each round of epochs, the hand steps' dense products (at the
+step's shapes, in its precision) and optimizer step, each timed alone in a loop of its own in genlab's process: the
+floor no step computing them could go below, and so the most that genlab's epoch could gain over each peer's; then
+where genlab's step goes, from one more epoch under torch's profiler. genlab trains this network with its gradient
+derived by hand (``genlab/models/vae_step.py``); the ``genlab-autograd`` and ``genlab-bf16-autograd`` runs train it
+through autograd, so the table shows what that step gains. Writes ``bench/results/vae_mlp_epoch-<data>.json`` and
+refreshes the tables of ``bench/README.md``.
 
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 3
     GENLAB_DATA=../shared/data .venv/bin/python -m bench.vae_mlp_epoch --epochs 1 --limit 512   # smoke
@@ -110,37 +110,42 @@ def _require_pythae() -> None:
 
 # --- the run ---
 
-def products_floors(models: dict[str, Any], rows: list[dict[str, Any]], profiled: list[str], steps: float,
-                    peak: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Per hand-step run (``profiled``): the seconds per epoch of its products alone (``bench.runs.products_seconds``
-    after each round of epochs; the fastest round, as the matmul peak takes its best: the floor most generous to
-    genlab), their GFLOP/s and share of the precision's peak, and the most that genlab's epoch could gain over each
-    peer's (the peer's median epoch over that floor) if the step did nothing but its products."""
+def step_floors(models: dict[str, Any], rows: list[dict[str, Any]], profiled: list[str], steps: float,
+                peak: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per hand-step run (``profiled``), in seconds per epoch: its products alone and its optimizer's step alone
+    (``bench.runs.floor_seconds`` after each round of epochs; each part's fastest round, as the matmul peak takes
+    its best: the floor most generous to genlab) and their sum, the floor; the products' GFLOP/s and share of the
+    precision's peak; and the most that genlab's epoch could gain over each peer's (the peer's median epoch over
+    the floor) if the step did nothing but these two."""
     floors: dict[str, dict[str, Any]] = {}
     for name in profiled:
         key = run_key(name)
-        per_epoch = [r[f"{key}_products_s"] for r in rows]
-        best = min(per_epoch)
-        gflops = achieved_gflops(models[key]["train_macs_per_step"], steps, best)
+        products = [r[f"{key}_products_s"] for r in rows]
+        optimizer = [r[f"{key}_optimizer_s"] for r in rows]
+        floor = min(products) + min(optimizer)
+        gflops = achieved_gflops(models[key]["train_macs_per_step"], steps, min(products))
         floors[key] = {
-            "seconds": per_epoch, "best_s": best, "share_of_epoch": best / models[key]["median_s"],
-            "gflops": gflops, "fraction_of_peak": gflops / peak[models[key]["precision"]],
-            "most_over": {k: m["median_s"] / best for k, m in models.items() if not k.startswith("genlab")},
+            "products_s": products, "optimizer_s": optimizer, "floor_s": floor,
+            "share_of_epoch": floor / models[key]["median_s"],
+            "products_gflops": gflops, "products_fraction_of_peak": gflops / peak[models[key]["precision"]],
+            "most_over": {k: m["median_s"] / floor for k, m in models.items() if not k.startswith("genlab")},
         }
     return floors
 
 
 def floors_note(models: dict[str, Any], floors: dict[str, dict[str, Any]]) -> str:
-    """The note on ``products_floors``: what the products alone take, and the ratios they leave room for."""
+    """The note on ``step_floors``: what the products and the optimizer alone take, and the ratios they leave."""
     parts = []
     for key, f in floors.items():
         most = ", ".join(f"{f['most_over'][k]:.2f}x over {models[k]['label']}" for k in f["most_over"])
-        parts.append(f"{models[key]['label']} {f['best_s']:.2f} s per epoch ({100 * f['share_of_epoch']:.0f}% of "
-                     f"its epoch; {f['gflops']:.0f} GFLOP/s, {100 * f['fraction_of_peak']:.0f}% of its precision's "
-                     f"peak)" + (f", so at most {most}" if most else ""))
-    return ("The step's dense products alone, at its shapes and in its precision, timed in a loop of their own in "
-            "genlab's process after each round of epochs (the best block of 20 steps in the fastest round): "
-            + "; ".join(parts) + ". A step that did nothing else could be no faster.")
+        parts.append(f"{models[key]['label']} {min(f['products_s']):.2f} + {min(f['optimizer_s']):.2f} = "
+                     f"{f['floor_s']:.2f} s per epoch ({100 * f['share_of_epoch']:.0f}% of its epoch; the products "
+                     f"at {f['products_gflops']:.0f} GFLOP/s, {100 * f['products_fraction_of_peak']:.0f}% of their "
+                     "precision's peak)" + (f", so at most {most}" if most else ""))
+    return ("The floor of the step: its dense products (at its shapes, in its precision) and its optimizer's step "
+            "(fused Adam over the fp32 weights), each timed in a loop of its own in genlab's process after each "
+            "round of epochs (the best block of 20 steps in the fastest round): " + "; ".join(parts)
+            + ". A step that did nothing else could be no faster.")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -149,11 +154,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     default = [p for p in PEERS if p not in BF16_RUNS or cpu_computes_bf16()]
     ap.add_argument("--peers", default=",".join(default),
                     help=f"comma-separated, from: {', '.join(PEERS)} (default: {', '.join(default)})")
-    ap.add_argument("--products-seconds", type=float, default=1.0,
-                    help="time spent on each run's products alone after each round of epochs (default 1)")
+    ap.add_argument("--floor-seconds", type=float, default=1.0,
+                    help="time spent on each run's products and optimizer alone after each round of epochs "
+                         "(default 1)")
     args = ap.parse_args(argv)
-    if args.products_seconds <= 0:
-        ap.error("--products-seconds must be > 0")
+    if args.floor_seconds <= 0:
+        ap.error("--floor-seconds must be > 0")
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in args.peers if p not in PEERS]
     if unknown:
@@ -191,16 +197,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   + ", ".join(f"{n} {m.forward}" for n, m in macs.items()), flush=True)
         profiled = [n for n in names if n.startswith("genlab") and not n.endswith("-autograd")]
 
-        def products_alone() -> dict[str, float]:  # the hand steps' products, timed between rounds of epochs
-            return {f"{run_key(n)}_products_s": runs[n].products(probe, args.products_seconds)[0] * steps
-                    for n in profiled}
-        rows = alternate_epochs(runs, macs, steps, peak, args.epochs, after_round=products_alone)
+        def floor() -> dict[str, float]:  # the hand steps' products and optimizer, timed between rounds of epochs
+            return {f"{run_key(n)}_{part}_s": per_step * steps for n in profiled
+                    for part, per_step in runs[n].floor(probe, args.floor_seconds).items()}
+        rows = alternate_epochs(runs, macs, steps, peak, args.epochs, after_round=floor)
         breakdown = {run_key(n): runs[n].breakdown(steps) for n in profiled}
     finally:
         for run in runs.values():
             run.close()  # pythae's output folder goes with it
     models = summarize_runs(runs, macs, rows, steps, peak)
-    floors = products_floors(models, rows, profiled, steps, peak)
+    floors = step_floors(models, rows, profiled, steps, peak)
     notes = [f"Peers: {'; '.join(PEERS[p] for p in args.peers)}; alternating epoch by "
              f"epoch, each run in a process of its own; batch {BATCH}, Adam 1e-3, summed BCE + KL.",
              *timing_notes(threads, by_size, fp32_peak, rows)]
@@ -217,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": args.data, "train_images": n_train, "test_images": n_test, "limit": args.limit,
         "epochs_run": args.epochs, "batch_size": BATCH, "seed": args.seed, "threads": threads,
         "matmul_peak_gflops": fp32_peak, "matmul_peak_gflops_by_precision": peak,
-        "step_breakdown": breakdown, "products_alone": floors,
+        "step_breakdown": breakdown, "step_floor": floors,
         "matmul_gflops_by_size": {str(n): g for n, g in by_size.items()},
         "models": models, "epochs": rows, "machine": machine,
         "table": results_table(models, args.epochs),
