@@ -30,6 +30,7 @@ from bench.flops import achieved_gflops, dense_step_products, forward_macs
 from bench.machine import best_seconds_per_call, matmul_gflops_by_size
 from bench.peers.conv_vae_loop import ConvVAE
 from bench.results import TABLES_BEGIN, TABLES_END, refresh_readme, write_results
+from bench.runs import floor_seconds
 from genlab.config import build_config
 from genlab.data import DataSpec
 from genlab.registry import MODELS
@@ -183,6 +184,21 @@ def test_an_isolated_run_that_fails_mid_way_is_one_line_and_is_reaped():
         run.test()
     run.close()  # no second error: the child is reaped
     assert not run._process.is_alive()
+
+
+@needs_shared("fashion-mnist")
+def test_the_floor_times_the_optimizer_on_copies_and_leaves_the_run_as_it_was(monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED_DATA))
+    run = vae_mlp_epoch.build_run("genlab", "fashion-mnist", 256, 1)
+    run.epoch()
+    weights = [p.detach().clone() for p in run.model.parameters()]
+    state = {k: v.clone() if torch.is_tensor(v) else v
+             for k, v in run.trainer.optimizers["model"].state_dict()["state"][0].items()}
+    parts = floor_seconds(run, run.data.train_x[:128], 0.1)
+    assert set(parts) == {"products", "optimizer"} and all(s > 0 for s in parts.values())
+    assert all(torch.equal(p, w) for p, w in zip(run.model.parameters(), weights))  # the copies were stepped
+    after = run.trainer.optimizers["model"].state_dict()["state"][0]
+    assert all(torch.equal(after[k], v) if torch.is_tensor(v) else after[k] == v for k, v in state.items())
 
 
 def test_an_isolated_run_that_fails_is_one_line():
