@@ -4,6 +4,7 @@ fraction-of-peak columns: 2 n^3 flops for an n x n product, the best repetition 
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import subprocess
@@ -85,6 +86,22 @@ def other_load(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float |
     others = (after.machine_busy - before.machine_busy) - (after.own - before.own) + (after.steal - before.steal)
     return max(0.0, others / ticks / (after.wall - before.wall))
 
+def best_seconds_per_call(fn: Callable[[], None], seconds: float, block: int = 20) -> float:
+    """The seconds of one ``fn()`` call: after a warm-up block, blocks of ``block`` calls for about ``seconds``
+    (at least one), the best block's mean -- the fastest the machine gave (the matmul peak is its best single
+    product; a step's floor built from it is the most generous one)."""
+    for _ in range(block):
+        fn()
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        for _ in range(block):
+            fn()
+        best = min(best, (time.perf_counter() - start) / block)
+        if time.perf_counter() >= deadline:
+            return best
+
 def matmul_gflops_by_size(seconds: float = 3.0, sizes: Iterable[int] = (512, 1024, 2048),
                           dtype: torch.dtype = torch.float32) -> dict[int, float]:
     """GFLOP/s of ``torch.mm`` on n x n matrices of ``dtype`` (default fp32) at the current thread count, the best
@@ -99,34 +116,10 @@ def matmul_gflops_by_size(seconds: float = 3.0, sizes: Iterable[int] = (512, 102
         a = torch.randn(n, n, generator=gen).to(dtype)
         b = torch.randn(n, n, generator=gen).to(dtype)
         c = torch.empty(n, n, dtype=dtype)
-        torch.mm(a, b, out=c)  # warm-up: allocation, thread pool, caches
-        best = float("inf")
-        deadline = time.perf_counter() + seconds / len(sizes)
-        while True:
-            start = time.perf_counter()
-            torch.mm(a, b, out=c)
-            elapsed = time.perf_counter() - start
-            best = min(best, elapsed)
-            if time.perf_counter() >= deadline:
-                break
+        # one product as the warm-up (allocation, thread pool, caches), then the best single product
+        best = best_seconds_per_call(functools.partial(torch.mm, a, b, out=c), seconds / len(sizes), block=1)
         out[n] = 2 * n ** 3 / best / 1e9
     return out
-
-def best_seconds_per_call(fn: Callable[[], None], seconds: float, block: int = 20) -> float:
-    """The seconds of one ``fn()`` call: after a warm-up block, blocks of ``block`` calls for about ``seconds``
-    (at least one), the best block's mean -- as the matmul peak takes its best repetition, so that a floor built
-    from it is the most generous one the machine gave."""
-    for _ in range(block):
-        fn()
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while True:
-        start = time.perf_counter()
-        for _ in range(block):
-            fn()
-        best = min(best, (time.perf_counter() - start) / block)
-        if time.perf_counter() >= deadline:
-            return best
 
 def matmul_peak_gflops(seconds: float = 3.0, sizes: Iterable[int] = (512, 1024, 2048)) -> float:
     """The measured fp32 matmul peak of this machine (GFLOP/s) at ``torch.get_num_threads()`` threads: the best
