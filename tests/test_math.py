@@ -52,6 +52,7 @@ def test_kl_normal_std_matches_monte_carlo_and_torch() -> None:
     ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0))
     torch.testing.assert_close(kl, ref, rtol=1e-10, atol=1e-12)
     assert kl_normal_std(torch.zeros(3), torch.zeros(3)).abs().max() == 0  # q = p
+    assert torch.equal(kl_normal_std(mu, logvar, logvar.exp()), kl)  # a caller's own exp(logvar), the same KL
 
 
 def test_kl_normal_matches_monte_carlo_and_torch() -> None:

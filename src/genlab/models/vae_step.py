@@ -128,7 +128,8 @@ class DenseStep:
         logits = h.float() if low else h
 
         # the terms, as VAE.loss reports them (batch means)
-        kl = kl_normal_std(mu, logvar).sum() / B
+        var = torch.exp(logvar)  # for the KL and, below, its gradient
+        kl = kl_normal_std(mu, logvar, var).sum() / B
         recon = -self.log_px(logits.view(x.shape), target.view(x.shape)).mean()
         loss = recon + kl_weight * kl
 
@@ -140,7 +141,6 @@ class DenseStep:
         g_code = self._back(self.decoder, dec_w, dec_in, g, low, grads, g_w, offset=2 * n_enc, input_grad=True)
         assert g_code is not None
         g_z = g_code[:, :L].float() if low else g_code[:, :L]  # dL/dz
-        var = torch.exp(logvar)
         g_out = torch.empty_like(out)
         torch.mul(g_z, eps, out=g_out[:, L:]).mul_(std).mul_(0.5).add_(var, alpha=0.5 * kl_weight * inv)
         g_out[:, L:].sub_(0.5 * kl_weight * inv)

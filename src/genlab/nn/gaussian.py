@@ -15,9 +15,10 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per dimension, shape of ``mu`` (Kingma & Welling 2014, app. B)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per dimension, shape of ``mu`` (Kingma & Welling 2014, app. B);
+    ``var`` is exp(logvar) where the caller has it already (the hand-derived VAE step needs it for its gradient)."""
+    return 0.5 * (mu.pow(2) + (logvar.exp() if var is None else var) - 1.0 - logvar)
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor,
